@@ -1,0 +1,282 @@
+"""The Faust app: three agents driving the pipeline stages, their tables, the timer, and ``/metrics``.
+
+input topics --ingest--> <app>-entities --entities--> <app>-cells --cells--> kpi-* topics
+                   \\--> kpi-dead-letters <--/
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from faust.streams import _current_event
+from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from stream.core.validation import Validator
+from stream.kafka import faust_credentials, internal_topic
+from stream.metrics import Metrics
+from stream.pipeline.cells import CellConfig, CellStage
+from stream.pipeline.entities import EntityConfig, EntityStage
+from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope
+from stream.pipeline.routing import source_name
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class QuietWorker(faust.Worker):
+    """A worker without the progress spinner, which turns the root logger to DEBUG on a backlog."""
+
+    def _setup_spinner_handler(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+
+
+@contextmanager
+def partition_of(event: faust.EventT) -> Iterator[None]:
+    """Make ``event`` the current event, so table writes go to its partition's changelog.
+
+    Faust picks a table write's changelog partition from the current event. The
+    agents here process a batch per partition after the batch was taken, so
+    they name the partition explicitly (faust has no public call for this).
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+@dataclass(slots=True)
+class OffsetGuard:
+    """Skips events at or below the last offset this process handled on their partition.
+
+    After an unclean restart, faust can resume fetching before it seeks back to
+    the committed offset, handing the same records over twice in one process.
+    """
+
+    last: dict[TP, int] = field(default_factory=dict)
+
+    def fresh(self, events: list[faust.EventT]) -> list[faust.EventT]:
+        """The events not handled yet, in order."""
+        kept = []
+        for event in events:
+            tp = event.message.tp
+            if event.message.offset > self.last.get(tp, -1):
+                self.last[tp] = event.message.offset
+                kept.append(event)
+        return kept
+
+    def forget(self, tps: set[TP]) -> None:
+        """Revoked partitions start over from their committed offset when they come back."""
+        for tp in tps:
+            self.last.pop(tp, None)
+
+
+def _by_partition(events: list[faust.EventT]) -> dict[int, list[faust.EventT]]:
+    grouped: dict[int, list[faust.EventT]] = defaultdict(list)
+    for event in events:
+        grouped[event.message.partition].append(event)
+    return grouped
+
+
+def _write(table: faust.Table, writes: dict[bytes, bytes | None]) -> None:
+    for key, value in writes.items():
+        if value is None:
+            if key in table:
+                del table[key]
+        else:
+            table[key] = value
+
+
+def _ack(events: list[faust.EventT]) -> None:
+    for event in events:
+        event.ack()
+
+
+def build_app(settings: Settings, input_partitions: dict[str, int], registry: CollectorRegistry | None = None,
+              clock: Callable[[], float] = time.time) -> faust.App:
+    """Create the app with its agents, tables, timer and web page.
+
+    Args:
+        settings: the service settings.
+        input_partitions: partition count of each input topic (the watermark waits for all of them).
+        registry: where metrics are registered (a new one by default).
+        clock: processing-time clock in seconds, injected for tests.
+    """
+    registry = registry or CollectorRegistry()
+    metrics = Metrics.create(registry, settings.campaign_labels, settings.campaign_label_limit)
+    ready = Gauge("leadgen_worker_ready", "1 once the worker has recovered its state and processes events.",
+                  registry=registry)
+
+    def now_ms() -> int:
+        return int(clock() * 1000)
+
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings),
+        store=settings.store,
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee=settings.processing_guarantee,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.005,  # faust's default of 0 sends tiny batches
+        table_standby_replicas=0,
+        # A batch cut short by shutdown was not acked, so it is processed again after the restart; results are
+        # idempotent, so there is no need to wait for in-flight events (which hangs when an agent failed).
+        stream_wait_empty=False,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        Worker=QuietWorker,
+    )
+    n = settings.partitions
+    kind_of = {topic: kind for kind, topic in settings.input_topics.items()}
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                           "value_serializer": "raw"}
+    inputs = app.topic(*settings.input_topics.values(), **raw)
+    entities_topic = app.topic(internal_topic(settings, "entities"), partitions=n, **raw)
+    cells_topic = app.topic(internal_topic(settings, "cells"), partitions=n, **raw)
+    dead_letters = app.topic(settings.topic_dead_letters, **raw)
+    kpi_topics = {family: app.topic(settings.kpi_topic(family), **raw) for family in
+                  ("cost-per-lead", "conversion-rate", "time-to-conversion", "volume")}
+    lead_table = app.Table("leads", key_type=bytes, value_type=bytes, partitions=n)
+    seen_table = app.Table("seen", key_type=bytes, value_type=bytes, partitions=n)
+    cell_table = app.Table("cells", key_type=bytes, value_type=bytes, partitions=n)
+
+    ingest_stage = IngestStage(Validator(settings.rates, settings.max_event_bytes), n,
+                               settings.idle_partition_timeout_ms)
+    sources = frozenset(source_name(topic, p) for topic in settings.input_topics.values()
+                        for p in range(input_partitions[topic]))
+    entity_stage = EntityStage(EntityConfig(n, sources, settings.window_sizes_ms, settings.allowed_lateness_ms,
+                                            settings.funnel, settings.dedup_retention_ms,
+                                            settings.unknown_lead_timeout_ms), lead_table, seen_table)
+    cell_stage = CellStage(CellConfig(n, settings.window_sizes_ms, settings.allowed_lateness_ms, settings.funnel,
+                                      settings.rates.reporting_currency), cell_table)
+    guards = {"ingest": OffsetGuard(), "entities": OffsetGuard(), "cells": OffsetGuard()}
+    within = settings.batch_interval_ms / 1000
+
+    def owned_sources() -> list[str]:
+        return [source_name(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in kind_of]
+
+    async def send_dead_letters(records: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        return [await dead_letters.send(key=key.encode(), value=orjson.dumps(record)) for key, record in records]
+
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch_max, within=within):
+            started = time.perf_counter()
+            fresh = guards["ingest"].fresh(events)
+            messages = [InputMessage(kind_of[e.message.topic], e.message.topic, e.message.partition,
+                                     e.message.offset, e.message.key, e.message.value) for e in fresh]
+            now = now_ms()
+            out = ingest_stage.process(messages, now)
+            report = ingest_stage.progress.report(owned_sources(), now)
+            for partition, items in out.envelopes.items():
+                await entities_topic.send(value=encode_envelope(items, report), partition=partition)
+            await send_dead_letters(out.dead_letters)
+            ingest_stage.commit_progress(out, now)
+            metrics.count(out.counts)
+            for source, ts in out.observed:
+                metrics.last_event_time.labels(source.rsplit(":", 1)[0]).set(ts / 1000)
+            metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+            _ack(events)  # only after success: a failed batch is processed again after a restart
+
+    async def entities(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch_max, within=within):
+            started = time.perf_counter()
+            for partition, group in _by_partition(guards["entities"].fresh(events)).items():
+                out = entity_stage.process(partition, [(e.message.offset, e.message.value) for e in group],
+                                           now_ms())
+                pending = [await cells_topic.send(value=envelope, partition=target)
+                           for target, envelope in out.envelopes.items()]
+                pending += await send_dead_letters(out.dead_letters)
+                for future in pending:  # delivered before the state that produced them is persisted
+                    await future
+                with partition_of(group[-1]):
+                    _write(lead_table, out.lead_writes)
+                    _write(seen_table, out.seen_writes)
+                metrics.count(out.counts)
+                if out.watermark is not None:
+                    metrics.watermark.labels("entities").set(out.watermark / 1000)
+            metrics.pending_stage_changes.set(entity_stage.pending_count())
+            metrics.batch_seconds.labels("entities").observe(time.perf_counter() - started)
+            _ack(events)  # only after success: a failed batch is processed again after a restart
+
+    async def cells(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch_max, within=within):
+            started = time.perf_counter()
+            for partition, group in _by_partition(guards["cells"].fresh(events)).items():
+                out = cell_stage.process(partition, [(e.message.offset, e.message.value) for e in group],
+                                         now_ms())
+                pending = []
+                for record in out.records:
+                    topic = kpi_topics[record.family]
+                    pending.append(await topic.send(key=record.key.encode(), value=orjson.dumps(record.record)))
+                    metrics.kpi_records.labels(topic.get_topic_name()).inc()
+                for future in pending:
+                    await future
+                with partition_of(group[-1]):
+                    _write(cell_table, out.writes)
+                metrics.count(out.counts)
+                metrics.show_cells(out.touched.items(), settings.funnel)
+                if out.watermark is not None:
+                    metrics.watermark.labels("cells").set(out.watermark / 1000)
+            metrics.batch_seconds.labels("cells").observe(time.perf_counter() - started)
+            _ack(events)  # only after success: a failed batch is processed again after a restart
+
+    app.agent(inputs, name="ingest")(ingest)
+    app.agent(entities_topic, name="entities")(entities)
+    app.agent(cells_topic, name="cells")(cells)
+
+    async def report_progress() -> None:
+        """Input progress reaches every entity partition even when no event does (idle partitions advance)."""
+        owned = owned_sources()
+        if not owned:
+            return
+        envelope = encode_envelope([], ingest_stage.progress.report(owned, now_ms()))
+        for partition in range(n):
+            await entities_topic.send(value=envelope, partition=partition)
+
+    app.timer(settings.watermark_interval_ms / 1000, name="report_progress")(report_progress)
+
+    async def mark_ready() -> None:
+        ready.set(1)
+        log.info("kpi-stream worker ready: %s", orjson.dumps(settings.describe()).decode())
+
+    app.task(mark_ready)
+
+    def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        metrics.rebalances.inc()
+        for guard in guards.values():
+            guard.forget(revoked)
+        ingest_stage.progress.forget(source_name(tp.topic, tp.partition) for tp in revoked)
+        entity_stage.forget(tp.partition for tp in revoked if tp.topic == entities_topic.get_topic_name())
+        cell_stage.forget(tp.partition for tp in revoked if tp.topic == cells_topic.get_topic_name())
+
+    def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        metrics.assigned_partitions.clear()
+        counts: dict[str, int] = defaultdict(int)
+        for tp in assigned:
+            counts[tp.topic] += 1
+        for topic, count in counts.items():
+            metrics.assigned_partitions.labels(topic).set(count)
+
+    app.on_partitions_revoked.connect(on_revoked)
+    app.on_partitions_assigned.connect(on_assigned)
+
+    async def metrics_page(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    app.page("/metrics")(metrics_page)
+    return app

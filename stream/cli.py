@@ -1,0 +1,121 @@
+"""The ``kpi-stream`` command: Faust's own command line (``worker``), plus demo, generate, topics, settings, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+import orjson
+
+from stream.settings import ENVIRONMENT, Settings, SettingsError
+
+OWN_COMMANDS = ("demo", "generate", "topics", "settings", "bench")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"kpi-stream: bad setting: {exc}", file=sys.stderr)
+        return 2
+    if args and args[0] in OWN_COMMANDS:
+        return _own_command(args[0], args[1:], settings)
+    return _faust(args, settings)
+
+
+def _faust(args: list[str], settings: Settings) -> int:
+    """Hand over to Faust's command line with the app built from the settings."""
+    from stream.app import build_app
+    from stream.kafka import TopicError, ensure_topics
+
+    if not settings.bootstrap_servers:
+        print("kpi-stream: KAFKA_BOOTSTRAP_SERVERS is not set (or run `kpi-stream demo` for a local broker)",
+              file=sys.stderr)
+        return 2
+    if args and args[0] == "worker":
+        try:
+            counts = ensure_topics(settings)
+        except TopicError as exc:
+            print(f"kpi-stream: {exc}", file=sys.stderr)
+            return 1
+        if not any(arg.startswith(("-l", "--loglevel")) for arg in args):
+            args += ["--loglevel", {"warning": "warn"}.get(settings.log_level, settings.log_level)]
+    else:
+        counts = {topic: settings.partitions for topic in settings.input_topics.values()}
+    app = build_app(settings, counts)
+    sys.argv = ["kpi-stream", *args]
+    app.main()
+    return 0
+
+
+def _own_command(command: str, args: list[str], settings: Settings) -> int:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if command == "settings":
+        print(orjson.dumps(settings.describe(), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if command == "topics":
+        from stream.kafka import TopicError, ensure_topics
+
+        try:
+            for topic, partitions in sorted(ensure_topics(settings).items()):
+                print(f"{topic}: {partitions} partitions")
+        except TopicError as exc:
+            print(f"kpi-stream: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if command == "generate":
+        return _generate(args, settings)
+    if command == "demo":
+        from stream.demo import run_demo
+
+        return run_demo(args, settings)
+    from stream.bench import run_bench
+
+    return run_bench(args, settings)
+
+
+def _generate(args: list[str], settings: Settings) -> int:
+    from stream.generator import TrafficModel
+    from stream.kafka import confluent_config
+    from stream.produce import BatchProducer, produce_paced
+
+    parser = argparse.ArgumentParser(prog="kpi-stream generate", description="Send synthetic traffic.")
+    parser.add_argument("--rate", type=float, default=200.0, help="events per second (0: as fast as possible)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    parser.add_argument("--events", type=int, default=None, help="stop after this many events")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (same seed, same events)")
+    parser.add_argument("--backfill-hours", type=float, default=None,
+                        help="instead of live event times, simulate history starting this many hours ago")
+    options = parser.parse_args(args)
+    if not settings.bootstrap_servers:
+        print("kpi-stream: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+        return 2
+    now_ms = int(time.time() * 1000)
+    if options.backfill_hours is not None:
+        model = TrafficModel(seed=options.seed, start_ms=now_ms - int(options.backfill_hours * 3_600_000))
+    else:
+        model = TrafficModel(seed=options.seed, start_ms=now_ms, time_scale=20.0,
+                             clock_ms=lambda: int(time.time() * 1000))
+    producer = BatchProducer(confluent_config(settings))
+    sent = 0
+    try:
+        for sent in produce_paced(producer, settings.input_topics, model.events(options.events),
+                                  options.rate or None, options.duration):
+            if sent % 10000 == 0:
+                print(f"sent {sent} events", file=sys.stderr)
+    except KeyboardInterrupt:
+        producer.flush()
+    print(f"sent {sent} events in total", file=sys.stderr)
+    return 0
+
+
+def settings_table() -> str:
+    """The README's settings table, from the one place settings are defined."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for var, default, meaning in ENVIRONMENT.values():
+        lines.append(f"| `{var}` | `{default}` | {meaning} |" if default else f"| `{var}` | | {meaning} |")
+    return "\n".join(lines)

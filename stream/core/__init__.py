@@ -1,0 +1,1 @@
+"""Pure core: validation, funnel state, windows and KPI folds (no Faust, Kafka or Prometheus)."""

@@ -1,0 +1,150 @@
+"""Additive window cells: what each lead fact or spend adds to which (window, dimensions) cell.
+
+A cell is one tumbling window of one size for one dimension set, holding only
+additive state (counts, money sums, sample lists). Ratios are taken when a KPI
+is read, never stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from stream.core.funnel import Attribution, ConversionFact, Fact, StageFact
+from stream.core.quantiles import add_sorted, remove_sorted
+from stream.core.timeutil import window_start
+
+FUNNEL = "f"  # stage entry counts and spend, per all traffic / channel / channel+campaign
+CONVERSION_TIME = "t"  # time-to-conversion samples, per all traffic / channel
+
+
+class CellId(NamedTuple):
+    """One window of one size for one dimension set; ``None`` dimensions are roll-ups."""
+
+    family: str
+    size_ms: int
+    start_ms: int
+    channel: str | None
+    campaign: str | None
+
+    @property
+    def end_ms(self) -> int:
+        """Exclusive end of the window."""
+        return self.start_ms + self.size_ms
+
+    def routing_key(self) -> str:
+        """All windows of one dimension set share a partition, so its owner sees its whole history."""
+        return f"{self.family}\x00{self.channel or ''}\x00{self.campaign or ''}"
+
+
+def cell_ids(family: str, ts: int, channel: str, campaign: str | None, sizes: tuple[int, ...]) -> list[CellId]:
+    """The cells an observation at ``ts`` falls in: each window size times each roll-up level."""
+    levels: list[tuple[str | None, str | None]] = [(None, None), (channel, None)]
+    if family == FUNNEL and campaign is not None:
+        levels.append((channel, campaign))
+    return [CellId(family, size, window_start(ts, size), ch, cp) for size in sizes for ch, cp in levels]
+
+
+@dataclass(slots=True)
+class CellDelta:
+    """A change to one cell: count changes per stage, spend, and samples added or removed per step."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    spend_micros: int = 0
+    samples_added: dict[str, list[int]] = field(default_factory=dict)
+    samples_removed: dict[str, list[int]] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        """True when applying it would change nothing."""
+        return (not any(self.counts.values()) and not self.spend_micros and not self.samples_added
+                and not self.samples_removed)
+
+    def to_doc(self) -> dict[str, Any]:
+        """Compact JSON form for the cell-delta topic."""
+        doc: dict[str, Any] = {}
+        counts = {stage: n for stage, n in self.counts.items() if n}
+        if counts:
+            doc["c"] = counts
+        if self.spend_micros:
+            doc["s"] = self.spend_micros
+        if self.samples_added:
+            doc["a"] = self.samples_added
+        if self.samples_removed:
+            doc["r"] = self.samples_removed
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> CellDelta:
+        """Inverse of :meth:`to_doc`."""
+        return cls(dict(doc.get("c", {})), doc.get("s", 0), dict(doc.get("a", {})), dict(doc.get("r", {})))
+
+
+def step_name(from_stage: str, to_stage: str) -> str:
+    """Key of a funnel step inside a conversion-time cell."""
+    return f"{from_stage}>{to_stage}"
+
+
+def deltas_for_facts(changes: list[tuple[Fact, Attribution, int]], sizes: tuple[int, ...]) -> dict[CellId, CellDelta]:
+    """Turn one lead's fact changes into one merged delta per touched cell."""
+    deltas: dict[CellId, CellDelta] = {}
+    for fact, attribution, sign in changes:
+        if isinstance(fact, StageFact):
+            for cell in cell_ids(FUNNEL, fact.ts, attribution.channel, attribution.campaign, sizes):
+                delta = deltas.setdefault(cell, CellDelta())
+                delta.counts[fact.stage] = delta.counts.get(fact.stage, 0) + sign
+        elif isinstance(fact, ConversionFact):
+            step = step_name(fact.from_stage, fact.to_stage)
+            for cell in cell_ids(CONVERSION_TIME, fact.ts, attribution.channel, attribution.campaign, sizes):
+                delta = deltas.setdefault(cell, CellDelta())
+                target = delta.samples_added if sign > 0 else delta.samples_removed
+                target.setdefault(step, []).append(fact.duration_ms)
+    return {cell: delta for cell, delta in deltas.items() if not delta.is_empty()}
+
+
+def deltas_for_spend(
+    ts: int, channel: str, campaign: str | None, micros: int, sizes: tuple[int, ...]
+) -> dict[CellId, CellDelta]:
+    """Spend adds money to the funnel cells of its channel and campaign."""
+    return {cell: CellDelta(spend_micros=micros) for cell in cell_ids(FUNNEL, ts, channel, campaign, sizes)}
+
+
+@dataclass(slots=True)
+class CellState:
+    """The fold over a cell's deltas, plus bookkeeping for idempotent replays and revisions.
+
+    ``applied`` maps each upstream partition to the position of the last delta
+    taken from it, so a delta replayed after a crash is recognised and skipped.
+    ``emitted`` maps each KPI record key to ``[revision, signature]`` of the last
+    record sent for it.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    spend_micros: int = 0
+    samples: dict[str, list[int]] = field(default_factory=dict)
+    applied: dict[str, int] = field(default_factory=dict)
+    emitted: dict[str, list[Any]] = field(default_factory=dict)
+    final: bool = False
+
+    def apply(self, delta: CellDelta) -> None:
+        """Fold one delta in."""
+        for stage, change in delta.counts.items():
+            self.counts[stage] = self.counts.get(stage, 0) + change
+        self.spend_micros += delta.spend_micros
+        for step, values in delta.samples_removed.items():
+            kept = self.samples.get(step, [])
+            for value in values:
+                remove_sorted(kept, value)
+        for step, values in delta.samples_added.items():
+            kept = self.samples.setdefault(step, [])
+            for value in values:
+                add_sorted(kept, value)
+
+    def to_doc(self) -> dict[str, Any]:
+        """JSON form for the cell table."""
+        return {"c": self.counts, "s": self.spend_micros, "t": self.samples, "p": self.applied,
+                "e": self.emitted, "f": self.final}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> CellState:
+        """Inverse of :meth:`to_doc`."""
+        return cls(doc["c"], doc["s"], doc["t"], doc["p"], doc["e"], doc["f"])

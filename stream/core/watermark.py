@@ -1,0 +1,101 @@
+"""Event-time watermarks: per-partition progress at the source, and the minimum over every source downstream.
+
+As in Flink, a watermark is the minimum over input partitions of each one's
+own maximum event time, so a partition read ahead of the others on a backlog
+does not make their events late. A partition with no new events for
+``idle_timeout_ms`` of processing time stops holding the others back: its
+progress then advances with the processing clock from its last event time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class _PartitionProgress:
+    max_ts: int
+    last_seen_ms: int
+
+
+@dataclass(slots=True)
+class SourceProgress:
+    """Per input partition: the maximum event time seen and when (processing time) it last moved."""
+
+    idle_timeout_ms: int
+    _partitions: dict[str, _PartitionProgress] = field(default_factory=dict)
+
+    def observe(self, partition: str, ts: int, now_ms: int) -> None:
+        """Record a valid event's time on ``partition``."""
+        known = self._partitions.get(partition)
+        if known is None:
+            self._partitions[partition] = _PartitionProgress(ts, now_ms)
+        else:
+            known.last_seen_ms = now_ms
+            if ts > known.max_ts:
+                known.max_ts = ts
+
+    def forget(self, partitions: Iterable[str]) -> None:
+        """Drop partitions this worker no longer owns."""
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+
+    def report(self, owned: Iterable[str], now_ms: int) -> dict[str, int | None]:
+        """Progress of each owned partition; None for one that has never had an event (it holds nothing back)."""
+        report: dict[str, int | None] = {}
+        for partition in owned:
+            known = self._partitions.get(partition)
+            if known is None:
+                report[partition] = None
+                continue
+            idle_for = now_ms - known.last_seen_ms - self.idle_timeout_ms
+            report[partition] = known.max_ts + idle_for if idle_for > 0 else known.max_ts
+        return report
+
+
+@dataclass(slots=True)
+class WatermarkJoin:
+    """The minimum over a known set of sources of the progress each has reported.
+
+    Progress per source only moves forward (a restarted upstream re-reading
+    old events cannot pull the watermark back), and the watermark holds until
+    every expected source has reported at least once.
+    """
+
+    expected: frozenset[str]
+    progress: dict[str, int | None] = field(default_factory=dict)
+    # The watermark never goes back, even when a source that had no events starts having old ones.
+    floor: int | None = None
+
+    def update(self, reports: dict[str, int | None]) -> bool:
+        """Take reports; True when any source's progress changed."""
+        changed = False
+        for source, value in reports.items():
+            if source not in self.expected:
+                continue
+            if source not in self.progress:
+                self.progress[source] = value
+                changed = True
+                continue
+            known = self.progress[source]
+            if value is not None and (known is None or value > known):
+                self.progress[source] = value
+                changed = True
+        return changed
+
+    def watermark(self) -> int | None:
+        """The watermark, or None while it is unknown (some source silent, or none has any event)."""
+        if not self.expected or any(source not in self.progress for source in self.expected):
+            return None
+        values = [value for value in self.progress.values() if value is not None]
+        if values:
+            lowest = min(values)
+            if self.floor is None or lowest > self.floor:
+                self.floor = lowest
+        return self.floor
+
+
+def is_closed(window_end: int, watermark: int | None, allowed_lateness_ms: int) -> bool:
+    """A window is final once the watermark has passed its end plus the allowed lateness."""
+    return watermark is not None and window_end + allowed_lateness_ms <= watermark

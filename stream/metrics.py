@@ -1,0 +1,179 @@
+"""The Prometheus metrics of a worker, as one typed bundle on an injected registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from stream.core.cells import FUNNEL, CellId, CellState
+from stream.core.funnel import LEAD_STAGE
+from stream.core.kpis import CONVERSION_TIME_BUCKETS, conversion_rate, cost_per_lead
+from stream.core.money import micros_to_float
+from stream.core.timeutil import format_duration
+from stream.pipeline.counts import BatchCounts
+
+ALL = "all"  # label value of the all-traffic roll-up
+OTHER = "other"  # label value that folded campaigns and channels share
+
+# Batch processing takes from a millisecond (a handful of events) to seconds (a
+# full batch of a backlog, or a state scan after a rebalance).
+BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class LabelFolder:
+    """Bounds a label's values: an allow-list, or else the first ``limit`` values seen; the rest are ``other``."""
+
+    allowed: frozenset[str]
+    limit: int
+    _seen: set[str] = field(default_factory=set)
+
+    def fold(self, value: str | None) -> str:
+        """The label value to use for ``value``."""
+        if value is None:
+            return ""
+        if self.allowed:
+            return value if value in self.allowed else OTHER
+        if value in self._seen:
+            return value
+        if len(self._seen) < self.limit:
+            self._seen.add(value)
+            return value
+        return OTHER
+
+
+@dataclass
+class Metrics:
+    """Every metric a worker exports (README, section Metrics, says what each means)."""
+
+    events: Counter
+    rejected: Counter
+    duplicates: Counter
+    leads: Counter
+    stage_entries: Counter
+    spend: Counter
+    late_contributions: Counter
+    replayed_deltas: Counter
+    kpi_records: Counter
+    cost_per_lead: Gauge
+    conversion_ratio: Gauge
+    time_to_conversion: Histogram
+    watermark: Gauge
+    last_event_time: Gauge
+    pending_stage_changes: Gauge
+    batch_seconds: Histogram
+    rebalances: Counter
+    assigned_partitions: Gauge
+    campaigns: LabelFolder
+    channels: LabelFolder
+    _latest_start: dict[tuple[str | None, int], int] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry, campaign_labels: frozenset[str], campaign_label_limit: int,
+               channel_label_limit: int = 50) -> Metrics:
+        """Register every metric on ``registry``."""
+        # The *_created series double the output and mean nothing to PromQL here.
+        disable_created_metrics()
+        return cls(
+            events=Counter("leadgen_events", "Valid, first-seen input events.", ["topic"], registry=registry),
+            rejected=Counter("leadgen_events_rejected", "Input events refused and dead-lettered, by reason.",
+                             ["topic", "reason"], registry=registry),
+            duplicates=Counter("leadgen_events_duplicate", "Input events ignored as a repeated event_id.",
+                               ["topic"], registry=registry),
+            leads=Counter("leadgen_leads", "Leads created (first arrival of each lead).", ["channel", "campaign"],
+                          registry=registry),
+            stage_entries=Counter("leadgen_stage_entries", "Leads entering a funnel stage for the first time.",
+                                  ["stage", "channel"], registry=registry),
+            spend=Counter("leadgen_spend", "Spend, in the reporting currency.", ["channel", "campaign"],
+                          registry=registry),
+            late_contributions=Counter(
+                "leadgen_late_contributions",
+                "Lead contributions that fell in a window already final (a lead's other events came too late).",
+                ["family"], registry=registry),
+            replayed_deltas=Counter("leadgen_replayed_deltas",
+                                    "Cell updates recognised as replays after a restart and skipped.",
+                                    registry=registry),
+            kpi_records=Counter("leadgen_kpi_records", "KPI records sent, by topic.", ["topic"], registry=registry),
+            cost_per_lead=Gauge("leadgen_cost_per_lead",
+                                "Cost per lead of the latest event-time window of each size, in the reporting "
+                                "currency; absent while the window has no leads.", ["channel", "window"],
+                                registry=registry),
+            conversion_ratio=Gauge("leadgen_conversion_ratio",
+                                   "Leads entering to_stage / leads entering from_stage in the latest event-time "
+                                   "window of each size; absent while the denominator is zero.",
+                                   ["from_stage", "to_stage", "channel", "window"], registry=registry),
+            time_to_conversion=Histogram(
+                "leadgen_time_to_conversion_seconds",
+                "Time from entering from_stage to entering to_stage, observed when a lead enters to_stage.",
+                ["from_stage", "to_stage", "channel"], buckets=CONVERSION_TIME_BUCKETS, registry=registry),
+            watermark=Gauge("leadgen_watermark_timestamp_seconds",
+                            "Event-time watermark of a stage (Unix seconds): windows ending before it minus the "
+                            "allowed lateness are final.", ["stage"], registry=registry),
+            last_event_time=Gauge("leadgen_last_event_timestamp_seconds",
+                                  "Latest event time read from each input topic (Unix seconds).", ["topic"],
+                                  registry=registry),
+            pending_stage_changes=Gauge("leadgen_pending_leads",
+                                        "Leads whose stage changes wait for the lead itself to arrive.",
+                                        registry=registry),
+            batch_seconds=Histogram("leadgen_batch_duration_seconds", "Time to process one batch, per stage.",
+                                    ["stage"], buckets=BATCH_SECONDS_BUCKETS, registry=registry),
+            rebalances=Counter("leadgen_rebalances", "Consumer group rebalances this worker took part in.",
+                               registry=registry),
+            assigned_partitions=Gauge("leadgen_assigned_partitions", "Partitions assigned to this worker, by topic.",
+                                      ["topic"], registry=registry),
+            campaigns=LabelFolder(campaign_labels, campaign_label_limit),
+            channels=LabelFolder(frozenset(), channel_label_limit),
+        )
+
+    def count(self, counts: BatchCounts) -> None:
+        """Publish one batch's counts."""
+        for topic, n in counts.valid.items():
+            self.events.labels(topic).inc(n)
+        for topic, n in counts.duplicate.items():
+            self.duplicates.labels(topic).inc(n)
+        for (topic, reason), n in counts.rejected.items():
+            self.rejected.labels(topic, reason).inc(n)
+        for (channel, campaign), n in counts.leads.items():
+            self.leads.labels(self.channels.fold(channel), self.campaigns.fold(campaign)).inc(n)
+        for (stage, channel), n in counts.stage_entries.items():
+            self.stage_entries.labels(stage, self.channels.fold(channel)).inc(n)
+        for (channel, campaign), micros in counts.spend_micros.items():
+            self.spend.labels(self.channels.fold(channel), self.campaigns.fold(campaign)).inc(
+                micros_to_float(micros))
+        for family, n in counts.late_contributions.items():
+            self.late_contributions.labels(family).inc(n)
+        if counts.replayed_deltas:
+            self.replayed_deltas.inc(counts.replayed_deltas)
+        for from_stage, to_stage, channel, duration_ms in counts.conversion_samples:
+            self.time_to_conversion.labels(from_stage, to_stage, self.channels.fold(channel)).observe(
+                duration_ms / 1000)
+
+    def show_cells(self, cells: Iterable[tuple[CellId, CellState]], funnel: tuple[str, ...]) -> None:
+        """Point the KPI gauges at the latest window of each size, per channel and for all traffic."""
+        for cell, state in cells:
+            # Conversion-time cells feed the histogram (see count), not gauges.
+            if cell.family != FUNNEL or cell.campaign is not None:
+                continue
+            latest_key = (cell.channel, cell.size_ms)
+            if cell.start_ms < self._latest_start.get(latest_key, cell.start_ms):
+                continue
+            self._latest_start[latest_key] = cell.start_ms
+            channel = ALL if cell.channel is None else self.channels.fold(cell.channel)
+            window = format_duration(cell.size_ms)
+            _set_or_clear(self.cost_per_lead, (channel, window),
+                          cost_per_lead(state.spend_micros, state.counts.get(LEAD_STAGE, 0)))
+            for from_stage, to_stage in zip(funnel, funnel[1:], strict=False):
+                _set_or_clear(self.conversion_ratio, (from_stage, to_stage, channel, window),
+                              conversion_rate(state.counts.get(to_stage, 0), state.counts.get(from_stage, 0)))
+
+
+def _set_or_clear(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+    if value is None:
+        try:
+            gauge.remove(*labels)
+        except KeyError:
+            pass  # never set: nothing to clear
+    else:
+        gauge.labels(*labels).set(value)

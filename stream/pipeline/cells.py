@@ -1,0 +1,162 @@
+"""Stage 3: window cells. Applies deltas exactly once, finalises windows by the watermark, emits KPI records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from stream.core.cells import CONVERSION_TIME, CellDelta, CellId, CellState
+from stream.core.kpis import KpiRecord, changed_records
+from stream.core.watermark import WatermarkJoin, is_closed
+from stream.pipeline.counts import BatchCounts
+from stream.pipeline.entities import WATERMARK_KEY_PREFIX
+from stream.pipeline.routing import partition_for
+from stream.pipeline.state import BatchWrites, Store
+
+
+@dataclass(frozen=True, slots=True)
+class CellConfig:
+    """What the cell stage needs from the settings."""
+
+    partitions: int
+    window_sizes_ms: tuple[int, ...]
+    allowed_lateness_ms: int
+    funnel: tuple[str, ...]
+    reporting_currency: str
+
+
+@dataclass(slots=True)
+class CellOutput:
+    """One batch's results: KPI records, cell-table writes, the cells that changed, and counts."""
+
+    records: list[KpiRecord] = field(default_factory=list)
+    writes: dict[bytes, bytes | None] = field(default_factory=dict)
+    touched: dict[CellId, CellState] = field(default_factory=dict)
+    counts: BatchCounts = field(default_factory=BatchCounts)
+    watermark: int | None = None
+
+
+@dataclass(slots=True)
+class _PartitionIndex:
+    join: WatermarkJoin
+    open_cells: set[CellId] = field(default_factory=set)
+    final_cells: set[CellId] = field(default_factory=set)
+
+
+def cell_key(cell: CellId) -> bytes:
+    """Key of a cell in the cell table."""
+    return orjson.dumps(list(cell))
+
+
+class CellStage:
+    """Owns the cell table of the cell partitions assigned to this worker."""
+
+    def __init__(self, config: CellConfig, cells: Store) -> None:
+        self.config = config
+        self._cells = cells
+        self._index: dict[int, _PartitionIndex] = {}
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the indexes of partitions no longer owned."""
+        for partition in partitions:
+            self._index.pop(partition, None)
+
+    def owned_cells(self) -> Iterable[tuple[CellId, CellState]]:
+        """Every cell of the owned partitions (for the gauges after a rebalance)."""
+        for index in self._index.values():
+            for cell in index.open_cells | index.final_cells:
+                stored = self._cells.get(cell_key(cell))
+                if stored is not None:
+                    yield cell, CellState.from_doc(orjson.loads(stored))
+
+    def _partition_index(self, partition: int) -> _PartitionIndex:
+        index = self._index.get(partition)
+        if index is not None:
+            return index
+        join = WatermarkJoin(frozenset(str(source) for source in range(self.config.partitions)))
+        stored = self._cells.get(WATERMARK_KEY_PREFIX + str(partition).encode())
+        if stored is not None:
+            doc = orjson.loads(stored)
+            join.progress.update(doc["p"])
+            join.floor = doc["f"]
+        index = _PartitionIndex(join)
+        for key, value in self._cells.items():  # type: ignore[attr-defined]
+            if key.startswith(WATERMARK_KEY_PREFIX):
+                continue
+            cell = CellId(*orjson.loads(key))
+            if partition_for(cell.routing_key(), self.config.partitions) == partition:
+                (index.final_cells if orjson.loads(value)["f"] else index.open_cells).add(cell)
+        self._index[partition] = index
+        return index
+
+    def process(self, partition: int, envelopes: list[tuple[int, bytes]], now_ms: int) -> CellOutput:
+        """Apply the delta envelopes read from one cell partition, in offset order, and emit what changed."""
+        cfg = self.config
+        index = self._partition_index(partition)
+        table = BatchWrites(self._cells)
+        out = CellOutput()
+        states: dict[CellId, CellState] = {}
+        changed: set[CellId] = set()
+        smallest = cfg.window_sizes_ms[0]
+        for _, raw_envelope in envelopes:
+            envelope = orjson.loads(raw_envelope)
+            source = str(envelope["src"])
+            watermark = index.join.watermark()
+            for cell_fields, where, delta_doc in envelope["d"]:
+                cell = CellId(*cell_fields)
+                state = self._load(states, table, cell)
+                if state.final or is_closed(cell.end_ms, watermark, cfg.allowed_lateness_ms):
+                    # Only reachable when a lead's contribution lands in a closed window (its other events came
+                    # later than the lateness): counted, not applied, so a final record never changes.
+                    out.counts.late_contributions[cell.family] += 1
+                    continue
+                if state.applied.get(source, -1) >= where:
+                    out.counts.replayed_deltas += 1
+                    continue
+                delta = CellDelta.from_doc(delta_doc)
+                state.apply(delta)
+                state.applied[source] = where
+                changed.add(cell)
+                index.open_cells.add(cell)
+                if cell.family == CONVERSION_TIME and cell.size_ms == smallest and cell.channel is not None:
+                    for step, values in delta.samples_added.items():
+                        from_stage, to_stage = step.split(">")
+                        out.counts.conversion_samples.extend(
+                            (from_stage, to_stage, cell.channel, value) for value in values)
+            if index.join.update({source: envelope["wm"]}):
+                table.set(WATERMARK_KEY_PREFIX + str(partition).encode(),
+                          orjson.dumps({"p": index.join.progress, "f": index.join.floor}))
+        watermark = index.join.watermark()
+        out.watermark = watermark
+        if watermark is not None:
+            # A final cell is kept one more window length, then dropped: nothing can change it any more.
+            # Only cells final before this batch are dropped, so each one's final record has gone out.
+            for cell in [c for c in index.final_cells
+                         if is_closed(c.end_ms + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
+                index.final_cells.discard(cell)
+                states.pop(cell, None)
+                table.set(cell_key(cell), None)
+            for cell in [c for c in index.open_cells if is_closed(c.end_ms, watermark, cfg.allowed_lateness_ms)]:
+                state = self._load(states, table, cell)
+                state.final = True
+                changed.add(cell)
+                index.open_cells.discard(cell)
+                index.final_cells.add(cell)
+        for cell in changed:
+            state = states[cell]
+            out.records.extend(changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms))
+            table.set(cell_key(cell), orjson.dumps(state.to_doc()))
+            out.touched[cell] = state
+        out.writes = table.take()
+        return out
+
+    def _load(self, states: dict[CellId, CellState], table: BatchWrites, cell: CellId) -> CellState:
+        state = states.get(cell)
+        if state is None:
+            stored = table.get(cell_key(cell))
+            state = CellState.from_doc(orjson.loads(stored)) if stored is not None else CellState()
+            states[cell] = state
+        return state

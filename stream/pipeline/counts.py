@@ -1,0 +1,33 @@
+"""What a batch did, counted, for the metrics layer to publish (keeps the stages free of Prometheus)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class BatchCounts:
+    """Counter increments produced by one batch, keyed by label tuples."""
+
+    valid: Counter[str] = field(default_factory=Counter)  # topic
+    duplicate: Counter[str] = field(default_factory=Counter)  # topic
+    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)  # (topic, reason)
+    leads: Counter[tuple[str, str | None]] = field(default_factory=Counter)  # (channel, campaign)
+    stage_entries: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, channel)
+    spend_micros: Counter[tuple[str, str | None]] = field(default_factory=Counter)  # (channel, campaign)
+    late_contributions: Counter[str] = field(default_factory=Counter)  # cell family
+    replayed_deltas: int = 0
+    conversion_samples: list[tuple[str, str, str, int]] = field(default_factory=list)  # from, to, channel, ms
+
+    def merge(self, other: BatchCounts) -> None:
+        """Add another batch's counts to these."""
+        self.valid.update(other.valid)
+        self.duplicate.update(other.duplicate)
+        self.rejected.update(other.rejected)
+        self.leads.update(other.leads)
+        self.stage_entries.update(other.stage_entries)
+        self.spend_micros.update(other.spend_micros)
+        self.late_contributions.update(other.late_contributions)
+        self.replayed_deltas += other.replayed_deltas
+        self.conversion_samples.extend(other.conversion_samples)

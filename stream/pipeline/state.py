@@ -1,0 +1,54 @@
+"""A table as the stages see it: reads from the store, writes collected per batch and applied by the caller.
+
+Collecting writes lets the agent deliver a batch's outputs downstream *before*
+persisting the state that produced them, which is what makes replays after a
+crash safe: a replayed batch recomputes the same outputs, and downstream skips
+what it already has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import Protocol
+
+
+class Store(Protocol):
+    """The read side of a table (a Faust table or a dict in tests)."""
+
+    def get(self, key: bytes, default: None = None) -> bytes | None:
+        """The stored value, or None."""
+
+    def items(self) -> Iterator[tuple[bytes, bytes]] | object:
+        """All stored (key, value) pairs."""
+
+
+class BatchWrites:
+    """Pending writes of one batch over a store; ``None`` is a deletion."""
+
+    def __init__(self, store: MutableMapping[bytes, bytes] | Store) -> None:
+        self.store = store
+        self.pending: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        """Read through the batch's own writes."""
+        if key in self.pending:
+            return self.pending[key]
+        return self.store.get(key)
+
+    def set(self, key: bytes, value: bytes | None) -> None:
+        """Write (or delete, with None) at the end of the batch."""
+        self.pending[key] = value
+
+    def take(self) -> dict[bytes, bytes | None]:
+        """The batch's writes, leaving none pending."""
+        taken, self.pending = self.pending, {}
+        return taken
+
+
+def apply_writes(store: MutableMapping[bytes, bytes], writes: dict[bytes, bytes | None]) -> None:
+    """Apply collected writes to a plain mapping (tests and the in-memory flow)."""
+    for key, value in writes.items():
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value

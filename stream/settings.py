@@ -1,0 +1,281 @@
+"""The one settings object: read from the environment once, at start-up, and passed to everything else."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from stream.core.events import Kind
+from stream.core.money import RateTable, parse_rate_table
+from stream.core.timeutil import format_duration, parse_duration_ms
+
+SECRET_FIELDS = frozenset({"sasl_password"})
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+
+# name -> (environment variable, default, meaning); the README's settings table is generated from this.
+ENVIRONMENT: dict[str, tuple[str, str, str]] = {
+    "bootstrap_servers": ("KAFKA_BOOTSTRAP_SERVERS", "",
+                          "Kafka bootstrap servers (host:port,...). Empty: `kpi-stream demo` starts a local broker."),
+    "security_protocol": ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."),
+    "sasl_mechanism": ("KAFKA_SASL_MECHANISM", "PLAIN", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."),
+    "sasl_username": ("KAFKA_SASL_USERNAME", "", "SASL user name."),
+    "sasl_password": ("KAFKA_SASL_PASSWORD", "", "SASL password (never logged or shown)."),
+    "ssl_ca_file": ("KAFKA_SSL_CA_FILE", "", "PEM file of the CA that signed the brokers' certificates."),
+    "ssl_cert_file": ("KAFKA_SSL_CERT_FILE", "", "PEM client certificate, for brokers that require one."),
+    "ssl_key_file": ("KAFKA_SSL_KEY_FILE", "", "PEM client key, for brokers that require one."),
+    "app_id": ("KPI_APP_ID", "leadgen-kpi",
+               "Faust app id: the consumer group and the prefix of internal topics and tables."),
+    "web_host": ("KPI_WEB_HOST", "127.0.0.1", "Address the HTTP server (`/metrics`) binds to."),
+    "web_port": ("KPI_WEB_PORT", "6066", "Port of the HTTP server that serves `/metrics`."),
+    "window_sizes": ("KPI_WINDOW_SIZES", "1h,1d", "Tumbling event-time window sizes, UTC-aligned."),
+    "allowed_lateness": ("KPI_ALLOWED_LATENESS", "10m",
+                         "How long after its end (in event time) a window still accepts events."),
+    "funnel": ("KPI_FUNNEL", "lead,mql,sal,sql,opportunity,won", "The funnel stages, in order."),
+    "reporting_currency": ("KPI_REPORTING_CURRENCY", "USD", "Currency all money is reported in."),
+    "exchange_rates": ("KPI_EXCHANGE_RATES", "",
+                       "Rates to the reporting currency, e.g. `EUR=1.08,GBP=1.27` (1 EUR = 1.08 USD). "
+                       "Other currencies are rejected as `unknown_currency`."),
+    "topic_page_views": ("KPI_TOPIC_PAGE_VIEWS", "page-views", "Input topic of page views."),
+    "topic_leads": ("KPI_TOPIC_LEADS", "leads", "Input topic of new leads."),
+    "topic_stage_changes": ("KPI_TOPIC_STAGE_CHANGES", "stage-changes", "Input topic of stage changes."),
+    "topic_spend": ("KPI_TOPIC_SPEND", "spend", "Input topic of spend."),
+    "topic_dead_letters": ("KPI_TOPIC_DEAD_LETTERS", "kpi-dead-letters", "Dead-letter topic."),
+    "kpi_topic_prefix": ("KPI_TOPIC_PREFIX", "kpi-", "Prefix of the KPI output topics (`kpi-<family>`)."),
+    "partitions": ("KPI_PARTITIONS", "4",
+                   "Partitions of the topics this service creates (internal topics, tables, and any missing "
+                   "input or output topic)."),
+    "replication_factor": ("KPI_REPLICATION_FACTOR", "1", "Replication factor of topics this service creates."),
+    "campaign_labels": ("KPI_CAMPAIGN_LABELS", "",
+                        "Campaigns that keep their own `campaign` label on /metrics (comma-separated). "
+                        "Empty: the first KPI_CAMPAIGN_LABEL_LIMIT campaigns seen keep theirs."),
+    "campaign_label_limit": ("KPI_CAMPAIGN_LABEL_LIMIT", "20",
+                             "With no allow-list, how many campaigns keep their label; the rest are `other`."),
+    "dedup_retention": ("KPI_DEDUP_RETENTION", "24h",
+                        "How long (event time, behind the watermark) an event_id is remembered for deduplication."),
+    "unknown_lead_timeout": ("KPI_UNKNOWN_LEAD_TIMEOUT", "1h",
+                             "How long (event time) a stage change waits for its lead before it is dead-lettered "
+                             "as `unknown_lead`."),
+    "idle_partition_timeout": ("KPI_IDLE_PARTITION_TIMEOUT", "10s",
+                               "Processing time after which a silent input partition stops holding the "
+                               "watermark back and advances with the clock."),
+    "max_event_bytes": ("KPI_MAX_EVENT_BYTES", "65536", "Larger input messages are rejected as `too_large`."),
+    "batch_max": ("KPI_BATCH_MAX", "2000", "Most events an agent takes in one batch."),
+    "batch_interval": ("KPI_BATCH_INTERVAL", "200ms",
+                       "Longest an agent waits to fill a batch; bounds update latency and sets how much "
+                       "KPI updates are coalesced."),
+    "watermark_interval": ("KPI_WATERMARK_INTERVAL", "500ms", "How often input progress is sent downstream."),
+    "processing_guarantee": ("KPI_PROCESSING_GUARANTEE", "at_least_once",
+                             "`at_least_once` (results made idempotent) or `exactly_once` (Kafka transactions; "
+                             "not supported by the embedded Tansu broker)."),
+    "store": ("KPI_STORE", "memory://", "Faust table store URL (`memory://`, or `rocksdb://` with rocksdict)."),
+    "data_dir": ("KPI_DATA_DIR", "./kpi-data", "Directory for table stores that keep files."),
+    "session_timeout": ("KPI_SESSION_TIMEOUT", "6s",
+                        "Consumer group session timeout (group joins wait about half of it)."),
+    "heartbeat_interval": ("KPI_HEARTBEAT_INTERVAL", "1s", "Consumer group heartbeat interval."),
+    "log_level": ("KPI_LOG_LEVEL", "info", "Log level: debug, info, warning or error."),
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service, already parsed and checked."""
+
+    bootstrap_servers: str
+    security_protocol: str
+    sasl_mechanism: str
+    sasl_username: str
+    sasl_password: str
+    ssl_ca_file: str
+    ssl_cert_file: str
+    ssl_key_file: str
+    app_id: str
+    web_host: str
+    web_port: int
+    window_sizes_ms: tuple[int, ...]
+    allowed_lateness_ms: int
+    funnel: tuple[str, ...]
+    rates: RateTable
+    topic_page_views: str
+    topic_leads: str
+    topic_stage_changes: str
+    topic_spend: str
+    topic_dead_letters: str
+    kpi_topic_prefix: str
+    partitions: int
+    replication_factor: int
+    campaign_labels: frozenset[str]
+    campaign_label_limit: int
+    dedup_retention_ms: int
+    unknown_lead_timeout_ms: int
+    idle_partition_timeout_ms: int
+    max_event_bytes: int
+    batch_max: int
+    batch_interval_ms: int
+    watermark_interval_ms: int
+    processing_guarantee: str
+    store: str
+    data_dir: str
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    log_level: str
+
+    @property
+    def input_topics(self) -> dict[Kind, str]:
+        """Input topic name per event kind."""
+        return {Kind.PAGE_VIEW: self.topic_page_views, Kind.LEAD: self.topic_leads,
+                Kind.STAGE_CHANGE: self.topic_stage_changes, Kind.SPEND: self.topic_spend}
+
+    def kpi_topic(self, family: str) -> str:
+        """Output topic of a KPI family."""
+        return f"{self.kpi_topic_prefix}{family}"
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as shown to people: secrets masked."""
+        shown: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in SECRET_FIELDS:
+                value = "***" if value else ""
+            elif item.name == "rates":
+                value = {"reporting_currency": value.reporting_currency,
+                         "rates": {code: str(rate) for code, rate in value.rates.items()}}
+            elif item.name.endswith("_ms") and isinstance(value, int):
+                value = format_duration(value)
+            elif item.name.endswith("_ms"):
+                value = [format_duration(size) for size in value]
+            elif isinstance(value, frozenset):
+                value = sorted(value)
+            shown[item.name] = value
+        return shown
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every setting.
+
+        Raises:
+            SettingsError: naming the first variable with a value that cannot be used.
+        """
+        env = os.environ if environ is None else environ
+        raw = {name: env.get(var, default).strip() for name, (var, default, _) in ENVIRONMENT.items()}
+        return cls(
+            bootstrap_servers=raw["bootstrap_servers"],
+            security_protocol=_choice(raw, "security_protocol", SECURITY_PROTOCOLS, upper=True),
+            sasl_mechanism=_choice(raw, "sasl_mechanism", SASL_MECHANISMS, upper=True),
+            sasl_username=raw["sasl_username"],
+            sasl_password=raw["sasl_password"],
+            ssl_ca_file=raw["ssl_ca_file"],
+            ssl_cert_file=raw["ssl_cert_file"],
+            ssl_key_file=raw["ssl_key_file"],
+            app_id=_nonempty(raw, "app_id"),
+            web_host=_nonempty(raw, "web_host"),
+            web_port=_integer(raw, "web_port", 0, 65535),
+            window_sizes_ms=_window_sizes(raw),
+            allowed_lateness_ms=_duration(raw, "allowed_lateness", allow_zero=True),
+            funnel=_funnel(raw),
+            rates=_rates(raw),
+            topic_page_views=_nonempty(raw, "topic_page_views"),
+            topic_leads=_nonempty(raw, "topic_leads"),
+            topic_stage_changes=_nonempty(raw, "topic_stage_changes"),
+            topic_spend=_nonempty(raw, "topic_spend"),
+            topic_dead_letters=_nonempty(raw, "topic_dead_letters"),
+            kpi_topic_prefix=raw["kpi_topic_prefix"],
+            partitions=_integer(raw, "partitions", 1, 10_000),
+            replication_factor=_integer(raw, "replication_factor", 1, 100),
+            campaign_labels=frozenset(filter(None, (c.strip() for c in raw["campaign_labels"].split(",")))),
+            campaign_label_limit=_integer(raw, "campaign_label_limit", 0, 10_000),
+            dedup_retention_ms=_duration(raw, "dedup_retention"),
+            unknown_lead_timeout_ms=_duration(raw, "unknown_lead_timeout"),
+            idle_partition_timeout_ms=_duration(raw, "idle_partition_timeout"),
+            max_event_bytes=_integer(raw, "max_event_bytes", 64, 100 * 1024 * 1024),
+            batch_max=_integer(raw, "batch_max", 1, 100_000),
+            batch_interval_ms=_duration(raw, "batch_interval"),
+            watermark_interval_ms=_duration(raw, "watermark_interval"),
+            processing_guarantee=_choice(raw, "processing_guarantee", PROCESSING_GUARANTEES),
+            store=_nonempty(raw, "store"),
+            data_dir=_nonempty(raw, "data_dir"),
+            session_timeout_ms=_duration(raw, "session_timeout"),
+            heartbeat_interval_ms=_duration(raw, "heartbeat_interval"),
+            log_level=_choice(raw, "log_level", ("debug", "info", "warning", "error")),
+        )
+
+
+def _var(name: str) -> str:
+    return ENVIRONMENT[name][0]
+
+
+def _nonempty(raw: dict[str, str], name: str) -> str:
+    if not raw[name]:
+        raise SettingsError(f"{_var(name)} must not be empty")
+    return raw[name]
+
+
+def _choice(raw: dict[str, str], name: str, options: tuple[str, ...], upper: bool = False) -> str:
+    value = raw[name].upper() if upper else raw[name].lower()
+    if value not in options:
+        raise SettingsError(f"{_var(name)}={raw[name]!r} is not one of {', '.join(options)}")
+    return value
+
+
+def _integer(raw: dict[str, str], name: str, low: int, high: int) -> int:
+    try:
+        value = int(raw[name])
+    except ValueError:
+        raise SettingsError(f"{_var(name)}={raw[name]!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{_var(name)}={value} is outside {low}..{high}")
+    return value
+
+
+def _duration(raw: dict[str, str], name: str, allow_zero: bool = False) -> int:
+    if allow_zero and raw[name] in ("0", "0s", "0m"):
+        return 0
+    try:
+        return parse_duration_ms(raw[name])
+    except ValueError as exc:
+        raise SettingsError(f"{_var(name)}: {exc}") from None
+
+
+def _window_sizes(raw: dict[str, str]) -> tuple[int, ...]:
+    sizes = []
+    for part in raw["window_sizes"].split(","):
+        try:
+            size = parse_duration_ms(part)
+        except ValueError as exc:
+            raise SettingsError(f"{_var('window_sizes')}: {exc}") from None
+        if size % 1000:
+            raise SettingsError(f"{_var('window_sizes')}: {part.strip()!r} is not a whole number of seconds")
+        if 86_400_000 % size and size % 86_400_000:
+            # Windows are aligned to the epoch; only sizes that tile a UTC day (or whole days) align to UTC days.
+            raise SettingsError(f"{_var('window_sizes')}: {part.strip()!r} does not divide a day or a whole "
+                                "number of days, so its windows would not align to UTC days")
+        sizes.append(size)
+    if not sizes or len(set(sizes)) != len(sizes):
+        raise SettingsError(f"{_var('window_sizes')} must list distinct sizes")
+    return tuple(sorted(sizes))
+
+
+def _funnel(raw: dict[str, str]) -> tuple[str, ...]:
+    stages = tuple(s.strip() for s in raw["funnel"].split(",") if s.strip())
+    known = {"lead", "mql", "sal", "sql", "opportunity", "won"}
+    if len(stages) < 2 or stages[0] != "lead" or len(set(stages)) != len(stages) or not set(stages) <= known:
+        raise SettingsError(f"{_var('funnel')}={raw['funnel']!r} must start with lead and list distinct stages "
+                            f"among {', '.join(sorted(known))}")
+    return stages
+
+
+def _rates(raw: dict[str, str]) -> RateTable:
+    currency = raw["reporting_currency"].upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise SettingsError(f"{_var('reporting_currency')}={raw['reporting_currency']!r} is not an ISO 4217 code")
+    try:
+        return parse_rate_table(currency, raw["exchange_rates"])
+    except ValueError as exc:
+        raise SettingsError(f"{_var('exchange_rates')}: {exc}") from None

@@ -1,0 +1,178 @@
+"""The whole dataflow in memory (no broker): results equal an independent batch computation."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import pytest
+
+from stream.core.events import Kind
+from stream.pipeline.local import LocalFlow
+from stream.settings import Settings
+from tests.eventset import DAY_START, heartbeats, mixed
+from tests.reference import compute, from_records
+
+RATES = {"EUR": Decimal("1.08")}
+KINDS = {kind.value: kind for kind in Kind}
+INPUT_PARTITIONS = 2
+
+
+def _settings(**overrides: str) -> Settings:
+    env = {"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "3", **overrides}
+    return Settings.from_env(env)
+
+
+def _run(messages: list[tuple[str, bytes]], settings: Settings, batch: int = 5, seed: int = 0) -> LocalFlow:
+    clock = [DAY_START]
+    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=INPUT_PARTITIONS)
+    rand = random.Random(seed)
+    for start in range(0, len(messages), batch):
+        chunk = [(KINDS[topic], raw, rand.randrange(INPUT_PARTITIONS)) for topic, raw in messages[start:start + batch]]
+        flow.send_batch(chunk)
+        clock[0] += 10
+    return flow
+
+
+def _finish(flow: LocalFlow, ts: int) -> list[tuple[str, bytes]]:
+    beats = heartbeats(list(flow.settings.input_topics.values()), INPUT_PARTITIONS, ts)
+    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in beats])
+    flow.tick()
+    return [(topic, raw) for topic, _, raw in beats]
+
+
+def test_mixed_event_set_equals_batch_computation() -> None:
+    messages, expected = mixed()
+    flow = _run(messages, _settings())
+    beats = _finish(flow, DAY_START + 3 * 86_400_000)
+    want = compute(messages + beats, RATES)
+    got = from_records(list(flow.records.values()))
+    assert got == want
+    # Every window of the data set is final once the heartbeats passed it.
+    assert all(r["final"] for r in flow.records.values() if r["window"]["start"] < "2025-11-24")
+    counts = flow.counts
+    assert sum(counts.duplicate.values()) == expected["duplicate"]
+    assert sum(counts.rejected.values()) == expected["rejected"]
+    assert sum(counts.valid.values()) == expected["valid"] + len(beats)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_arrival_order_does_not_change_results(seed: int) -> None:
+    messages, _ = mixed()
+    # Another arrival order of the same events: disorder within the lateness, other duplicates' positions.
+    shuffled, _ = mixed(order_seed=seed)
+    assert sorted(set(shuffled)) == sorted(set(messages)) and shuffled != messages
+    first = _run(messages, _settings())
+    second = _run(shuffled, _settings(), batch=3, seed=seed)
+    _finish(first, DAY_START + 3 * 86_400_000)
+    _finish(second, DAY_START + 3 * 86_400_000)
+    assert from_records(list(second.records.values())) == from_records(list(first.records.values()))
+
+
+def test_every_message_in_exactly_one_counter() -> None:
+    messages, expected = mixed()
+    flow = _run(messages, _settings())
+    beats = _finish(flow, DAY_START + 3 * 86_400_000)
+    counts = flow.counts
+    total = sum(counts.valid.values()) + sum(counts.duplicate.values()) + sum(counts.rejected.values())
+    assert total == len(messages) + len(beats)
+    assert len(flow.dead_letters) == expected["rejected"]
+    reasons = sorted(record["reason"] for record in flow.dead_letters)
+    assert reasons.count("invalid_json") == 2 and reasons.count("too_large") == 1
+
+
+def test_revisions_grow_by_one_and_keys_are_stable() -> None:
+    messages, _ = mixed()
+    flow = _run(messages, _settings())
+    _finish(flow, DAY_START + 3 * 86_400_000)
+    by_key: dict[str, list[int]] = {}
+    for key, record in flow.record_log:
+        by_key.setdefault(key, []).append(record["revision"])
+    assert by_key
+    for revisions in by_key.values():
+        assert revisions == list(range(1, len(revisions) + 1))
+    # The final record is the last one of its key.
+    for key, record in flow.records.items():
+        if record["final"]:
+            assert flow.record_log[max(i for i, (k, _) in enumerate(flow.record_log) if k == key)][1]["final"]
+
+
+def _lead(event_id: str, ts: int, lead_id: str = "L1", channel: str = "email") -> bytes:
+    return f'{{"event_id":"{event_id}","ts":{ts},"lead_id":"{lead_id}","channel":"{channel}"}}'.encode()
+
+
+def _stage(event_id: str, ts: int, stage: str, lead_id: str = "L1") -> bytes:
+    return f'{{"event_id":"{event_id}","ts":{ts},"lead_id":"{lead_id}","stage":"{stage}"}}'.encode()
+
+
+def test_late_event_is_dead_lettered_and_not_counted() -> None:
+    settings = _settings(KPI_PARTITIONS="1")
+    clock = [DAY_START]
+    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=1)
+    flow.send(Kind.LEAD, _lead("a", DAY_START))
+    _finish(flow, DAY_START + 2 * 3_600_000)  # watermark two hours on: the 08:00 hour window is closed
+    flow.send(Kind.LEAD, _lead("b", DAY_START + 5 * 60_000, lead_id="L2"))
+    late = [r for r in flow.dead_letters if r["reason"] == "late"]
+    assert len(late) == 1 and late[0]["topic"] == "leads"
+    volume = flow.latest("lead_volume", "1h", "2025-11-22T08:00:00Z")
+    assert volume is not None and volume["numerator"] == 1 and volume["final"]
+
+
+def test_event_within_lateness_after_window_end_still_counts() -> None:
+    settings = _settings(KPI_PARTITIONS="1")
+    clock = [DAY_START]
+    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=1)
+    flow.send(Kind.LEAD, _lead("a", DAY_START))
+    _finish(flow, DAY_START + 3_600_000 + 5 * 60_000)  # 09:05: the 08:00 window is open until 09:10
+    flow.send(Kind.LEAD, _lead("b", DAY_START + 59 * 60_000, lead_id="L2"))
+    flow.tick()
+    volume = flow.latest("lead_volume", "1h", "2025-11-22T08:00:00Z")
+    assert volume is not None and volume["numerator"] == 2 and not volume["final"]
+
+
+def test_stage_change_without_lead_is_dead_lettered_as_unknown_lead() -> None:
+    settings = _settings(KPI_PARTITIONS="1", KPI_UNKNOWN_LEAD_TIMEOUT="1h")
+    clock = [DAY_START]
+    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=1)
+    flow.send(Kind.STAGE_CHANGE, _stage("s1", DAY_START, "mql", lead_id="ghost"))
+    _finish(flow, DAY_START + 30 * 60_000)
+    assert not [r for r in flow.dead_letters if r["reason"] == "unknown_lead"]
+    _finish(flow, DAY_START + 2 * 3_600_000)
+    unknown = [r for r in flow.dead_letters if r["reason"] == "unknown_lead"]
+    assert len(unknown) == 1 and '"ghost"' in unknown[0]["payload"]
+    assert flow.counts.rejected[("stage-changes", "unknown_lead")] == 1
+    assert flow.counts.valid["stage-changes"] == 4  # the heartbeats only: the ghost change never counted valid
+
+
+def test_correction_moves_entry_between_windows() -> None:
+    settings = _settings(KPI_PARTITIONS="1")
+    clock = [DAY_START]
+    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=1)
+    flow.send(Kind.LEAD, _lead("a", DAY_START))
+    flow.send(Kind.STAGE_CHANGE, _stage("m1", DAY_START + 70 * 60_000, "mql"))  # 09:10
+    assert flow.latest("mql_volume", "1h", "2025-11-22T09:00:00Z")["numerator"] == 1
+    flow.send(Kind.STAGE_CHANGE, _stage("m0", DAY_START + 20 * 60_000, "mql"))  # 08:20, earlier: wins
+    assert flow.latest("mql_volume", "1h", "2025-11-22T09:00:00Z")["numerator"] == 0
+    assert flow.latest("mql_volume", "1h", "2025-11-22T08:00:00Z")["numerator"] == 1
+    ttc = flow.latest("time_to_conversion", "1h", "2025-11-22T08:00:00Z", from_stage="lead", to_stage="mql")
+    assert ttc is not None and ttc["stats"]["median"] == 20 * 60
+
+
+def test_replayed_cell_deltas_are_skipped() -> None:
+    settings = _settings(KPI_PARTITIONS="1")
+    clock = [DAY_START]
+    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=1)
+    flow.send(Kind.LEAD, _lead("a", DAY_START))
+    envelope_offset = flow._offsets[("entities", 0)] - 1
+    # Replay the entity stage's last envelope as if its state had been lost before being persisted.
+    flow.lead_table.clear()
+    flow.seen_table.clear()
+    flow.entities.forget([0])
+    from stream.pipeline.ingest import encode_envelope
+    item = ["leads", "a", DAY_START, "L1", {"channel": "email", "campaign": None, "visitor": None, "asset": None,
+                                            "owner": None}, "leads", 0, 0, _lead("a", DAY_START).decode()]
+    out = flow.entities.process(0, [(envelope_offset, encode_envelope([item], {}))], clock[0])
+    for partition, envelope in out.envelopes.items():
+        flow._run_cells(partition, envelope)
+    assert flow.counts.replayed_deltas > 0
+    assert flow.latest("lead_volume", "1h", "2025-11-22T08:00:00Z")["numerator"] == 1
