@@ -1,0 +1,178 @@
+"""Running the real worker against the real broker: processes, producing, reading topics, scraping /metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.broker import free_port
+
+INPUTS = ("page-views", "leads", "stage-changes", "spend")
+
+
+@dataclass
+class Names:
+    """A test's own app id and topics, so tests never share data on the shared broker."""
+
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+
+    @property
+    def app_id(self) -> str:
+        return f"{self.prefix}-app"
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def env(self, bootstrap: str, web_port: int, **extra: str) -> dict[str, str]:
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KPI_APP_ID": self.app_id, "KPI_WEB_PORT": str(web_port),
+            "KPI_TOPIC_PAGE_VIEWS": self.topic("page-views"), "KPI_TOPIC_LEADS": self.topic("leads"),
+            "KPI_TOPIC_STAGE_CHANGES": self.topic("stage-changes"), "KPI_TOPIC_SPEND": self.topic("spend"),
+            "KPI_TOPIC_DEAD_LETTERS": self.topic("dead-letters"), "KPI_TOPIC_PREFIX": f"{self.prefix}-kpi-",
+            "KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "4", "KPI_LOG_LEVEL": "info",
+        }
+        env.update(extra)
+        return env
+
+
+class Worker:
+    """``kpi-stream worker`` as a child process, with its log in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = int(env["KPI_WEB_PORT"])
+        self.log_path = log_path
+        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=full_env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics, keyed by (name, sorted labels)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def total(self, name: str) -> float:
+        """Sum of a metric over all its labels (0 while unknown)."""
+        try:
+            samples = self.metrics()
+        except OSError:
+            return 0.0
+        return sum(value for (sample, _), value in samples.items() if sample == name)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self.total("leadgen_worker_ready") == 1:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout_s} s:\n{self.log_tail()}")
+
+    def accounted(self) -> float:
+        return sum(self.total(name) for name in ("leadgen_events_total", "leadgen_events_rejected_total",
+                                                 "leadgen_events_duplicate_total"))
+
+    def wait_until(self, predicate: object, timeout_s: float = 120.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            if predicate():  # type: ignore[operator]
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
+
+    def wait_quiet(self, name: str, quiet_s: float = 2.0, timeout_s: float = 60.0) -> None:
+        """Wait until a metric stops changing for ``quiet_s``."""
+        deadline = time.monotonic() + timeout_s
+        last, since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            value = self.total(name)
+            if value != last:
+                last, since = value, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{name} kept changing for {timeout_s} s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def errors(self) -> list[str]:
+        text = self.log_path.read_text(errors="replace")
+        return [line for line in text.splitlines() if "Traceback" in line or "[ERROR]" in line]
+
+
+def start_worker(names: Names, bootstrap: str, tmp_path: Path, label: str = "worker", **extra: str) -> Worker:
+    worker = Worker(names.env(bootstrap, free_port(), **extra), tmp_path / f"{label}.log")
+    worker.wait_ready()
+    return worker
+
+
+def produce(bootstrap: str, messages: Iterable[tuple[str, int | None, bytes]]) -> int:
+    """Send (topic, partition or None, value) messages and wait for delivery; returns how many."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    failures: list[str] = []
+    count = 0
+    for topic, partition, value in messages:
+        kwargs = {} if partition is None else {"partition": partition}
+        producer.produce(topic, value=value, on_delivery=lambda err, _: err and failures.append(str(err)), **kwargs)
+        count += 1
+        producer.poll(0)
+    assert producer.flush(30) == 0, "undelivered messages"
+    assert not failures, failures
+    return count
+
+
+def read_topic(bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 60.0
+               ) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of a topic from the start, until nothing new arrives for ``idle_s``.
+
+    Partitions are assigned directly rather than through a consumer group: there
+    is nothing to coordinate, and group joins are slow on the embedded broker.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    records = []
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - last < idle_s:
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            records.append((message.key(), message.value()))
+            last = time.monotonic()
+    finally:
+        consumer.close()
+    return records
