@@ -18,7 +18,7 @@ from typing import Any
 import faust
 import orjson
 from faust.streams import _current_event
-from faust.types import TP
+from faust.types import TP, TableT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from stream.core.validation import Validator
@@ -41,7 +41,7 @@ class QuietWorker(faust.Worker):
 
 
 @contextmanager
-def partition_of(event: faust.EventT) -> Iterator[None]:
+def partition_of(event: faust.EventT[bytes]) -> Iterator[None]:
     """Make ``event`` the current event, so table writes go to its partition's changelog.
 
     Faust picks a table write's changelog partition from the current event. The
@@ -65,7 +65,7 @@ class OffsetGuard:
 
     last: dict[TP, int] = field(default_factory=dict)
 
-    def fresh(self, events: list[faust.EventT]) -> list[faust.EventT]:
+    def fresh(self, events: list[faust.EventT[bytes]]) -> list[faust.EventT[bytes]]:
         """The events not handled yet, in order."""
         kept = []
         for event in events:
@@ -81,14 +81,14 @@ class OffsetGuard:
             self.last.pop(tp, None)
 
 
-def _by_partition(events: list[faust.EventT]) -> dict[int, list[faust.EventT]]:
-    grouped: dict[int, list[faust.EventT]] = defaultdict(list)
+def _by_partition(events: list[faust.EventT[bytes]]) -> dict[int, list[faust.EventT[bytes]]]:
+    grouped: dict[int, list[faust.EventT[bytes]]] = defaultdict(list)
     for event in events:
         grouped[event.message.partition].append(event)
     return grouped
 
 
-def _write(table: faust.Table, writes: dict[bytes, bytes | None]) -> None:
+def _write(table: TableT[bytes, bytes], writes: dict[bytes, bytes | None]) -> None:
     for key, value in writes.items():
         if value is None:
             if key in table:
@@ -97,7 +97,7 @@ def _write(table: faust.Table, writes: dict[bytes, bytes | None]) -> None:
             table[key] = value
 
 
-def _ack(events: list[faust.EventT]) -> None:
+def _ack(events: list[faust.EventT[bytes]]) -> None:
     for event in events:
         event.ack()
 
@@ -173,7 +173,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     async def send_dead_letters(records: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         return [await dead_letters.send(key=key.encode(), value=orjson.dumps(record)) for key, record in records]
 
-    async def ingest(stream: faust.StreamT) -> None:
+    async def ingest(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
         async for events in stream.noack_take(settings.batch_max, within=within):
             started = time.perf_counter()
             fresh = guards["ingest"].fresh(events)
@@ -192,11 +192,11 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
             metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
             _ack(events)  # only after success: a failed batch is processed again after a restart
 
-    async def entities(stream: faust.StreamT) -> None:
+    async def entities(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_max, within=within):
             started = time.perf_counter()
             for partition, group in _by_partition(guards["entities"].fresh(events)).items():
-                out = entity_stage.process(partition, [(e.message.offset, e.message.value) for e in group],
+                out = entity_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
                                            now_ms())
                 pending = [await cells_topic.send(value=envelope, partition=target)
                            for target, envelope in out.envelopes.items()]
@@ -213,11 +213,11 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
             metrics.batch_seconds.labels("entities").observe(time.perf_counter() - started)
             _ack(events)  # only after success: a failed batch is processed again after a restart
 
-    async def cells(stream: faust.StreamT) -> None:
+    async def cells(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_max, within=within):
             started = time.perf_counter()
             for partition, group in _by_partition(guards["cells"].fresh(events)).items():
-                out = cell_stage.process(partition, [(e.message.offset, e.message.value) for e in group],
+                out = cell_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
                                          now_ms())
                 pending = []
                 for record in out.records:
@@ -272,8 +272,9 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         for topic, count in counts.items():
             metrics.assigned_partitions.labels(topic).set(count)
 
-    app.on_partitions_revoked.connect(on_revoked)
-    app.on_partitions_assigned.connect(on_assigned)
+    # mode's signal typing wants *args receivers; these take the one positional argument faust sends.
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
     async def metrics_page(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -6,7 +6,7 @@ import ssl
 from typing import Any
 
 import faust
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream.core.kpis import FAMILIES
 from stream.settings import Settings

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from stream.core.events import Kind
 from stream.core.money import RateTable, parse_rate_table
-from stream.core.timeutil import format_duration, parse_duration_ms
+from stream.core.timeutil import format_duration, is_zero_duration, parse_duration_ms
 
 SECRET_FIELDS = frozenset({"sasl_password"})
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -92,7 +92,7 @@ class Settings:
     security_protocol: str
     sasl_mechanism: str
     sasl_username: str
-    sasl_password: str
+    sasl_password: str = field(repr=False)
     ssl_ca_file: str
     ssl_cert_file: str
     ssl_key_file: str
@@ -235,7 +235,7 @@ def _integer(raw: dict[str, str], name: str, low: int, high: int) -> int:
 
 
 def _duration(raw: dict[str, str], name: str, allow_zero: bool = False) -> int:
-    if allow_zero and raw[name] in ("0", "0s", "0m"):
+    if allow_zero and is_zero_duration(raw[name]):
         return 0
     try:
         return parse_duration_ms(raw[name])

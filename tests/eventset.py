@@ -1,4 +1,4 @@
-"""A fixed, mixed event set for end-to-end tests: duplicates, disorder, early stage changes, skipped stages, bad input."""
+"""A fixed, mixed event set for end-to-end tests: duplicates, disorder, early changes, skipped stages, bad input."""
 
 from __future__ import annotations
 

@@ -140,7 +140,7 @@ def changed_records(
         previous = state.emitted.get(key)
         if previous is None and not numerator and not denominator:
             continue
-        signature = [numerator, denominator, value, state.final, None if stats is None else stats["p90"]]
+        signature = [numerator, denominator, value, state.final, stats]
         if previous is not None and previous[1] == signature:
             continue
         revision = 1 if previous is None else previous[0] + 1

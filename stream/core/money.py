@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
 # Amounts are kept as integer millionths of the reporting currency: exact sums,
 # and enough precision for converted amounts and per-lead costs of fractions of a cent.
@@ -59,8 +59,11 @@ class RateTable:
             if found is None:
                 raise CurrencyError(f"no exchange rate for currency {currency!r}")
             rate = found
-        converted = (amount * rate).quantize(_MICRO, rounding=ROUND_HALF_EVEN)
-        return int(converted * MICROS_PER_UNIT)
+        # Enough digits that the product is exact and only the quantisation to micro-units rounds.
+        with localcontext() as context:
+            context.prec = 100
+            converted = (amount * rate).quantize(_MICRO, rounding=ROUND_HALF_EVEN)
+            return int(converted * MICROS_PER_UNIT)
 
 
 def parse_rate_table(reporting_currency: str, text: str) -> RateTable:
@@ -81,6 +84,8 @@ def parse_rate_table(reporting_currency: str, text: str) -> RateTable:
             raise ValueError(f"bad exchange rate {rate_text!r} for {code}") from None
         if not rate.is_finite() or rate <= 0:
             raise ValueError(f"exchange rate for {code} must be positive, got {rate_text!r}")
+        if code in rates:
+            raise ValueError(f"exchange rate for {code} is given twice")
         rates[code] = rate
     return RateTable(reporting_currency=reporting_currency.upper(), rates=rates)
 

@@ -10,6 +10,11 @@ MS_PER_SECOND = 1000
 MAX_EPOCH_MS = 253_402_300_799_999
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_ZERO_DURATION = re.compile(r"^\s*0+\s*(ms|s|m|h|d)?\s*$")
+# RFC 3339 date-time with a mandatory offset (the schemas' pattern; ISO 8601's other forms are refused).
+_RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -26,6 +31,11 @@ def parse_duration_ms(text: str) -> int:
     if value <= 0:
         raise ValueError(f"duration must be positive: {text!r}")
     return value
+
+
+def is_zero_duration(text: str) -> bool:
+    """Whether ``text`` spells a zero duration (``0``, ``0s``, ``0ms``, ...)."""
+    return _ZERO_DURATION.match(text) is not None
 
 
 def format_duration(ms: int) -> str:
@@ -52,17 +62,25 @@ def parse_event_time(value: object) -> int:
     if not isinstance(value, str):
         raise ValueError("ts must be an RFC 3339 string or integer milliseconds")
     text = value.strip()
+    if not _RFC3339.match(text):
+        raise ValueError("ts is not an RFC 3339 date-time with an offset")
     if text[-1:] in ("Z", "z"):
         text = text[:-1] + "+00:00"
+    fraction = ""
+    if "." in text[19:]:
+        # datetime keeps microseconds; milliseconds are all we need, so cut the digits beyond them.
+        head, _, rest = text.partition(".")
+        digits = rest[: len(rest) - 6]
+        fraction, text = digits[:3].ljust(3, "0"), head + rest[len(digits):]
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ValueError(f"ts {value!r} is not RFC 3339: {exc}") from None
+    except ValueError:
+        raise ValueError("ts is not a valid calendar date-time") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"ts {value!r} has no UTC offset")
-    ms = int(parsed.timestamp() * 1000)
-    # timestamp() goes through a float: rebuild the sub-second part exactly.
-    ms = (ms // 1000) * 1000 + parsed.microsecond // 1000
+        raise ValueError("ts has no UTC offset")
+    # Exact integer arithmetic: timestamp() goes through a float and loses the last digits far from 1970.
+    delta = parsed - _EPOCH
+    ms = (delta.days * 86_400 + delta.seconds) * 1000 + int(fraction or 0)
     if not 0 <= ms <= MAX_EPOCH_MS:
         raise ValueError(f"ts {value!r} is before 1970 or after 9999")
     return ms

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -83,7 +82,7 @@ class CellStage:
             join.progress.update(doc["p"])
             join.floor = doc["f"]
         index = _PartitionIndex(join)
-        for key, value in self._cells.items():  # type: ignore[attr-defined]
+        for key, value in self._cells.items():
             if key.startswith(WATERMARK_KEY_PREFIX):
                 continue
             cell = CellId(*orjson.loads(key))

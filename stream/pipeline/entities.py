@@ -108,10 +108,10 @@ class EntityStage:
             join.progress.update(doc["p"])
             join.floor = doc["f"]
         index = _PartitionIndex(join)
-        for key, value in self._leads.items():  # type: ignore[attr-defined]
+        for key, value in self._leads.items():
             if key.startswith(_LEAD_PREFIX) and b'"pe"' in value and self._owns(key[2:], partition):
                 index.pending_leads.add(key)
-        for key, value in self._seen.items():  # type: ignore[attr-defined]
+        for key, value in self._seen.items():
             ts, owner = orjson.loads(value)
             if owner == partition:
                 index.seen_by_time.append((ts, key))

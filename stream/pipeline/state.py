@@ -8,24 +8,24 @@ what it already has.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
-from typing import Protocol
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Protocol
 
 
 class Store(Protocol):
-    """The read side of a table (a Faust table or a dict in tests)."""
+    """The read side of a table (a Faust table or a dict in tests); keys and values are bytes."""
 
-    def get(self, key: bytes, default: None = None) -> bytes | None:
+    def get(self, key: Any, /) -> Any:
         """The stored value, or None."""
 
-    def items(self) -> Iterator[tuple[bytes, bytes]] | object:
+    def items(self) -> Iterable[tuple[Any, Any]]:
         """All stored (key, value) pairs."""
 
 
 class BatchWrites:
     """Pending writes of one batch over a store; ``None`` is a deletion."""
 
-    def __init__(self, store: MutableMapping[bytes, bytes] | Store) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.pending: dict[bytes, bytes | None] = {}
 
@@ -33,7 +33,8 @@ class BatchWrites:
         """Read through the batch's own writes."""
         if key in self.pending:
             return self.pending[key]
-        return self.store.get(key)
+        stored: bytes | None = self.store.get(key)
+        return stored
 
     def set(self, key: bytes, value: bytes | None) -> None:
         """Write (or delete, with None) at the end of the batch."""

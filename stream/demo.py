@@ -1,0 +1,213 @@
+"""``kpi-stream demo``: broker (unless one is configured), topics, synthetic traffic, the worker, a live view."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from stream.broker import EmbeddedBroker, free_port
+from stream.core.kpis import FAMILIES
+from stream.core.money import parse_rate_table
+from stream.core.timeutil import format_rfc3339, window_start
+from stream.generator import TrafficModel
+from stream.kafka import confluent_config, ensure_topics
+from stream.produce import BatchProducer, produce_paced
+from stream.settings import ENVIRONMENT, Settings
+
+DEMO_RATES = "EUR=1.08,GBP=1.27"
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class KpiBoard:
+    """The last record per key of the KPI topics, filled by a background reader."""
+
+    records: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current(self, kpi: str, start: str, **dimensions: str) -> dict[str, Any] | None:
+        with self.lock:
+            for record in self.records.values():
+                if (record["kpi"] == kpi and record["window"]["size"] == "1h"
+                        and record["window"]["start"] == start and record["dimensions"] == dimensions):
+                    return record
+        return None
+
+
+def _read_kpis(settings: Settings, board: KpiBoard, stop: threading.Event) -> None:
+    consumer = Consumer({**confluent_config(settings), "group.id": f"kpi-demo-view-{os.getpid()}",
+                         "enable.auto.commit": False, "log_level": 0})
+    topics = [settings.kpi_topic(family) for family in FAMILIES]
+    metadata = consumer.list_topics(timeout=10).topics
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic in topics
+                     for p in metadata[topic].partitions])
+    try:
+        while not stop.is_set():
+            message = consumer.poll(0.2)
+            if message is None or message.error() or message.key() is None or message.value() is None:
+                continue
+            with board.lock:
+                board.records[message.key()] = orjson.loads(message.value())  # type: ignore[index, arg-type]
+    finally:
+        consumer.close()
+
+
+def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:  # noqa: S310
+            text = response.read().decode()
+    except OSError:
+        return {}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _sum(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+    return sum(value for (sample, _), value in samples.items() if sample == name)
+
+
+def _fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return "–"
+    if kind == "money":
+        return f"{value:,.2f}"
+    if kind == "pct":
+        return f"{value * 100:.1f} %"
+    if kind == "duration":
+        return f"{value / 60:.1f} min"
+    return f"{value:,.0f}"
+
+
+def _view(settings: Settings, board: KpiBoard, port: int, sent: list[int], started: float) -> Group:
+    samples = _metrics(port)
+    now = int(time.time() * 1000)
+    start = format_rfc3339(window_start(now, HOUR_MS))
+    valid, duplicates, rejected = (_sum(samples, f"leadgen_events{suffix}_total")
+                                   for suffix in ("", "_duplicate", "_rejected"))
+    watermark = _sum(samples, 'leadgen_watermark_timestamp_seconds') / 2 if samples else 0
+    header = Table.grid(padding=(0, 3))
+    header.add_row(f"sent {sent[0]:,}", f"valid {valid:,.0f}", f"duplicates {duplicates:,.0f}",
+                   f"rejected {rejected:,.0f}", f"{valid / max(time.time() - started, 1):,.0f} valid/s",
+                   f"watermark lag {max(now / 1000 - watermark, 0):,.1f} s" if watermark else "watermark –")
+    table = Table(title=f"Live KPIs, hour starting {start} ({settings.rates.reporting_currency})",
+                  caption=f"metrics: http://127.0.0.1:{port}/metrics   Ctrl-C stops everything")
+    for column in ("channel", "leads", "spend", "cost per lead", "lead→MQL", "MQL→SAL", "median lead→MQL"):
+        table.add_column(column, justify="left" if column == "channel" else "right")
+    channels = sorted({record["dimensions"]["channel"] for record in list(board.records.values())
+                       if "channel" in record["dimensions"] and record["window"]["start"] == start})
+    for channel in [*channels, None]:
+        dims = {} if channel is None else {"channel": channel}
+        cpl = board.current("cost_per_lead", start, **dims)
+        to_mql = board.current("conversion_rate", start, from_stage="lead", to_stage="mql", **dims)
+        to_sal = board.current("conversion_rate", start, from_stage="mql", to_stage="sal", **dims)
+        ttc = board.current("time_to_conversion", start, from_stage="lead", to_stage="mql", **dims)
+        table.add_row(channel or "[b]all traffic[/b]",
+                      _fmt(cpl["denominator"] if cpl else None, "count"),
+                      _fmt(cpl["numerator"] if cpl else None, "money"),
+                      _fmt(cpl["value"] if cpl else None, "money"),
+                      _fmt(to_mql["value"] if to_mql else None, "pct"),
+                      _fmt(to_sal["value"] if to_sal else None, "pct"),
+                      _fmt(ttc["value"] if ttc else None, "duration"))
+    return Group(header, table)
+
+
+@contextmanager
+def _worker(settings_env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log_path.open("ab") as log:
+        # Its own session: Ctrl-C reaches the demo only, which then stops the worker cleanly (SIGTERM).
+        process = subprocess.Popen([sys.executable, "-m", "stream", "worker"],  # noqa: S603
+                                   env={**os.environ, **settings_env}, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_demo(args: list[str], settings: Settings) -> int:
+    """Run the whole thing until Ctrl-C (or ``--duration`` seconds)."""
+    parser = argparse.ArgumentParser(prog="kpi-stream demo", description="Live KPIs on synthetic traffic.")
+    parser.add_argument("--rate", type=float, default=300.0, help="synthetic events per second (default 300)")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--seed", type=int, default=int(time.time()), help="traffic seed")
+    options = parser.parse_args(args)
+    console = Console()
+    workdir = Path(tempfile.mkdtemp(prefix="kpi-demo-"))
+    env = {var: os.environ[var] for var, _, _ in ENVIRONMENT.values() if var in os.environ}
+    with ExitStack() as stack:
+        if not settings.bootstrap_servers:
+            broker = EmbeddedBroker(workdir / "broker.log")
+            console.print(f"starting the embedded broker (Tansu) on {broker.bootstrap_servers} ...")
+            broker.start()
+            stack.callback(broker.stop)
+            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+            env.setdefault("KPI_APP_ID", f"kpi-demo-{int(time.time())}")
+        env.setdefault("KPI_EXCHANGE_RATES", DEMO_RATES)
+        port = int(env.get("KPI_WEB_PORT", "0")) or free_port()
+        env["KPI_WEB_PORT"] = str(port)
+        settings = replace(settings, bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], app_id=env.get(
+            "KPI_APP_ID", settings.app_id), rates=parse_rate_table(settings.rates.reporting_currency,
+                                                                  env["KPI_EXCHANGE_RATES"]))
+        ensure_topics(settings)
+        console.print(f"worker log: {workdir / 'worker.log'}")
+        worker = stack.enter_context(_worker(env, workdir / "worker.log"))
+        stop = threading.Event()
+        stack.callback(stop.set)
+        sent = [0]
+        model = TrafficModel(seed=options.seed, start_ms=int(time.time() * 1000), time_scale=20.0,
+                             visits_per_second=options.rate / 3.5, clock_ms=lambda: int(time.time() * 1000))
+
+        def generate() -> None:
+            producer = BatchProducer(confluent_config(settings))
+            for count in produce_paced(producer, settings.input_topics, model.events(), options.rate, None,
+                                       should_stop=stop.is_set):
+                sent[0] = count
+
+        board = KpiBoard()
+        threads = [threading.Thread(target=generate, name="generator", daemon=True),
+                   threading.Thread(target=_read_kpis, args=(settings, board, stop), name="kpi-reader",
+                                    daemon=True)]
+        for thread in threads:
+            thread.start()
+        console.print(f"metrics: http://127.0.0.1:{port}/metrics  (Ctrl-C stops everything)")
+        started = time.time()
+        try:
+            with Live(_view(settings, board, port, sent, started), console=console, refresh_per_second=2) as live:
+                while options.duration is None or time.time() - started < options.duration:
+                    if worker.poll() is not None:
+                        console.print(f"[red]the worker exited ({worker.returncode}); see {workdir / 'worker.log'}")
+                        return 1
+                    time.sleep(1)
+                    live.update(_view(settings, board, port, sent, started))
+        except KeyboardInterrupt:
+            console.print("stopping ...")
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    console.print(f"stopped; logs in {workdir}")
+    return 0

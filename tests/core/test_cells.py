@@ -1,0 +1,253 @@
+"""Tests for stream.core.cells: which cells an observation touches, the deltas, and the cell fold."""
+
+import calendar
+
+import orjson
+import pytest
+
+from stream.core.cells import (
+    CONVERSION_TIME,
+    FUNNEL,
+    CellDelta,
+    CellId,
+    CellState,
+    cell_ids,
+    deltas_for_facts,
+    deltas_for_spend,
+    step_name,
+)
+from stream.core.funnel import Attribution, ConversionFact, StageFact
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+SIZES = (HOUR, DAY)
+
+
+def utc_ms(year, month, day, hour=0, minute=0):
+    return calendar.timegm((year, month, day, hour, minute, 0, 0, 0, 0)) * 1000
+
+
+T0 = utc_ms(2026, 11, 22, 8, 15)
+H8 = utc_ms(2026, 11, 22, 8)
+D22 = utc_ms(2026, 11, 22)
+PAID = Attribution("paid_social", "q4")
+EMAIL = Attribution("email", None)
+
+
+@pytest.mark.parametrize(
+    ("family", "campaign", "sizes", "expected"),
+    [
+        (
+            FUNNEL,
+            "q4",
+            SIZES,
+            [
+                CellId(FUNNEL, HOUR, H8, None, None),
+                CellId(FUNNEL, HOUR, H8, "paid_social", None),
+                CellId(FUNNEL, HOUR, H8, "paid_social", "q4"),
+                CellId(FUNNEL, DAY, D22, None, None),
+                CellId(FUNNEL, DAY, D22, "paid_social", None),
+                CellId(FUNNEL, DAY, D22, "paid_social", "q4"),
+            ],
+        ),
+        (
+            FUNNEL,
+            None,
+            SIZES,
+            [
+                CellId(FUNNEL, HOUR, H8, None, None),
+                CellId(FUNNEL, HOUR, H8, "paid_social", None),
+                CellId(FUNNEL, DAY, D22, None, None),
+                CellId(FUNNEL, DAY, D22, "paid_social", None),
+            ],
+        ),
+        (
+            CONVERSION_TIME,
+            "q4",
+            SIZES,
+            [
+                CellId(CONVERSION_TIME, HOUR, H8, None, None),
+                CellId(CONVERSION_TIME, HOUR, H8, "paid_social", None),
+                CellId(CONVERSION_TIME, DAY, D22, None, None),
+                CellId(CONVERSION_TIME, DAY, D22, "paid_social", None),
+            ],
+        ),
+        (
+            FUNNEL,
+            "q4",
+            (HOUR,),
+            [
+                CellId(FUNNEL, HOUR, H8, None, None),
+                CellId(FUNNEL, HOUR, H8, "paid_social", None),
+                CellId(FUNNEL, HOUR, H8, "paid_social", "q4"),
+            ],
+        ),
+    ],
+    ids=["funnel-three-levels", "funnel-no-campaign", "conversion-time-no-campaign-level", "one-size"],
+)
+def test_cell_ids(family, campaign, sizes, expected):
+    assert sorted(cell_ids(family, T0, "paid_social", campaign, sizes), key=repr) == sorted(expected, key=repr)
+
+
+def test_cell_end_is_start_plus_size():
+    assert CellId(FUNNEL, HOUR, H8, None, None).end_ms == utc_ms(2026, 11, 22, 9)
+    assert CellId(FUNNEL, DAY, D22, None, None).end_ms == utc_ms(2026, 11, 23)
+
+
+def test_routing_key_groups_windows_of_one_dimension_set():
+    hour = CellId(FUNNEL, HOUR, H8, "email", "q4")
+    day = CellId(FUNNEL, DAY, D22, "email", "q4")
+    assert hour.routing_key() == day.routing_key()
+    assert hour.routing_key() != CellId(FUNNEL, HOUR, H8, "email", None).routing_key()
+    assert hour.routing_key() != CellId(CONVERSION_TIME, HOUR, H8, "email", "q4").routing_key()
+
+
+def test_step_name():
+    assert step_name("mql", "sql") == "mql>sql"
+
+
+# ----------------------------------------------------------------- deltas
+
+
+def test_stage_fact_counts_in_every_funnel_cell():
+    deltas = deltas_for_facts([(StageFact("mql", T0), PAID, 1)], SIZES)
+    assert set(deltas) == set(cell_ids(FUNNEL, T0, "paid_social", "q4", SIZES))
+    assert all(delta.counts == {"mql": 1} for delta in deltas.values())
+    assert all(not delta.samples_added and not delta.samples_removed for delta in deltas.values())
+
+
+def test_stage_facts_merge_per_cell():
+    changes = [
+        (StageFact("lead", T0), EMAIL, 1),
+        (StageFact("mql", T0 + 1000), EMAIL, 1),
+        (StageFact("mql", T0 + 2000), EMAIL, 1),
+    ]
+    deltas = deltas_for_facts(changes, (HOUR,))
+    assert deltas == {
+        CellId(FUNNEL, HOUR, H8, None, None): CellDelta(counts={"lead": 1, "mql": 2}),
+        CellId(FUNNEL, HOUR, H8, "email", None): CellDelta(counts={"lead": 1, "mql": 2}),
+    }
+
+
+def test_conversion_fact_adds_samples_to_conversion_time_cells():
+    deltas = deltas_for_facts([(ConversionFact("lead", "mql", T0, 90_000), PAID, 1)], SIZES)
+    assert set(deltas) == set(cell_ids(CONVERSION_TIME, T0, "paid_social", "q4", SIZES))
+    assert all(delta.samples_added == {"lead>mql": [90_000]} for delta in deltas.values())
+    assert all(delta.counts == {} and delta.samples_removed == {} for delta in deltas.values())
+
+
+def test_retracted_conversion_fact_removes_its_sample():
+    deltas = deltas_for_facts([(ConversionFact("mql", "sal", T0, 5000), EMAIL, -1)], (HOUR,))
+    assert deltas == {
+        CellId(CONVERSION_TIME, HOUR, H8, None, None): CellDelta(samples_removed={"mql>sal": [5000]}),
+        CellId(CONVERSION_TIME, HOUR, H8, "email", None): CellDelta(samples_removed={"mql>sal": [5000]}),
+    }
+
+
+def test_correction_inside_one_window_cancels_out():
+    changes = [(StageFact("mql", T0), EMAIL, -1), (StageFact("mql", T0 - 60_000), EMAIL, 1)]
+    assert deltas_for_facts(changes, (HOUR,)) == {}
+
+
+def test_correction_across_windows_moves_the_count():
+    earlier = utc_ms(2026, 11, 22, 7, 59)
+    changes = [(StageFact("mql", T0), EMAIL, -1), (StageFact("mql", earlier), EMAIL, 1)]
+    deltas = deltas_for_facts(changes, SIZES)
+    h7 = utc_ms(2026, 11, 22, 7)
+    assert deltas == {
+        CellId(FUNNEL, HOUR, H8, None, None): CellDelta(counts={"mql": -1}),
+        CellId(FUNNEL, HOUR, H8, "email", None): CellDelta(counts={"mql": -1}),
+        CellId(FUNNEL, HOUR, h7, None, None): CellDelta(counts={"mql": 1}),
+        CellId(FUNNEL, HOUR, h7, "email", None): CellDelta(counts={"mql": 1}),
+        # Both times fall in the same day: the day cells do not change at all.
+    }
+
+
+def test_deltas_for_spend():
+    deltas = deltas_for_spend(T0, "paid_social", "q4", 120_500_000, SIZES)
+    assert deltas == {
+        cell: CellDelta(spend_micros=120_500_000) for cell in cell_ids(FUNNEL, T0, "paid_social", "q4", SIZES)
+    }
+    assert len(deltas) == 6
+
+
+@pytest.mark.parametrize(
+    ("delta", "empty"),
+    [
+        (CellDelta(), True),
+        (CellDelta(counts={"mql": 0}), True),
+        (CellDelta(counts={"mql": -1}), False),
+        (CellDelta(spend_micros=1), False),
+        (CellDelta(samples_added={"lead>mql": [1]}), False),
+        (CellDelta(samples_removed={"lead>mql": [1]}), False),
+    ],
+    ids=["default", "zero-count", "negative-count", "spend", "sample-added", "sample-removed"],
+)
+def test_cell_delta_is_empty(delta, empty):
+    assert delta.is_empty() is empty
+
+
+@pytest.mark.parametrize(
+    "delta",
+    [
+        CellDelta(),
+        CellDelta(
+            counts={"lead": 2, "mql": -1},
+            spend_micros=5,
+            samples_added={"lead>mql": [1, 2]},
+            samples_removed={"mql>sal": [3]},
+        ),
+    ],
+    ids=["empty", "full"],
+)
+def test_cell_delta_doc_round_trip(delta):
+    assert CellDelta.from_doc(orjson.loads(orjson.dumps(delta.to_doc()))) == delta
+
+
+def test_cell_delta_doc_drops_zero_counts():
+    assert CellDelta(counts={"lead": 0, "mql": 1}).to_doc() == {"c": {"mql": 1}}
+
+
+# ------------------------------------------------------------------- fold
+
+
+def test_cell_state_folds_deltas():
+    state = CellState()
+    state.apply(CellDelta(counts={"lead": 2}, spend_micros=1_000_000, samples_added={"lead>mql": [300, 100]}))
+    state.apply(CellDelta(counts={"lead": 1, "mql": 1}, spend_micros=500_000, samples_added={"lead>mql": [200]}))
+    state.apply(CellDelta(counts={"mql": -1}, samples_removed={"lead>mql": [300]}))
+    assert state.counts == {"lead": 3, "mql": 0}
+    assert state.spend_micros == 1_500_000
+    assert state.samples == {"lead>mql": [100, 200]}
+
+
+def test_cell_state_removes_before_adding_in_one_delta():
+    state = CellState(samples={"lead>mql": [100, 500]})
+    # A lead's conversion time corrected from 500 to 400 in one delta.
+    state.apply(CellDelta(samples_added={"lead>mql": [400]}, samples_removed={"lead>mql": [500]}))
+    assert state.samples == {"lead>mql": [100, 400]}
+
+
+def test_cell_state_removing_an_unknown_sample_changes_nothing():
+    state = CellState(samples={"lead>mql": [100]})
+    state.apply(CellDelta(samples_removed={"lead>mql": [999], "mql>sal": [1]}))
+    assert state.samples == {"lead>mql": [100]}
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        CellState(),
+        CellState(
+            counts={"lead": 3},
+            spend_micros=7,
+            samples={"lead>mql": [1, 5]},
+            applied={"cells-0": 41},
+            emitted={"cost_per_lead|1h|x|{}": [2, [1.0, 3, 0.33, False, None]]},
+            final=True,
+        ),
+    ],
+    ids=["empty", "full"],
+)
+def test_cell_state_doc_round_trip(state):
+    assert CellState.from_doc(orjson.loads(orjson.dumps(state.to_doc()))) == state

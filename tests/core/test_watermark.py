@@ -1,0 +1,170 @@
+"""Tests for stream.core.watermark: per-partition progress with idle advancement, and the join downstream."""
+
+import pytest
+
+from stream.core.watermark import SourceProgress, WatermarkJoin, is_closed
+
+IDLE = 10_000  # ms of processing time
+
+
+def progress_with(*observations):
+    """SourceProgress after observe(partition, ts, now) for each observation."""
+    progress = SourceProgress(idle_timeout_ms=IDLE)
+    for partition, ts, now in observations:
+        progress.observe(partition, ts, now)
+    return progress
+
+
+@pytest.mark.parametrize(
+    ("observations", "owned", "now", "expected"),
+    [
+        ([], ["p0"], 0, {"p0": None}),
+        ([("p0", 5_000, 100)], ["p0", "p1"], 200, {"p0": 5_000, "p1": None}),
+        ([("p0", 5_000, 100), ("p0", 3_000, 150)], ["p0"], 200, {"p0": 5_000}),
+        ([("p0", 3_000, 100), ("p0", 5_000, 150)], ["p0"], 200, {"p0": 5_000}),
+        # Silent for exactly the timeout: still holds at its maximum.
+        ([("p0", 5_000, 100)], ["p0"], 100 + IDLE, {"p0": 5_000}),
+        # Silent 2.5 s beyond the timeout: advances 2.5 s from its maximum.
+        ([("p0", 5_000, 100)], ["p0"], 100 + IDLE + 2_500, {"p0": 7_500}),
+        # An old event refreshes the partition's last activity: it is no longer idle.
+        ([("p0", 5_000, 100), ("p0", 1_000, 20_000)], ["p0"], 25_000, {"p0": 5_000}),
+        # One busy partition, one idle one.
+        (
+            [("p0", 5_000, 0), ("p1", 9_000, 0), ("p1", 9_500, 14_000)],
+            ["p0", "p1"],
+            15_000,
+            {"p0": 10_000, "p1": 9_500},
+        ),
+        # Only owned partitions are reported.
+        ([("p0", 5_000, 0), ("p1", 9_000, 0)], ["p1"], 1_000, {"p1": 9_000}),
+    ],
+    ids=[
+        "never-seen",
+        "never-seen-beside-seen",
+        "max-kept",
+        "max-moves",
+        "idle-boundary",
+        "idle-advances",
+        "activity-resets-idle",
+        "idle-and-busy",
+        "only-owned",
+    ],
+)
+def test_source_progress_report(observations, owned, now, expected):
+    assert progress_with(*observations).report(owned, now) == expected
+
+
+def test_forgotten_partition_reports_none():
+    progress = progress_with(("p0", 5_000, 0), ("p1", 6_000, 0))
+    progress.forget(["p0", "p9"])
+    assert progress.report(["p0", "p1"], 1_000) == {"p0": None, "p1": 6_000}
+
+
+# ------------------------------------------------------------------- join
+
+
+def join_of(*sources):
+    return WatermarkJoin(expected=frozenset(sources))
+
+
+@pytest.mark.parametrize(
+    ("reports", "expected"),
+    [
+        ([], None),
+        ([{"a": 100}], None),
+        ([{"a": 100, "b": None}], 100),
+        ([{"a": None, "b": None}], None),
+        ([{"a": 100, "b": 50}], 50),
+        ([{"a": 100}, {"b": 50}], 50),
+        ([{"a": 100, "b": 50}, {"b": 70}], 70),
+        ([{"a": 100, "b": 50}, {"b": 200}], 100),
+        # A source cannot go back (a restarted upstream re-reading old events).
+        ([{"a": 100, "b": 50}, {"b": 20}], 50),
+        ([{"a": 100, "b": 50}, {"b": None}], 50),
+        # Unexpected sources are ignored: they neither hold nor lower the watermark.
+        ([{"a": 100, "c": 1}], None),
+        ([{"a": 100, "b": 90, "c": 1}], 90),
+    ],
+    ids=[
+        "no-reports",
+        "one-source-silent",
+        "none-holds-nothing-back",
+        "all-none",
+        "min",
+        "min-over-reports",
+        "source-advances",
+        "other-source-becomes-min",
+        "source-cannot-go-back",
+        "none-after-value-ignored",
+        "unexpected-does-not-count",
+        "unexpected-ignored",
+    ],
+)
+def test_watermark_join(reports, expected):
+    join = join_of("a", "b")
+    for report in reports:
+        join.update(report)
+    assert join.watermark() == expected
+
+
+def test_watermark_never_goes_back_when_a_new_low_source_appears():
+    join = join_of("a", "b")
+    join.update({"a": 100, "b": None})
+    assert join.watermark() == 100
+    join.update({"b": 40})  # b had no events; its first ones are old
+    assert join.progress["b"] == 40
+    assert join.watermark() == 100
+    join.update({"b": 120})
+    assert join.watermark() == 100  # a is now the minimum again
+    join.update({"a": 130})
+    assert join.watermark() == 120
+
+
+def test_watermark_with_no_expected_sources_is_unknown():
+    join = join_of()
+    join.update({"a": 100})
+    assert join.watermark() is None
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "changed"),
+    [
+        ({"a": 1}, {"a": 1}, False),
+        ({"a": 1}, {"a": 2}, True),
+        ({"a": 2}, {"a": 1}, False),
+        ({"a": None}, {"a": None}, False),
+        ({"a": None}, {"a": 1}, True),
+        ({"a": 1}, {"a": None}, False),
+        ({"a": 1}, {"c": 5}, False),
+        ({"a": 1}, {"b": None}, True),
+    ],
+    ids=[
+        "same",
+        "forward",
+        "backward",
+        "none-again",
+        "first-value",
+        "value-then-none",
+        "unexpected",
+        "first-report-of-b",
+    ],
+)
+def test_update_reports_whether_progress_changed(first, second, changed):
+    join = join_of("a", "b")
+    assert join.update(first) is True
+    assert join.update(second) is changed
+
+
+@pytest.mark.parametrize(
+    ("window_end", "watermark", "lateness", "closed"),
+    [
+        (1_000, None, 0, False),
+        (1_000, 999, 0, False),
+        (1_000, 1_000, 0, True),
+        (1_000, 1_500, 600, False),
+        (1_000, 1_600, 600, True),
+    ],
+    ids=["unknown-watermark", "before-end", "at-end", "within-lateness", "after-lateness"],
+)
+def test_is_closed(window_end, watermark, lateness, closed):
+    assert is_closed(window_end, watermark, lateness) is closed

@@ -1,0 +1,35 @@
+"""The README stays in step with the code: settings table, metric names, the two commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from stream.cli import settings_table
+from stream.metrics import Metrics
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def test_settings_table_is_current() -> None:
+    assert settings_table() in README
+
+
+def test_every_metric_is_documented() -> None:
+    registry = CollectorRegistry()
+    Metrics.create(registry, frozenset(), 20)
+    names = set()
+    for family in registry.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        names.add(family.name + suffix)
+    names.add("leadgen_worker_ready")
+    missing = sorted(name for name in names if f"`{name}`" not in README)
+    assert not missing
+
+
+def test_two_commands_are_at_the_top_and_ci_runs_the_test_one() -> None:
+    top = README[: README.index("## The contract")]
+    assert "./dev demo" in top and "./dev test" in top
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert "./dev test" in ci

@@ -1,0 +1,278 @@
+"""Tests for stream.settings: defaults, each kind of bad value, and secret masking in describe()."""
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from stream.core.events import Kind
+from stream.settings import ENVIRONMENT, Settings, SettingsError
+
+SECOND = 1000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+PASSWORD = "hunter2-S3cret-Xq9"
+
+
+@pytest.fixture(scope="module")
+def defaults():
+    return Settings.from_env({})
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("bootstrap_servers", ""),
+        ("security_protocol", "PLAINTEXT"),
+        ("sasl_mechanism", "PLAIN"),
+        ("sasl_password", ""),
+        ("app_id", "leadgen-kpi"),
+        ("web_host", "127.0.0.1"),
+        ("web_port", 6066),
+        ("window_sizes_ms", (HOUR, DAY)),
+        ("allowed_lateness_ms", 10 * MINUTE),
+        ("funnel", ("lead", "mql", "sal", "sql", "opportunity", "won")),
+        ("topic_page_views", "page-views"),
+        ("topic_leads", "leads"),
+        ("topic_stage_changes", "stage-changes"),
+        ("topic_spend", "spend"),
+        ("topic_dead_letters", "kpi-dead-letters"),
+        ("kpi_topic_prefix", "kpi-"),
+        ("partitions", 4),
+        ("replication_factor", 1),
+        ("campaign_labels", frozenset()),
+        ("campaign_label_limit", 20),
+        ("dedup_retention_ms", DAY),
+        ("unknown_lead_timeout_ms", HOUR),
+        ("idle_partition_timeout_ms", 10 * SECOND),
+        ("max_event_bytes", 65_536),
+        ("batch_max", 2_000),
+        ("batch_interval_ms", 200),
+        ("watermark_interval_ms", 500),
+        ("processing_guarantee", "at_least_once"),
+        ("store", "memory://"),
+        ("session_timeout_ms", 6 * SECOND),
+        ("heartbeat_interval_ms", SECOND),
+        ("log_level", "info"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_default(defaults, name, expected):
+    assert getattr(defaults, name) == expected
+
+
+def test_default_rates(defaults):
+    assert defaults.rates.reporting_currency == "USD"
+    assert defaults.rates.rates == {}
+
+
+def test_default_topics(defaults):
+    assert defaults.input_topics == {
+        Kind.PAGE_VIEW: "page-views",
+        Kind.LEAD: "leads",
+        Kind.STAGE_CHANGE: "stage-changes",
+        Kind.SPEND: "spend",
+    }
+    assert defaults.kpi_topic("cost-per-lead") == "kpi-cost-per-lead"
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "expected"),
+    [
+        ({"KPI_WINDOW_SIZES": "1d, 15m,1h"}, "window_sizes_ms", (15 * MINUTE, HOUR, DAY)),
+        ({"KPI_WINDOW_SIZES": "2d"}, "window_sizes_ms", (2 * DAY,)),
+        ({"KPI_WINDOW_SIZES": "30s"}, "window_sizes_ms", (30 * SECOND,)),
+        ({"KPI_ALLOWED_LATENESS": "0"}, "allowed_lateness_ms", 0),
+        ({"KPI_ALLOWED_LATENESS": "0s"}, "allowed_lateness_ms", 0),
+        ({"KPI_ALLOWED_LATENESS": "2h"}, "allowed_lateness_ms", 2 * HOUR),
+        ({"KPI_FUNNEL": "lead, mql ,sql"}, "funnel", ("lead", "mql", "sql")),
+        ({"KPI_WEB_PORT": " 8080 "}, "web_port", 8080),
+        ({"KPI_WEB_PORT": "65535"}, "web_port", 65535),
+        ({"KAFKA_SECURITY_PROTOCOL": "sasl_ssl"}, "security_protocol", "SASL_SSL"),
+        ({"KPI_LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
+        ({"KPI_CAMPAIGN_LABELS": "q4, spring,,q4"}, "campaign_labels", frozenset({"q4", "spring"})),
+        ({"KPI_TOPIC_LEADS": "crm.leads"}, "topic_leads", "crm.leads"),
+    ],
+    ids=[
+        "sizes-sorted",
+        "two-days",
+        "thirty-seconds",
+        "zero-lateness",
+        "zero-seconds-lateness",
+        "lateness",
+        "custom-funnel",
+        "port-with-spaces",
+        "max-port",
+        "protocol-case",
+        "log-level-case",
+        "campaign-labels",
+        "topic",
+    ],
+)
+def test_override(env, name, expected):
+    assert getattr(Settings.from_env(env), name) == expected
+
+
+def test_rates_and_currency_override():
+    settings = Settings.from_env({"KPI_REPORTING_CURRENCY": "eur", "KPI_EXCHANGE_RATES": "USD=0.92,GBP=1.17"})
+    assert settings.rates.reporting_currency == "EUR"
+    assert settings.rates.rates == {"USD": Decimal("0.92"), "GBP": Decimal("1.17")}
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"KPI_ALLOWED_LATENESS": "ten minutes"}, "KPI_ALLOWED_LATENESS"),
+        ({"KPI_DEDUP_RETENTION": "1w"}, "KPI_DEDUP_RETENTION"),
+        ({"KPI_UNKNOWN_LEAD_TIMEOUT": "0s"}, "KPI_UNKNOWN_LEAD_TIMEOUT"),
+        ({"KPI_BATCH_INTERVAL": "-200ms"}, "KPI_BATCH_INTERVAL"),
+        ({"KPI_IDLE_PARTITION_TIMEOUT": ""}, "KPI_IDLE_PARTITION_TIMEOUT"),
+        ({"KPI_WINDOW_SIZES": "7m"}, "KPI_WINDOW_SIZES"),
+        ({"KPI_WINDOW_SIZES": "1h,7h"}, "KPI_WINDOW_SIZES"),
+        ({"KPI_WINDOW_SIZES": "25h"}, "KPI_WINDOW_SIZES"),
+        ({"KPI_WINDOW_SIZES": "1500ms"}, "KPI_WINDOW_SIZES"),
+        ({"KPI_WINDOW_SIZES": "1h,1h"}, "KPI_WINDOW_SIZES"),
+        ({"KPI_WINDOW_SIZES": "1h,60m"}, "KPI_WINDOW_SIZES"),
+        ({"KPI_WINDOW_SIZES": "1d,24h"}, "KPI_WINDOW_SIZES"),
+        ({"KPI_WINDOW_SIZES": ""}, "KPI_WINDOW_SIZES"),
+        ({"KPI_WINDOW_SIZES": "1h,"}, "KPI_WINDOW_SIZES"),
+        ({"KPI_FUNNEL": "mql,sql"}, "KPI_FUNNEL"),
+        ({"KPI_FUNNEL": "lead"}, "KPI_FUNNEL"),
+        ({"KPI_FUNNEL": "lead,mql,mql"}, "KPI_FUNNEL"),
+        ({"KPI_FUNNEL": "lead,mql,demo"}, "KPI_FUNNEL"),
+        ({"KPI_FUNNEL": "lead,mql,lost"}, "KPI_FUNNEL"),
+        ({"KPI_REPORTING_CURRENCY": "DOLLAR"}, "KPI_REPORTING_CURRENCY"),
+        ({"KPI_REPORTING_CURRENCY": "U5D"}, "KPI_REPORTING_CURRENCY"),
+        ({"KPI_REPORTING_CURRENCY": ""}, "KPI_REPORTING_CURRENCY"),
+        ({"KPI_EXCHANGE_RATES": "EUR"}, "KPI_EXCHANGE_RATES"),
+        ({"KPI_EXCHANGE_RATES": "EUR=abc"}, "KPI_EXCHANGE_RATES"),
+        ({"KPI_EXCHANGE_RATES": "EUR=0"}, "KPI_EXCHANGE_RATES"),
+        ({"KPI_EXCHANGE_RATES": "EURO=1.08"}, "KPI_EXCHANGE_RATES"),
+        ({"KPI_EXCHANGE_RATES": "EUR=-1"}, "KPI_EXCHANGE_RATES"),
+        ({"KPI_WEB_PORT": "http"}, "KPI_WEB_PORT"),
+        ({"KPI_WEB_PORT": "65536"}, "KPI_WEB_PORT"),
+        ({"KPI_WEB_PORT": "-1"}, "KPI_WEB_PORT"),
+        ({"KPI_WEB_PORT": "80.5"}, "KPI_WEB_PORT"),
+        ({"KPI_WEB_PORT": ""}, "KPI_WEB_PORT"),
+        ({"KPI_PARTITIONS": "0"}, "KPI_PARTITIONS"),
+        ({"KPI_MAX_EVENT_BYTES": "63"}, "KPI_MAX_EVENT_BYTES"),
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL"),
+        ({"KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM"),
+        ({"KPI_PROCESSING_GUARANTEE": "exactly-once"}, "KPI_PROCESSING_GUARANTEE"),
+        ({"KPI_LOG_LEVEL": "verbose"}, "KPI_LOG_LEVEL"),
+        ({"KPI_APP_ID": "  "}, "KPI_APP_ID"),
+        ({"KPI_TOPIC_SPEND": ""}, "KPI_TOPIC_SPEND"),
+    ],
+    ids=[
+        "duration-words",
+        "duration-weeks",
+        "duration-zero",
+        "duration-negative",
+        "duration-empty",
+        "window-7m",
+        "window-7h",
+        "window-25h",
+        "window-fraction-of-second",
+        "window-duplicate",
+        "window-duplicate-spelled-differently",
+        "window-day-twice",
+        "window-empty",
+        "window-trailing-comma",
+        "funnel-without-lead",
+        "funnel-one-stage",
+        "funnel-duplicate",
+        "funnel-unknown-stage",
+        "funnel-lost",
+        "currency-long",
+        "currency-digit",
+        "currency-empty",
+        "rates-no-equals",
+        "rates-not-number",
+        "rates-zero",
+        "rates-code",
+        "rates-negative",
+        "port-word",
+        "port-too-high",
+        "port-negative",
+        "port-fraction",
+        "port-empty",
+        "partitions-zero",
+        "max-bytes-too-small",
+        "protocol",
+        "mechanism",
+        "guarantee",
+        "log-level",
+        "app-id-blank",
+        "topic-empty",
+    ],
+)
+def test_bad_value_names_its_variable(env, variable):
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env(env)
+
+
+def test_settings_error_is_a_value_error():
+    assert issubclass(SettingsError, ValueError)
+
+
+@pytest.mark.parametrize("zero", ["0ms", "0h", "0d"], ids=["0ms", "0h", "0d"])
+def test_allowed_lateness_zero_in_any_unit(zero):
+    assert Settings.from_env({"KPI_ALLOWED_LATENESS": zero}).allowed_lateness_ms == 0
+
+
+def test_every_variable_is_read_from_the_given_mapping_only(monkeypatch):
+    monkeypatch.setenv("KPI_WEB_PORT", "not-a-port")
+    assert Settings.from_env({}).web_port == 6066
+
+
+def test_environment_variable_names_are_unique():
+    names = [var for var, _, _ in ENVIRONMENT.values()]
+    assert len(names) == len(set(names))
+
+
+# ------------------------------------------------------------- describe()
+
+
+@pytest.fixture(scope="module")
+def with_secret():
+    return Settings.from_env(
+        {
+            "KAFKA_SASL_PASSWORD": PASSWORD,
+            "KAFKA_SASL_USERNAME": "svc-kpi",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        }
+    )
+
+
+def test_describe_masks_the_password(with_secret):
+    shown = with_secret.describe()
+    assert with_secret.sasl_password == PASSWORD
+    assert shown["sasl_password"] == "***"
+    assert shown["sasl_username"] == "svc-kpi"
+    rendered = json.dumps(shown, default=str)
+    assert PASSWORD not in rendered
+    assert PASSWORD not in str(shown)
+    assert PASSWORD not in repr(shown)
+    assert "hunter2" not in rendered
+
+
+def test_describe_shows_an_empty_password_as_empty(defaults):
+    assert defaults.describe()["sasl_password"] == ""
+
+
+def test_describe_is_human_readable(defaults):
+    shown = defaults.describe()
+    assert shown["window_sizes_ms"] == ["1h", "1d"]
+    assert shown["allowed_lateness_ms"] == "10m"
+    assert shown["batch_interval_ms"] == "200ms"
+    assert shown["rates"] == {"reporting_currency": "USD", "rates": {}}
+    assert shown["campaign_labels"] == []
+    assert shown["web_port"] == 6066
+    assert json.loads(json.dumps(shown))["funnel"] == ["lead", "mql", "sal", "sql", "opportunity", "won"]
+    assert set(shown) == {name for name in Settings.__dataclass_fields__}
+
+
+def test_repr_does_not_show_the_password(with_secret):
+    assert PASSWORD not in repr(with_secret)
