@@ -10,11 +10,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
-from collections.abc import Callable
 
 from stream.core.events import Kind
 

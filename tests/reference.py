@@ -123,7 +123,7 @@ def compute(messages: list[tuple[str, bytes]], rates: dict[str, Decimal], sizes:
             for stage, ts in entered.items():
                 for dims in dims_of(channel, campaign, True):
                     counts[(stage, size, ts - ts % size, dims)] += 1
-            for a, b in zip(FUNNEL, FUNNEL[1:]):
+            for a, b in zip(FUNNEL, FUNNEL[1:], strict=False):
                 if a in entered and b in entered:
                     ts = entered[b]
                     for dims in dims_of(channel, campaign, False):
@@ -143,7 +143,7 @@ def compute(messages: list[tuple[str, bytes]], rates: dict[str, Decimal], sizes:
             n = counts.get((stage, size, start, dims), 0)
             if n:
                 result[(f"{stage}_volume", size, start, dims)] = (n, None)
-        for a, b in zip(FUNNEL, FUNNEL[1:]):
+        for a, b in zip(FUNNEL, FUNNEL[1:], strict=False):
             num, den = counts.get((b, size, start, dims), 0), counts.get((a, size, start, dims), 0)
             if num or den:
                 key_dims = tuple(sorted((*dims, ("from_stage", a), ("to_stage", b))))
