@@ -75,7 +75,8 @@ def _own_command(command: str, args: list[str], settings: Settings) -> int:
         return run_demo(args, settings)
     from stream.bench import run_bench
 
-    return run_bench(args, settings)
+    status: int = run_bench(args, settings)
+    return status
 
 
 def _generate(args: list[str], settings: Settings) -> int:

@@ -5,12 +5,18 @@ own maximum event time, so a partition read ahead of the others on a backlog
 does not make their events late. A partition with no new events for
 ``idle_timeout_ms`` of processing time stops holding the others back: its
 progress then advances with the processing clock from its last event time.
+A partition that has had no event at all holds the watermark for
+``idle_timeout_ms`` after it was first reported (its first events may simply
+not be fetched yet), then is left out until it has one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+# Progress reported by a source that must hold the watermark back (nothing known yet).
+HOLD = 0
 
 
 @dataclass(slots=True)
@@ -25,6 +31,7 @@ class SourceProgress:
 
     idle_timeout_ms: int
     _partitions: dict[str, _PartitionProgress] = field(default_factory=dict)
+    _first_reported: dict[str, int] = field(default_factory=dict)
 
     def observe(self, partition: str, ts: int, now_ms: int) -> None:
         """Record a valid event's time on ``partition``."""
@@ -40,14 +47,16 @@ class SourceProgress:
         """Drop partitions this worker no longer owns."""
         for partition in partitions:
             self._partitions.pop(partition, None)
+            self._first_reported.pop(partition, None)
 
     def report(self, owned: Iterable[str], now_ms: int) -> dict[str, int | None]:
-        """Progress of each owned partition; None for one that has never had an event (it holds nothing back)."""
+        """Progress of each owned partition: HOLD, then None, for one that has never had an event."""
         report: dict[str, int | None] = {}
         for partition in owned:
             known = self._partitions.get(partition)
             if known is None:
-                report[partition] = None
+                since = self._first_reported.setdefault(partition, now_ms)
+                report[partition] = HOLD if now_ms - since < self.idle_timeout_ms else None
                 continue
             idle_for = now_ms - known.last_seen_ms - self.idle_timeout_ms
             report[partition] = known.max_ts + idle_for if idle_for > 0 else known.max_ts
@@ -60,7 +69,8 @@ class WatermarkJoin:
 
     Progress per source only moves forward (a restarted upstream re-reading
     old events cannot pull the watermark back), and the watermark holds until
-    every expected source has reported at least once.
+    every expected source has reported at least once. A source reporting None
+    (no events at all) is left out of the minimum; one reporting HOLD holds it.
     """
 
     expected: frozenset[str]
@@ -79,7 +89,11 @@ class WatermarkJoin:
                 changed = True
                 continue
             known = self.progress[source]
-            if value is not None and (known is None or value > known):
+            if value is None:
+                if known == HOLD:  # the hold period ended with no event: stop holding
+                    self.progress[source] = None
+                    changed = True
+            elif known is None or value > known:
                 self.progress[source] = value
                 changed = True
         return changed

@@ -25,7 +25,7 @@ from stream.core.funnel import (
     to_doc,
 )
 from stream.core.timeutil import earliest_window_end, format_rfc3339
-from stream.core.watermark import WatermarkJoin, is_closed
+from stream.core.watermark import HOLD, WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.routing import partition_for, position
 from stream.pipeline.state import BatchWrites, Store
@@ -172,13 +172,14 @@ class EntityStage:
         for key, state in cache.items():
             leads.set(key, orjson.dumps(to_doc(state)) if state.arrived or state.pending else None)
         out.watermark = watermark
-        send_watermark = watermark is not None and watermark != index.last_sent_watermark
+        # No watermark yet holds the cell stage back (HOLD), where None would leave this partition out.
+        reported = HOLD if watermark is None else watermark
+        send_watermark = reported != index.last_sent_watermark
         targets = range(cfg.partitions) if send_watermark else deltas.keys()
         for cell_partition in targets:
             out.envelopes[cell_partition] = orjson.dumps(
-                {"src": partition, "d": deltas.get(cell_partition, []), "wm": watermark})
-        if send_watermark:
-            index.last_sent_watermark = watermark
+                {"src": partition, "d": deltas.get(cell_partition, []), "wm": reported})
+        index.last_sent_watermark = reported
         out.lead_writes = leads.take()
         out.seen_writes = seen.take()
         return out

@@ -2,7 +2,7 @@
 
 import pytest
 
-from stream.core.watermark import SourceProgress, WatermarkJoin, is_closed
+from stream.core.watermark import HOLD, SourceProgress, WatermarkJoin, is_closed
 
 IDLE = 10_000  # ms of processing time
 
@@ -18,8 +18,9 @@ def progress_with(*observations):
 @pytest.mark.parametrize(
     ("observations", "owned", "now", "expected"),
     [
-        ([], ["p0"], 0, {"p0": None}),
-        ([("p0", 5_000, 100)], ["p0", "p1"], 200, {"p0": 5_000, "p1": None}),
+        # Never seen: holds the watermark while its first events may not be fetched yet.
+        ([], ["p0"], 0, {"p0": HOLD}),
+        ([("p0", 5_000, 100)], ["p0", "p1"], 200, {"p0": 5_000, "p1": HOLD}),
         ([("p0", 5_000, 100), ("p0", 3_000, 150)], ["p0"], 200, {"p0": 5_000}),
         ([("p0", 3_000, 100), ("p0", 5_000, 150)], ["p0"], 200, {"p0": 5_000}),
         # Silent for exactly the timeout: still holds at its maximum.
@@ -54,10 +55,29 @@ def test_source_progress_report(observations, owned, now, expected):
     assert progress_with(*observations).report(owned, now) == expected
 
 
-def test_forgotten_partition_reports_none():
+def test_forgotten_partition_starts_over_as_never_seen():
     progress = progress_with(("p0", 5_000, 0), ("p1", 6_000, 0))
     progress.forget(["p0", "p9"])
-    assert progress.report(["p0", "p1"], 1_000) == {"p0": None, "p1": 6_000}
+    assert progress.report(["p0", "p1"], 1_000) == {"p0": HOLD, "p1": 6_000}
+
+
+def test_never_seen_partition_holds_then_is_left_out():
+    progress = SourceProgress(idle_timeout_ms=IDLE)
+    assert progress.report(["p0"], 1_000) == {"p0": HOLD}
+    assert progress.report(["p0"], 1_000 + IDLE - 1) == {"p0": HOLD}
+    assert progress.report(["p0"], 1_000 + IDLE) == {"p0": None}
+    progress.observe("p0", 42_000, 1_000 + IDLE + 5)
+    assert progress.report(["p0"], 1_000 + IDLE + 10) == {"p0": 42_000}
+
+
+def test_join_holds_while_a_source_holds_and_releases_when_it_turns_idle():
+    join = WatermarkJoin(expected=frozenset({"a", "b"}))
+    join.update({"a": 100_000, "b": HOLD})
+    assert not is_closed(1_000, join.watermark(), 0)  # HOLD keeps every window open
+    join.update({"b": None})
+    assert join.watermark() == 100_000
+    join.update({"b": HOLD})  # a later hold cannot pull a released watermark back
+    assert join.watermark() == 100_000
 
 
 # ------------------------------------------------------------------- join

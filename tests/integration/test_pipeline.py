@@ -61,13 +61,14 @@ def _wait_for_finals(worker, expected_total: int) -> None:  # type: ignore[no-un
     worker.wait_quiet("leadgen_kpi_records_total")
 
 
-def test_mixed_event_set_matches_batch_computation(bootstrap: str, names: Names, tmp_path: Path) -> None:
+def test_replayed_backlog_matches_batch_computation(bootstrap: str, names: Names, tmp_path: Path) -> None:
     messages, expected = mixed()
+    # The whole set is waiting before the worker starts: partitions are read unevenly, as on any backlog.
+    sent = produce(bootstrap, _as_input(names, messages, seed=1))
+    beats = _beats(names)
+    sent += produce(bootstrap, beats)
     worker = start_worker(names, bootstrap, tmp_path)
     try:
-        sent = produce(bootstrap, _as_input(names, messages, seed=1))
-        beats = _beats(names)
-        sent += produce(bootstrap, beats)
         _wait_for_finals(worker, sent)
         counts = {name: worker.total(name) for name in (
             "leadgen_events_total", "leadgen_events_duplicate_total", "leadgen_events_rejected_total")}
@@ -125,3 +126,36 @@ def _wait_for_finals_after_restart(worker) -> None:  # type: ignore[no-untyped-d
     worker.wait_until(lambda: worker.total("leadgen_watermark_timestamp_seconds") >= 2 * HEARTBEAT_TS / 1000,
                       what="the watermark of both stages to pass the data")
     worker.wait_quiet("leadgen_kpi_records_total")
+
+
+def test_two_workers_in_one_group_match_batch_computation(bootstrap: str, names: Names, tmp_path: Path) -> None:
+    messages, expected = mixed(seed=5)
+    one = start_worker(names, bootstrap, tmp_path, label="one")
+    two = start_worker(names, bootstrap, tmp_path, label="two")
+    workers = (one, two)
+    try:
+        entity_topic = f"{names.app_id}-entities"
+
+        def shared() -> bool:
+            owned = [w.metrics().get(("leadgen_assigned_partitions", (("topic", entity_topic),)), 0) for w in workers]
+            return all(owned) and sum(owned) == 4
+
+        one.wait_until(shared, what="both workers to own entity partitions")
+        sent = produce(bootstrap, _as_input(names, messages, seed=3))
+        beats = _beats(names)
+        sent += produce(bootstrap, beats)
+        one.wait_until(lambda: one.accounted() + two.accounted() >= sent, what="all events accounted")
+        for worker in workers:
+            worker.wait_quiet("leadgen_kpi_records_total")
+        valid = one.total("leadgen_events_total") + two.total("leadgen_events_total")
+        breakdown = {k: v for w in workers for k, v in w.metrics().items() if k[0].startswith("leadgen_events")}
+        assert valid == expected["valid"] + len(beats), sorted((k[0], k[1][-1][1] if k[1] else "", v) for k, v in breakdown.items())
+        assert not one.errors() and not two.errors(), one.errors() + two.errors()
+    finally:
+        for worker in workers:
+            assert worker.stop() == 0, worker.log_tail()
+    assert valid == expected["valid"] + len(beats)
+    records = _latest_records(bootstrap, names)
+    want = compute(messages + [(topic.removeprefix(f"{names.prefix}-"), raw) for topic, _, raw in beats], RATES)
+    assert from_records(records) == want
+    assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24")
