@@ -29,6 +29,7 @@ from stream.pipeline.entities import EntityConfig, EntityStage
 from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope
 from stream.pipeline.routing import source_name
 from stream.settings import Settings
+from stream.transport import KpiApp
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,9 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     def now_ms() -> int:
         return int(clock() * 1000)
 
-    app = faust.App(
+    app = KpiApp(
         settings.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),
         store=settings.store,

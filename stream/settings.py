@@ -67,6 +67,9 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "batch_interval": ("KPI_BATCH_INTERVAL", "200ms",
                        "Longest an agent waits to fill a batch; bounds update latency and sets how much "
                        "KPI updates are coalesced."),
+    "fetch_max_wait": ("KPI_FETCH_MAX_WAIT", "100ms",
+                       "Longest a consumer fetch waits for data on an idle topic (Faust hard-codes 1.5 s); "
+                       "bounds the latency of each hop of the pipeline."),
     "watermark_interval": ("KPI_WATERMARK_INTERVAL", "500ms", "How often input progress is sent downstream."),
     "processing_guarantee": ("KPI_PROCESSING_GUARANTEE", "at_least_once",
                              "`at_least_once` (results made idempotent) or `exactly_once` (Kafka transactions; "
@@ -119,6 +122,7 @@ class Settings:
     max_event_bytes: int
     batch_max: int
     batch_interval_ms: int
+    fetch_max_wait_ms: int
     watermark_interval_ms: int
     processing_guarantee: str
     store: str
@@ -197,6 +201,7 @@ class Settings:
             max_event_bytes=_integer(raw, "max_event_bytes", 64, 100 * 1024 * 1024),
             batch_max=_integer(raw, "batch_max", 1, 100_000),
             batch_interval_ms=_duration(raw, "batch_interval"),
+            fetch_max_wait_ms=_duration(raw, "fetch_max_wait"),
             watermark_interval_ms=_duration(raw, "watermark_interval"),
             processing_guarantee=_choice(raw, "processing_guarantee", PROCESSING_GUARANTEES),
             store=_nonempty(raw, "store"),

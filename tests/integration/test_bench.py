@@ -1,0 +1,24 @@
+"""The benchmark command runs on the embedded broker and ends with its JSON figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_bench_prints_its_figures_as_the_last_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KPI_"))}
+    result = subprocess.run([sys.executable, "-m", "stream", "bench", "--events", "5000"], env=env,
+                            capture_output=True, timeout=240, check=False)
+    output = result.stdout.decode()
+    assert result.returncode == 0, output + result.stderr.decode()[-3000:]
+    figures = json.loads(output.strip().splitlines()[-1])
+    assert figures["events"] == 5000
+    for key in ("pipeline_events_per_second", "raw_events_per_second", "faust_floor_events_per_second"):
+        assert figures[key] > 0, figures
