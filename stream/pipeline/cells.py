@@ -11,9 +11,8 @@ from stream.core.cells import CONVERSION_TIME, CellDelta, CellId, CellState
 from stream.core.kpis import KpiRecord, changed_records
 from stream.core.watermark import WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
-from stream.pipeline.entities import WATERMARK_KEY_PREFIX
 from stream.pipeline.routing import partition_for
-from stream.pipeline.state import BatchWrites, Store
+from stream.pipeline.state import WATERMARK_KEY_PREFIX, BatchWrites, Store, persist_join, restore_join
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +74,8 @@ class CellStage:
         index = self._index.get(partition)
         if index is not None:
             return index
-        join = WatermarkJoin(frozenset(str(source) for source in range(self.config.partitions)))
-        stored = self._cells.get(WATERMARK_KEY_PREFIX + str(partition).encode())
-        if stored is not None:
-            doc = orjson.loads(stored)
-            join.progress.update(doc["p"])
-            join.floor = doc["f"]
-        index = _PartitionIndex(join)
+        sources = frozenset(str(source) for source in range(self.config.partitions))
+        index = _PartitionIndex(restore_join(self._cells, partition, sources))
         for key, value in self._cells.items():
             if key.startswith(WATERMARK_KEY_PREFIX):
                 continue
@@ -126,8 +120,7 @@ class CellStage:
                         out.counts.conversion_samples.extend(
                             (from_stage, to_stage, cell.channel, value) for value in values)
             if index.join.update({source: envelope["wm"]}):
-                table.set(WATERMARK_KEY_PREFIX + str(partition).encode(),
-                          orjson.dumps({"p": index.join.progress, "f": index.join.floor}))
+                persist_join(table, partition, index.join)
         watermark = index.join.watermark()
         out.watermark = watermark
         if watermark is not None:

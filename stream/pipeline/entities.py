@@ -28,9 +28,8 @@ from stream.core.timeutil import earliest_window_end, format_rfc3339
 from stream.core.watermark import HOLD, WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.routing import partition_for, position
-from stream.pipeline.state import BatchWrites, Store
+from stream.pipeline.state import BatchWrites, Store, persist_join, restore_join
 
-WATERMARK_KEY_PREFIX = b"\x00wm:"
 _LEAD_PREFIX = b"l:"
 
 
@@ -101,13 +100,7 @@ class EntityStage:
         index = self._index.get(partition)
         if index is not None:
             return index
-        join = WatermarkJoin(self.config.sources)
-        stored = self._leads.get(WATERMARK_KEY_PREFIX + str(partition).encode())
-        if stored is not None:
-            doc = orjson.loads(stored)
-            join.progress.update(doc["p"])
-            join.floor = doc["f"]
-        index = _PartitionIndex(join)
+        index = _PartitionIndex(restore_join(self._leads, partition, self.config.sources))
         for key, value in self._leads.items():
             if key.startswith(_LEAD_PREFIX) and b'"pe"' in value and self._owns(key[2:], partition):
                 index.pending_leads.add(key)
@@ -164,8 +157,7 @@ class EntityStage:
                     self._apply_lead_event(index, leads, cache, lead_key(key), kind, topic, ts, attrs, change,
                                            where, deltas, out.counts)
             if index.join.update(envelope["wm"]):
-                leads.set(WATERMARK_KEY_PREFIX + str(partition).encode(),
-                          orjson.dumps({"p": index.join.progress, "f": index.join.floor}))
+                persist_join(leads, partition, index.join)
         watermark = index.join.watermark()
         if watermark is not None:
             self._expire(index, partition, watermark, leads, seen, cache, out, now_ms)

@@ -11,6 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Protocol
 
+import orjson
+
+from stream.core.watermark import WatermarkJoin
+
+# Tables keep each owned partition's watermark state under a reserved key beside their own keys.
+WATERMARK_KEY_PREFIX = b"\x00wm:"
+
 
 class Store(Protocol):
     """The read side of a table (a Faust table or a dict in tests); keys and values are bytes."""
@@ -53,3 +60,24 @@ def apply_writes(store: MutableMapping[bytes, bytes], writes: dict[bytes, bytes 
             store.pop(key, None)
         else:
             store[key] = value
+
+
+def watermark_key(partition: int) -> bytes:
+    """Reserved table key of a partition's watermark state."""
+    return WATERMARK_KEY_PREFIX + str(partition).encode()
+
+
+def restore_join(store: Store, partition: int, expected: frozenset[str]) -> WatermarkJoin:
+    """The partition's watermark join as last persisted, or a new one."""
+    join = WatermarkJoin(expected)
+    stored = store.get(watermark_key(partition))
+    if stored is not None:
+        doc = orjson.loads(stored)
+        join.progress.update(doc["p"])
+        join.floor = doc["f"]
+    return join
+
+
+def persist_join(writes: BatchWrites, partition: int, join: WatermarkJoin) -> None:
+    """Write the partition's watermark join with the batch."""
+    writes.set(watermark_key(partition), orjson.dumps({"p": join.progress, "f": join.floor}))
