@@ -252,6 +252,27 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
 
     app.timer(settings.watermark_interval_ms / 1000, name="report_progress")(report_progress)
 
+    agent_topics = {"ingest": set(kind_of), "entities": {entities_topic.get_topic_name()},
+                    "cells": {cells_topic.get_topic_name()}}
+
+    async def measure_lag() -> None:
+        """Consumer lag from the high watermarks of fetch responses and the offsets handed to the agents."""
+        lag: dict[str, int] = defaultdict(int)
+        for agent, guard in guards.items():
+            for tp in app.consumer.assignment():
+                if tp.topic not in agent_topics[agent]:
+                    continue
+                highwater = app.consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                next_offset = guard.last[tp] + 1 if tp in guard.last else await app.consumer.position(tp)
+                lag[tp.topic] += max(highwater - (next_offset or 0), 0)
+        metrics.consumer_lag.clear()
+        for topic, messages in lag.items():
+            metrics.consumer_lag.labels(topic).set(messages)
+
+    app.timer(5.0, name="measure_lag")(measure_lag)
+
     async def mark_ready() -> None:
         ready.set(1)
         log.info("kpi-stream worker ready: %s", orjson.dumps(settings.describe()).decode())

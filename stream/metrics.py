@@ -66,6 +66,7 @@ class Metrics:
     batch_seconds: Histogram
     rebalances: Counter
     assigned_partitions: Gauge
+    consumer_lag: Gauge
     campaigns: LabelFolder
     channels: LabelFolder
     _latest_start: dict[tuple[str | None, int], int] = field(default_factory=dict)
@@ -123,6 +124,9 @@ class Metrics:
                                registry=registry),
             assigned_partitions=Gauge("leadgen_assigned_partitions", "Partitions assigned to this worker, by topic.",
                                       ["topic"], registry=registry),
+            consumer_lag=Gauge("leadgen_consumer_lag_messages",
+                               "Messages in the partitions this worker owns that it has not processed yet, by topic.",
+                               ["topic"], registry=registry),
             campaigns=LabelFolder(campaign_labels, campaign_label_limit),
             channels=LabelFolder(frozenset(), channel_label_limit),
         )
