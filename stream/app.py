@@ -21,11 +21,12 @@ from faust.streams import _current_event
 from faust.types import TP, TableT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from stream.core.kpis import FAMILIES
 from stream.core.validation import Validator
 from stream.kafka import faust_credentials, internal_topic
 from stream.metrics import Metrics
-from stream.pipeline.cells import CellConfig, CellStage
-from stream.pipeline.entities import EntityConfig, EntityStage
+from stream.pipeline.cells import CellStage
+from stream.pipeline.entities import EntityStage
 from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope
 from stream.pipeline.routing import source_name
 from stream.settings import Settings
@@ -151,8 +152,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     entities_topic = app.topic(internal_topic(settings, "entities"), partitions=n, **raw)
     cells_topic = app.topic(internal_topic(settings, "cells"), partitions=n, **raw)
     dead_letters = app.topic(settings.topic_dead_letters, **raw)
-    kpi_topics = {family: app.topic(settings.kpi_topic(family), **raw) for family in
-                  ("cost-per-lead", "conversion-rate", "time-to-conversion", "volume")}
+    kpi_topics = {family: app.topic(settings.kpi_topic(family), **raw) for family in FAMILIES}
     lead_table = app.Table("leads", key_type=bytes, value_type=bytes, partitions=n)
     seen_table = app.Table("seen", key_type=bytes, value_type=bytes, partitions=n)
     cell_table = app.Table("cells", key_type=bytes, value_type=bytes, partitions=n)
@@ -161,11 +161,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                                settings.idle_partition_timeout_ms)
     sources = frozenset(source_name(topic, p) for topic in settings.input_topics.values()
                         for p in range(input_partitions[topic]))
-    entity_stage = EntityStage(EntityConfig(n, sources, settings.window_sizes_ms, settings.allowed_lateness_ms,
-                                            settings.funnel, settings.dedup_retention_ms,
-                                            settings.unknown_lead_timeout_ms), lead_table, seen_table)
-    cell_stage = CellStage(CellConfig(n, settings.window_sizes_ms, settings.allowed_lateness_ms, settings.funnel,
-                                      settings.rates.reporting_currency), cell_table)
+    entity_stage = EntityStage(settings.entity_config(sources), lead_table, seen_table)
+    cell_stage = CellStage(settings.cell_config(), cell_table)
     guards = {"ingest": OffsetGuard(), "entities": OffsetGuard(), "cells": OffsetGuard()}
     within = settings.batch_interval_ms / 1000
 
@@ -202,6 +199,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                                            now_ms())
                 pending = [await cells_topic.send(value=envelope, partition=target)
                            for target, envelope in out.envelopes.items()]
+                pending += [await entities_topic.send(value=envelope, partition=target)
+                            for target, envelope in out.reroutes.items()]
                 pending += await send_dead_letters(out.dead_letters)
                 for future in pending:  # delivered before the state that produced them is persisted
                     await future

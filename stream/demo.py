@@ -94,6 +94,8 @@ def _fmt(value: float | None, kind: str) -> str:
         return f"{value * 100:.1f} %"
     if kind == "duration":
         return f"{value / 60:.1f} min"
+    if kind == "ratio":
+        return f"{value:,.2f}"
     return f"{value:,.0f}"
 
 
@@ -127,7 +129,28 @@ def _view(settings: Settings, board: KpiBoard, port: int, sent: list[int], start
                       _fmt(to_mql["value"] if to_mql else None, "pct"),
                       _fmt(to_sal["value"] if to_sal else None, "pct"),
                       _fmt(ttc["value"] if ttc else None, "duration"))
-    return Group(header, table)
+    more = Table(title="Cost, quality, revenue, traffic and attribution (same hour)")
+    for column in ("channel", "visitors", "cost/MQL", "CAC", "win rate", "pipeline", "ROAS",
+                   "leads credited (linear)"):
+        more.add_column(column, justify="left" if column == "channel" else "right")
+    for channel in [*channels, None]:
+        dims = {} if channel is None else {"channel": channel}
+        visitors = board.current("visitors", start, **dims)
+        per_mql = board.current("cost_per_mql", start, **dims)
+        cac = board.current("cost_per_acquisition", start, **dims)
+        win = board.current("win_rate", start, **dims)
+        pipeline = board.current("pipeline", start, **dims)
+        roas = board.current("roas", start, **dims)
+        credited = board.current("attributed_leads", start, model="linear", **dims)
+        more.add_row(channel or "[b]all traffic[/b]",
+                     _fmt(visitors["value"] if visitors else None, "count"),
+                     _fmt(per_mql["value"] if per_mql else None, "money"),
+                     _fmt(cac["value"] if cac else None, "money"),
+                     _fmt(win["value"] if win else None, "pct"),
+                     _fmt(pipeline["value"] if pipeline else None, "money"),
+                     _fmt(roas["value"] if roas else None, "ratio"),
+                     _fmt(credited["value"] if credited else None, "ratio"))
+    return Group(header, table, more)
 
 
 @contextmanager

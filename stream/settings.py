@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from stream.core.events import Kind
 from stream.core.money import RateTable, parse_rate_table
 from stream.core.timeutil import format_duration, is_zero_duration, parse_duration_ms
+from stream.core.visitors import AttributionConfig
+from stream.pipeline.cells import CellConfig
+from stream.pipeline.entities import EntityConfig
 
 SECRET_FIELDS = frozenset({"sasl_password"})
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -59,6 +63,17 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "unknown_lead_timeout": ("KPI_UNKNOWN_LEAD_TIMEOUT", "1h",
                              "How long (event time) a stage change waits for its lead before it is dead-lettered "
                              "as `unknown_lead`."),
+    "cohort_window": ("KPI_COHORT_WINDOW", "90d",
+                      "Cohort conversion: how long after entering a stage a lead's next stage still counts."),
+    "attribution_lookback": ("KPI_ATTRIBUTION_LOOKBACK", "90d",
+                             "Page views up to this long before a lead was created are its touches."),
+    "attribution_half_life": ("KPI_ATTRIBUTION_HALF_LIFE", "7d", "Half-life of the time-decay attribution model."),
+    "touch_limit": ("KPI_TOUCH_HISTORY_LIMIT", "100",
+                    "Touches kept per visitor (the latest); bounds the state a bot can make."),
+    "churn_rate": ("KPI_CHURN_RATE", "",
+                   "Share of customers lost per period (e.g. `0.03` a month). With KPI_GROSS_MARGIN it enables "
+                   "customer lifetime value and payback period; empty: off."),
+    "gross_margin": ("KPI_GROSS_MARGIN", "", "Gross margin as a fraction (e.g. `0.8`); see KPI_CHURN_RATE."),
     "idle_partition_timeout": ("KPI_IDLE_PARTITION_TIMEOUT", "10s",
                                "Processing time after which a silent input partition stops holding the "
                                "watermark back and advances with the clock."),
@@ -118,6 +133,12 @@ class Settings:
     campaign_label_limit: int
     dedup_retention_ms: int
     unknown_lead_timeout_ms: int
+    cohort_window_ms: int
+    attribution_lookback_ms: int
+    attribution_half_life_ms: int
+    touch_limit: int
+    churn_rate: Decimal | None
+    gross_margin: Decimal | None
     idle_partition_timeout_ms: int
     max_event_bytes: int
     batch_max: int
@@ -130,6 +151,21 @@ class Settings:
     session_timeout_ms: int
     heartbeat_interval_ms: int
     log_level: str
+
+    def entity_config(self, sources: frozenset[str]) -> EntityConfig:
+        """What the entity stage takes from the settings, given every input partition's name."""
+        return EntityConfig(self.partitions, sources, self.window_sizes_ms, self.allowed_lateness_ms, self.funnel,
+                            self.dedup_retention_ms, self.unknown_lead_timeout_ms, self.cohort_window_ms,
+                            AttributionConfig(self.attribution_lookback_ms, self.attribution_half_life_ms,
+                                              self.touch_limit))
+
+    def cell_config(self) -> CellConfig:
+        """What the cell stage takes from the settings."""
+        economics = None
+        if self.churn_rate is not None and self.gross_margin is not None:
+            economics = (self.churn_rate, self.gross_margin)
+        return CellConfig(self.partitions, self.window_sizes_ms, self.allowed_lateness_ms, self.funnel,
+                          self.rates.reporting_currency, self.cohort_window_ms, economics)
 
     @property
     def input_topics(self) -> dict[Kind, str]:
@@ -157,6 +193,8 @@ class Settings:
                 value = [format_duration(size) for size in value]
             elif isinstance(value, frozenset):
                 value = sorted(value)
+            elif isinstance(value, Decimal):
+                value = str(value)
             shown[item.name] = value
         return shown
 
@@ -197,6 +235,12 @@ class Settings:
             campaign_label_limit=_integer(raw, "campaign_label_limit", 0, 10_000),
             dedup_retention_ms=_duration(raw, "dedup_retention"),
             unknown_lead_timeout_ms=_duration(raw, "unknown_lead_timeout"),
+            cohort_window_ms=_duration(raw, "cohort_window"),
+            attribution_lookback_ms=_duration(raw, "attribution_lookback"),
+            attribution_half_life_ms=_duration(raw, "attribution_half_life"),
+            touch_limit=_integer(raw, "touch_limit", 1, 100_000),
+            churn_rate=_fraction(raw, "churn_rate"),
+            gross_margin=_fraction(raw, "gross_margin"),
             idle_partition_timeout_ms=_duration(raw, "idle_partition_timeout"),
             max_event_bytes=_integer(raw, "max_event_bytes", 64, 100 * 1024 * 1024),
             batch_max=_integer(raw, "batch_max", 1, 100_000),
@@ -246,6 +290,18 @@ def _duration(raw: dict[str, str], name: str, allow_zero: bool = False) -> int:
         return parse_duration_ms(raw[name])
     except ValueError as exc:
         raise SettingsError(f"{_var(name)}: {exc}") from None
+
+
+def _fraction(raw: dict[str, str], name: str) -> Decimal | None:
+    if not raw[name]:
+        return None
+    try:
+        value = Decimal(raw[name])
+    except InvalidOperation:
+        raise SettingsError(f"{_var(name)}={raw[name]!r} is not a number") from None
+    if not value.is_finite() or not 0 < value <= 1:
+        raise SettingsError(f"{_var(name)}={raw[name]!r} must be a fraction above 0 and at most 1")
+    return value
 
 
 def _window_sizes(raw: dict[str, str]) -> tuple[int, ...]:

@@ -7,7 +7,13 @@ import random
 
 DAY_START = 1_763_798_400_000  # 2025-11-22T08:00:00Z
 MINUTE = 60_000
-EARLY_STAGE_LEADS = (3, 11, 27)  # leads whose first stage change is produced before the lead itself
+EARLY_STAGE_LEADS = (3, 11, 27)
+PAGES = (
+    "/pricing",
+    "/demo-request",
+    "/blog/abm",
+    "/ebook",
+)  # leads whose first stage change is produced before the lead itself
 
 
 def _doc(event_id: str, ts: int, **fields: object) -> bytes:
@@ -17,8 +23,12 @@ def _doc(event_id: str, ts: int, **fields: object) -> bytes:
 def good_events(seed: int = 7, leads: int = 60) -> list[tuple[str, bytes]]:
     """Valid events over a few hours, in production order (before any shuffling)."""
     rand = random.Random(seed)
-    channels = [("paid_social", "q4-webinar"), ("paid_social", "ebook"), ("email", "newsletter"),
-                ("organic_search", None)]
+    channels = [
+        ("paid_social", "q4-webinar"),
+        ("paid_social", "ebook"),
+        ("email", "newsletter"),
+        ("organic_search", None),
+    ]
     out: list[tuple[str, bytes]] = []
     for i in range(leads):
         channel, campaign = channels[i % len(channels)]
@@ -26,8 +36,16 @@ def good_events(seed: int = 7, leads: int = 60) -> list[tuple[str, bytes]]:
         fields: dict[str, object] = {"lead_id": f"L{i}", "channel": channel, "visitor_id": f"v{i}"}
         if campaign:
             fields["campaign"] = campaign
-        out.append(("page-views", _doc(f"pv{i}", created - 5 * MINUTE, visitor_id=f"v{i}", url="/pricing",
-                                       channel=channel)))
+        # The visitor's path: one to four visits before converting (touches), one page after it (not a touch).
+        for k in range(rand.randint(1, 4)):
+            touch_channel, touch_campaign = rand.choice(channels)
+            view: dict[str, object] = {"visitor_id": f"v{i}", "url": rand.choice(PAGES), "channel": touch_channel}
+            if touch_campaign:
+                view["campaign"] = touch_campaign
+            out.append(("page-views", _doc(f"pv{i}-{k}", created - rand.randrange(1, 20) * MINUTE, **view)))
+        out.append(("page-views", _doc(f"pv{i}-after", created + 2 * MINUTE, visitor_id=f"v{i}", url="/thanks")))
+        fields["asset"] = rand.choice(PAGES)
+        fields["owner"] = f"rep-{i % 3}"
         out.append(("leads", _doc(f"lead{i}", created, **fields)))
         ts = created
         for stage in ("mql", "sal", "sql", "opportunity", "won"):
@@ -37,8 +55,18 @@ def good_events(seed: int = 7, leads: int = 60) -> list[tuple[str, bytes]]:
                 continue
             if rand.random() < 0.35:
                 if rand.random() < 0.5:
-                    out.append(("stage-changes", _doc(f"sc{i}-lost", ts + 7 * MINUTE, lead_id=f"L{i}",
-                                                      stage="lost")))
+                    out.append(
+                        (
+                            "stage-changes",
+                            _doc(
+                                f"sc{i}-lost",
+                                ts + 7 * MINUTE,
+                                lead_id=f"L{i}",
+                                stage="lost",
+                                owner=f"rep-{(i + 1) % 3}",
+                            ),
+                        )
+                    )
                 break
             ts += rand.randrange(1, 90) * MINUTE
             if stage in ("sal", "sql") and rand.random() < 0.3:
@@ -50,13 +78,31 @@ def good_events(seed: int = 7, leads: int = 60) -> list[tuple[str, bytes]]:
         if i % 9 == 0:
             # A later correction: the lead was in fact qualified earlier than first reported.
             out.append(("stage-changes", _doc(f"sc{i}-mql-early", created + MINUTE, lead_id=f"L{i}", stage="mql")))
+    for j in range(30):
+        # Visitors who never convert.
+        out.append(
+            (
+                "page-views",
+                _doc(
+                    f"anon{j}",
+                    DAY_START + rand.randrange(0, 240) * MINUTE,
+                    visitor_id=f"anon-{j % 17}",
+                    url=rand.choice(PAGES),
+                    **({"channel": rand.choice(channels)[0]} if j % 4 else {}),
+                ),
+            )
+        )
     for hour in range(4):
         for channel, campaign in channels[:3]:
             fields = {"channel": channel, "amount": f"{250 + hour * 10}.50", "currency": "USD"}
             if campaign:
                 fields["campaign"] = campaign
-            out.append(("spend", _doc(f"sp{hour}-{channel}-{campaign}", DAY_START + hour * 60 * MINUTE + 30 * MINUTE,
-                                      **fields)))
+            out.append(
+                (
+                    "spend",
+                    _doc(f"sp{hour}-{channel}-{campaign}", DAY_START + hour * 60 * MINUTE + 30 * MINUTE, **fields),
+                )
+            )
     out.append(("spend", _doc("sp-eur", DAY_START + 10 * MINUTE, channel="email", amount=100, currency="EUR")))
     return out
 
@@ -72,20 +118,26 @@ def bad_events() -> list[tuple[str, bytes, str]]:
         ("leads", _doc("bad1", ts, channel="email"), "missing_field"),
         ("stage-changes", _doc("bad2", ts, lead_id="L1", stage="mql", amount="5"), "missing_field"),
         ("stage-changes", _doc("bad3", ts, lead_id="L1", stage="promoted"), "invalid_field"),
-        ("leads", json.dumps({"event_id": "bad4", "ts": True, "lead_id": "x", "channel": "c"}).encode(),
-         "invalid_field"),
-        ("leads", json.dumps({"event_id": "bad5", "ts": "2025-11-22T08:00:00", "lead_id": "x",
-                              "channel": "c"}).encode(), "invalid_field"),
+        (
+            "leads",
+            json.dumps({"event_id": "bad4", "ts": True, "lead_id": "x", "channel": "c"}).encode(),
+            "invalid_field",
+        ),
+        (
+            "leads",
+            json.dumps({"event_id": "bad5", "ts": "2025-11-22T08:00:00", "lead_id": "x", "channel": "c"}).encode(),
+            "invalid_field",
+        ),
         ("spend", _doc("bad6", ts, channel="email", amount="-5", currency="USD"), "invalid_field"),
         ("spend", _doc("bad7", ts, channel="email", amount="12", currency="XYZ"), "unknown_currency"),
         ("page-views", _doc("bad8", ts, visitor_id="v", url="/" + "x" * 70_000), "too_large"),
-        ("page-views", _doc("bad9", ts, visitor_id="v", url="/", email="ceo@example.com", channel=7),
-         "invalid_field"),
+        ("page-views", _doc("bad9", ts, visitor_id="v", url="/", email="ceo@example.com", channel=7), "invalid_field"),
     ]
 
 
-def mixed(seed: int = 7, shuffle_within_ms: int = 5 * MINUTE, order_seed: int | None = None
-          ) -> tuple[list[tuple[str, bytes]], dict[str, int]]:
+def mixed(
+    seed: int = 7, shuffle_within_ms: int = 5 * MINUTE, order_seed: int | None = None
+) -> tuple[list[tuple[str, bytes]], dict[str, int]]:
     """Good events with duplicates and bad ones mixed in, shuffled locally (disorder within the lateness).
 
     Returns the messages and how many of each outcome (valid, duplicate, rejected) the contract expects.
@@ -100,8 +152,9 @@ def mixed(seed: int = 7, shuffle_within_ms: int = 5 * MINUTE, order_seed: int | 
     for i in EARLY_STAGE_LEADS:
         lead_index = next(k for k, (t, r) in enumerate(ordered) if t == "leads" and json.loads(r)["lead_id"] == f"L{i}")
         lead = ordered.pop(lead_index)
-        first_change = next(k for k, (t, r) in enumerate(ordered)
-                            if t == "stage-changes" and json.loads(r)["event_id"] == f"sc{i}-mql")
+        first_change = next(
+            k for k, (t, r) in enumerate(ordered) if t == "stage-changes" and json.loads(r)["event_id"] == f"sc{i}-mql"
+        )
         ordered.insert(first_change + 1, lead)
     duplicates = [ordered[k] for k in range(0, len(ordered), 7)]
     messages = list(ordered)

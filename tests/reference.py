@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
+from fractions import Fraction
 
 FUNNEL = ("lead", "mql", "sal", "sql", "opportunity", "won")
 STAGES = {"mql", "sal", "sql", "opportunity", "won", "lost"}
@@ -48,11 +49,16 @@ def _amount_ok(value: object) -> bool:
     return amount.is_finite() and amount >= 0
 
 
-def valid_first_seen(messages: list[tuple[str, bytes]], rates: dict[str, Decimal],
-                     max_bytes: int = 65536) -> list[tuple[str, dict]]:
+def valid_first_seen(
+    messages: list[tuple[str, bytes]], rates: dict[str, Decimal], max_bytes: int = 65536
+) -> list[tuple[str, dict]]:
     """The messages that count: decodable objects with the required fields, first per (topic, event_id)."""
-    required = {"page-views": ("visitor_id", "url"), "leads": ("lead_id", "channel"),
-                "stage-changes": ("lead_id", "stage"), "spend": ("channel", "amount", "currency")}
+    required = {
+        "page-views": ("visitor_id", "url"),
+        "leads": ("lead_id", "channel"),
+        "stage-changes": ("lead_id", "stage"),
+        "spend": ("channel", "amount", "currency"),
+    }
     seen: set[tuple[str, str]] = set()
     kept = []
     for topic, raw in messages:
@@ -65,6 +71,11 @@ def valid_first_seen(messages: list[tuple[str, bytes]], rates: dict[str, Decimal
         if not isinstance(doc, dict) or not isinstance(doc.get("event_id"), str) or _ms(doc.get("ts")) is None:
             continue
         if any(not isinstance(doc.get(name), (str, int, float)) for name in required[topic]):
+            continue
+        if any(
+            name in doc and not isinstance(doc[name], str)
+            for name in ("channel", "campaign", "visitor_id", "asset", "owner", "url", "lead_id")
+        ):
             continue
         if topic == "stage-changes" and doc["stage"] not in STAGES:
             continue
@@ -80,38 +91,90 @@ def valid_first_seen(messages: list[tuple[str, bytes]], rates: dict[str, Decimal
     return kept
 
 
-def compute(messages: list[tuple[str, bytes]], rates: dict[str, Decimal], sizes: tuple[int, ...] = (HOUR, DAY)
-            ) -> dict[tuple[str, int, int, tuple[tuple[str, str], ...]], tuple[object, object]]:
+Key = tuple[str, int, int, tuple[tuple[str, str], ...]]
+COHORT_WINDOW = 90 * DAY
+LOOKBACK = 90 * DAY
+HALF_LIFE = 7 * DAY
+MODELS = ("first_touch", "last_touch", "linear", "position_based", "time_decay")
+
+
+def _dims(**named: str | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in named.items() if v is not None))
+
+
+def _levels(channel: str, campaign: str | None, with_campaign: bool = True) -> list[tuple[tuple[str, str], ...]]:
+    levels = [_dims(), _dims(channel=channel)]
+    if with_campaign and campaign is not None:
+        levels.append(_dims(channel=channel, campaign=campaign))
+    return levels
+
+
+def _credit_shares(model: str, touch_times: list[int], converted_at: int) -> list[Fraction | float]:
+    """Each touch's share of one conversion, written from the definitions in KPIS.md."""
+    n = len(touch_times)
+    if model == "first_touch":
+        return [Fraction(1) if i == 0 else Fraction(0) for i in range(n)]
+    if model == "last_touch":
+        return [Fraction(1) if i == n - 1 else Fraction(0) for i in range(n)]
+    if model == "linear":
+        return [Fraction(1, n)] * n
+    if model == "position_based":
+        if n == 1:
+            return [Fraction(1)]
+        if n == 2:
+            return [Fraction(1, 2)] * 2
+        return [Fraction(2, 5)] + [Fraction(1, 5) / (n - 2)] * (n - 2) + [Fraction(2, 5)]
+    decay = [2.0 ** (-(converted_at - t) / HALF_LIFE) for t in touch_times]
+    return [d / sum(decay) for d in decay]
+
+
+def compute(
+    messages: list[tuple[str, bytes]], rates: dict[str, Decimal], sizes: tuple[int, ...] = (HOUR, DAY)
+) -> dict[Key, tuple[object, object]]:
     """(kpi, size, start, sorted dims) -> (numerator, denominator) for every KPI with something behind it."""
     events = valid_first_seen(messages, rates)
-    created: dict[str, tuple[int, str, str | None]] = {}
-    observed: dict[str, dict[str, int]] = defaultdict(dict)
+    created: dict[str, dict] = {}
+    observed: dict[str, dict[str, tuple[int, Decimal | None, str | None]]] = defaultdict(dict)
     spend: list[tuple[int, str, str | None, Decimal]] = []
+    views: list[tuple[int, str, str, str | None, str]] = []
     for topic, doc in events:
         ts = _ms(doc["ts"])
         assert ts is not None
         if topic == "leads":
-            if doc["lead_id"] not in created or ts < created[doc["lead_id"]][0]:
-                created[doc["lead_id"]] = (ts, doc["channel"], doc.get("campaign"))
+            if doc["lead_id"] not in created or ts < created[doc["lead_id"]]["ts"]:
+                created[doc["lead_id"]] = {"ts": ts, **doc}
         elif topic == "stage-changes":
             stages = observed[doc["lead_id"]]
-            stages[doc["stage"]] = min(ts, stages.get(doc["stage"], ts))
+            amount = None
+            if "amount" in doc:
+                amount = Decimal(str(doc["amount"])) * (
+                    Decimal(1) if doc["currency"] == "USD" else rates[doc["currency"]]
+                )
+            if doc["stage"] not in stages or ts < stages[doc["stage"]][0]:
+                stages[doc["stage"]] = (ts, amount, doc.get("owner"))
         elif topic == "spend":
             rate = Decimal(1) if doc["currency"] == "USD" else rates[doc["currency"]]
             spend.append((ts, doc["channel"], doc.get("campaign"), Decimal(str(doc["amount"])) * rate))
+        else:
+            views.append((ts, doc["visitor_id"], doc.get("channel") or "(none)", doc.get("campaign"), doc["url"]))
     counts: dict[tuple, int] = defaultdict(int)
     money: dict[tuple, Decimal] = defaultdict(Decimal)
     durations: dict[tuple, list[int]] = defaultdict(list)
+    credits: dict[tuple, Fraction | float] = defaultdict(Fraction)
 
-    def dims_of(channel: str, campaign: str | None, with_campaign: bool) -> list[tuple[tuple[str, str], ...]]:
-        levels = [(), (("channel", channel),)]
-        if with_campaign and campaign is not None:
-            levels.append((("campaign", campaign), ("channel", channel)))
-        return levels
+    def add(name: str, ts: int, dims: tuple[tuple[str, str], ...], n: int = 1) -> None:
+        for size in sizes:
+            counts[(name, size, ts - ts % size, dims)] += n
 
-    for lead_id, (created_ts, channel, campaign) in created.items():
-        seen = dict(observed.get(lead_id, {}))
-        seen["lead"] = min(created_ts, seen.get("lead", created_ts))
+    def add_money(name: str, ts: int, dims: tuple[tuple[str, str], ...], amount: Decimal) -> None:
+        for size in sizes:
+            money[(name, size, ts - ts % size, dims)] += amount
+
+    lead_values: dict[str, dict] = {}
+    for lead_id, lead in created.items():
+        channel, campaign = lead["channel"], lead.get("campaign")
+        seen = {stage: ts for stage, (ts, _, _) in observed.get(lead_id, {}).items()}
+        seen["lead"] = min(lead["ts"], seen.get("lead", lead["ts"]))
         entered: dict[str, int] = {}
         for index, stage in enumerate(FUNNEL):
             later = [seen[s] for s in FUNNEL[index:] if s in seen]
@@ -119,38 +182,152 @@ def compute(messages: list[tuple[str, bytes]], rates: dict[str, Decimal], sizes:
                 entered[stage] = min(later)
         if "lost" in seen:
             entered["lost"] = seen["lost"]
-        for size in sizes:
-            for stage, ts in entered.items():
-                for dims in dims_of(channel, campaign, True):
-                    counts[(stage, size, ts - ts % size, dims)] += 1
-            for a, b in zip(FUNNEL, FUNNEL[1:], strict=False):
-                if a in entered and b in entered:
-                    ts = entered[b]
-                    for dims in dims_of(channel, campaign, False):
-                        durations[(a, b, size, ts - ts % size, dims)].append(entered[b] - entered[a])
-    for ts, channel, campaign, amount in spend:
-        for size in sizes:
-            for dims in dims_of(channel, campaign, True):
-                money[(size, ts - ts % size, dims)] += amount
-    result: dict[tuple[str, int, int, tuple[tuple[str, str], ...]], tuple[object, object]] = {}
-    cells = {(size, start, dims) for (_, size, start, dims) in counts} | set(money)
-    for size, start, dims in cells:
-        leads = counts.get(("lead", size, start, dims), 0)
-        spent = money.get((size, start, dims), Decimal(0))
-        if leads or spent:
-            result[("cost_per_lead", size, start, dims)] = (float(spent), leads)
-        for stage in (*FUNNEL, "lost"):
-            n = counts.get((stage, size, start, dims), 0)
-            if n:
-                result[(f"{stage}_volume", size, start, dims)] = (n, None)
+        for stage, ts in entered.items():
+            for dims in _levels(channel, campaign):
+                add(stage, ts, dims)
         for a, b in zip(FUNNEL, FUNNEL[1:], strict=False):
-            num, den = counts.get((b, size, start, dims), 0), counts.get((a, size, start, dims), 0)
-            if num or den:
-                key_dims = tuple(sorted((*dims, ("from_stage", a), ("to_stage", b))))
-                result[("conversion_rate", size, start, key_dims)] = (num, den)
+            if a in entered and b in entered:
+                for dims in _levels(channel, campaign, with_campaign=False):
+                    for size in sizes:
+                        durations[(a, b, size, entered[b] - entered[b] % size, dims)].append(entered[b] - entered[a])
+            if a in entered:
+                converted = b in entered and entered[b] - entered[a] <= COHORT_WINDOW
+                for dims in _levels(channel, campaign, with_campaign=False):
+                    add(f"cohort:{a}>{b}", entered[a], dims)
+                    add(f"cohort:{a}>{b}+", entered[a], dims, int(converted))
+        value: dict = {"ts": lead["ts"]}
+        for stage, name in (("opportunity", "pipeline"), ("won", "revenue")):
+            ts_amount = observed.get(lead_id, {}).get(stage)
+            if (
+                stage in entered
+                and ts_amount is not None
+                and ts_amount[0] == entered[stage]
+                and ts_amount[1] is not None
+            ):
+                for dims in _levels(channel, campaign):
+                    add_money(name, entered[stage], dims, ts_amount[1])
+                value[name] = (ts_amount[1], entered[stage])
+                if name == "revenue":
+                    add_money("share", entered[stage], _dims(), ts_amount[1])
+                    add_money("share", entered[stage], _dims(channel=channel), ts_amount[1])
+                    if campaign is not None:
+                        add_money("share", entered[stage], _dims(channel=channel, campaign=campaign), ts_amount[1])
+        for stage in ("won", "lost"):
+            if stage in entered:
+                observation = observed.get(lead_id, {}).get(stage)
+                owner = observation[2] if observation is not None and observation[0] == entered[stage] else None
+                add(f"owner:{stage}", entered[stage], _dims(owner=owner or lead.get("owner") or "(none)"))
+        if lead.get("asset"):
+            add("asset:leads", lead["ts"], _dims(asset=lead["asset"]))
+        if lead.get("visitor_id"):
+            lead_values[lead_id] = {"visitor": lead["visitor_id"], **value}
+    for ts, channel, campaign, amount in spend:
+        for dims in _levels(channel, campaign):
+            add_money("spend", ts, dims, amount)
+    visitor_buckets: set[tuple] = set()
+    for ts, visitor, channel, _, url in views:
+        for dims in (_dims(), _dims(channel=channel)):
+            add("views", ts, dims)
+            for size in sizes:
+                bucket = (visitor, size, ts - ts % size, dims)
+                if bucket not in visitor_buckets:
+                    visitor_buckets.add(bucket)
+                    counts[("visitors", size, ts - ts % size, dims)] += 1
+        for size in sizes:
+            bucket = (visitor, size, ts - ts % size, ("url", url))
+            if bucket not in visitor_buckets:
+                visitor_buckets.add(bucket)
+                counts[("asset:visitors", size, ts - ts % size, _dims(asset=url))] += 1
+    for value in lead_values.values():
+        touches = sorted(
+            (ts, channel, campaign or "")
+            for ts, visitor, channel, campaign, _ in views
+            if visitor == value["visitor"] and value["ts"] - LOOKBACK <= ts <= value["ts"]
+        )
+        if not touches:
+            continue
+        for model in MODELS:
+            shares = _credit_shares(model, [t[0] for t in touches], value["ts"])
+            for (_, channel, campaign), part in zip(touches, shares, strict=True):
+                campaign_or_none = campaign or None
+                for kind, amount, at in [("leads", 1, value["ts"])] + [
+                    (kind, value[kind][0], value[kind][1]) for kind in ("pipeline", "revenue") if kind in value
+                ]:
+                    for dims in _levels(channel, campaign_or_none):
+                        for size in sizes:
+                            key = (kind, model, size, at - at % size, dims)
+                            credits[key] += part * (Fraction(amount) if isinstance(part, Fraction) else float(amount))
+    return _records(counts, money, durations, credits)
+
+
+def _records(counts: dict, money: dict, durations: dict, credits: dict) -> dict[Key, tuple[object, object]]:
+    result: dict[Key, tuple[object, object]] = {}
+
+    def put(kpi: str, size: int, start: int, dims: tuple, numerator: object, denominator: object) -> None:
+        if numerator or denominator:
+            result[(kpi, size, start, dims)] = (numerator, denominator)
+
+    cells = {(size, start, dims) for (name, size, start, dims) in counts if name in FUNNEL or name == "lost"}
+    cells |= {(size, start, dims) for (name, size, start, dims) in money if name in ("spend", "pipeline", "revenue")}
+    for size, start, dims in cells:
+        c = {name: counts.get((name, size, start, dims), 0) for name in (*FUNNEL, "lost")}
+        m = {name: float(money.get((name, size, start, dims), 0)) for name in ("spend", "revenue", "pipeline")}
+        spend, revenue, won, lost, leads = m["spend"], m["revenue"], c["won"], c["lost"], c["lead"]
+        put("cost_per_lead", size, start, dims, spend, leads)
+        put("cost_per_mql", size, start, dims, spend, c["mql"])
+        put("cost_per_acquisition", size, start, dims, spend, won)
+        put("lead_to_opportunity", size, start, dims, c["opportunity"], leads)
+        put("lead_to_customer", size, start, dims, won, leads)
+        put("close_rate", size, start, dims, won, leads)
+        put("win_rate", size, start, dims, won, won + lost)
+        put("pipeline", size, start, dims, m["pipeline"], None)
+        put("revenue", size, start, dims, revenue, None)
+        put("average_deal_size", size, start, dims, revenue, won)
+        put("average_lead_value", size, start, dims, revenue, leads)
+        put("average_revenue_per_customer", size, start, dims, revenue, won)
+        put("roas", size, start, dims, revenue, spend)
+        put(
+            "roi",
+            size,
+            start,
+            dims,
+            float(money.get(("revenue", size, start, dims), 0) - money.get(("spend", size, start, dims), 0)),
+            spend,
+        )
+        for stage in (*FUNNEL, "lost"):
+            put(f"{stage}_volume", size, start, dims, c[stage], None)
+        for a, b in zip(FUNNEL, FUNNEL[1:], strict=False):
+            put("conversion_rate", size, start, tuple(sorted((*dims, ("from_stage", a), ("to_stage", b)))), c[b], c[a])
     for (a, b, size, start, dims), values in durations.items():
         key_dims = tuple(sorted((*dims, ("from_stage", a), ("to_stage", b))))
-        result[("time_to_conversion", size, start, key_dims)] = (sum(values) / 1000, len(values))
+        put("time_to_conversion", size, start, key_dims, sum(values) / 1000, len(values))
+    for (name, size, start, dims), n in counts.items():
+        if name.startswith("cohort:") and not name.endswith("+"):
+            a, b = name[len("cohort:") :].split(">")
+            key_dims = tuple(sorted((*dims, ("from_stage", a), ("to_stage", b))))
+            put("cohort_conversion", size, start, key_dims, counts.get((name + "+", size, start, dims), 0), n)
+        elif name.startswith("owner:"):
+            won = counts.get(("owner:won", size, start, dims), 0)
+            put("win_rate", size, start, dims, won, won + counts.get(("owner:lost", size, start, dims), 0))
+        elif name in ("views", "visitors"):
+            put("page_views" if name == "views" else "visitors", size, start, dims, n, None)
+        elif name == "asset:visitors" or (
+            name == "asset:leads" and ("asset:visitors", size, start, dims) not in counts
+        ):
+            put(
+                "visit_to_lead",
+                size,
+                start,
+                dims,
+                counts.get(("asset:leads", size, start, dims), 0),
+                counts.get(("asset:visitors", size, start, dims), 0),
+            )
+    for (name, size, start, dims), amount in money.items():
+        if name == "share" and dims:
+            put("revenue_contribution", size, start, dims, float(amount), float(money[("share", size, start, ())]))
+    for (kind, model, size, start, dims), amount in credits.items():
+        kpi = {"leads": "attributed_leads", "pipeline": "attributed_pipeline", "revenue": "attributed_revenue"}[kind]
+        put(kpi, size, start, tuple(sorted((*dims, ("model", model)))), float(amount), None)
     return result
 
 
@@ -175,10 +352,20 @@ def from_records(records: list[dict]) -> dict[tuple[str, int, int, tuple[tuple[s
         start = _ms(record["window"]["start"])
         assert start is not None
         key = (record["kpi"], sizes[record["window"]["size"]], start, tuple(sorted(record["dimensions"].items())))
-        if record["kpi"].endswith("_volume") and not record["numerator"]:
-            continue
-        if record["kpi"] in ("conversion_rate", "time_to_conversion", "cost_per_lead") and not (
-                record["numerator"] or record["denominator"]):
-            continue
+        if not (record["numerator"] or record["denominator"]):
+            continue  # sent earlier and corrected back to nothing
         out[key] = (record["numerator"], record["denominator"])
     return out
+
+
+def mismatches(got: dict[Key, tuple[object, object]], want: dict[Key, tuple[object, object]]) -> list[str]:
+    """Keys whose parts differ: exact, but attribution credits within rounding to micro-units."""
+    found = []
+    for key in sorted(set(got) | set(want), key=str):
+        a, b = got.get(key), want.get(key)
+        if key[0].startswith("attributed_") and a is not None and b is not None:
+            if abs(float(a[0]) - float(b[0])) <= 1e-4 * max(1.0, abs(float(b[0]))):  # type: ignore[arg-type]
+                continue
+        if a != b:
+            found.append(f"{key}: streamed {a}, reference {b}")
+    return found

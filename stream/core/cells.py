@@ -10,12 +10,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from stream.core.funnel import Attribution, ConversionFact, Fact, StageFact
+from stream.core.funnel import (
+    AmountFact,
+    AssetFact,
+    Attribution,
+    CloseFact,
+    CohortFact,
+    ConversionFact,
+    Fact,
+    StageFact,
+)
 from stream.core.quantiles import add_sorted, remove_sorted
 from stream.core.timeutil import window_start
 
-FUNNEL = "f"  # stage entry counts and spend, per all traffic / channel / channel+campaign
-CONVERSION_TIME = "t"  # time-to-conversion samples, per all traffic / channel
+# Cell families. Each lists the roll-up levels it keeps; ``key`` is a family's own dimension.
+FUNNEL = "f"  # stage entries, spend, pipeline and revenue: all traffic / channel / channel+campaign
+CONVERSION_TIME = "t"  # time-to-conversion samples: all traffic / channel
+COHORT = "c"  # per funnel step, leads that entered the first stage and how many converted: all / channel
+OWNER = "o"  # leads won and lost, key = owner
+SHARE = "r"  # won revenue per channel and per channel+campaign, all traffic (for contribution to revenue)
+TRAFFIC = "v"  # page views and distinct visitors: all traffic / channel
+ASSET = "a"  # distinct visitors of a page and leads created on it, key = page or asset
+ATTRIBUTION = "m"  # credited leads, pipeline and revenue per touch channel (+campaign), key = model
+NO_CHANNEL = "(none)"  # channel of page views that name none
 
 
 class CellId(NamedTuple):
@@ -26,6 +43,7 @@ class CellId(NamedTuple):
     start_ms: int
     channel: str | None
     campaign: str | None
+    key: str | None = None
 
     @property
     def end_ms(self) -> int:
@@ -34,15 +52,18 @@ class CellId(NamedTuple):
 
     def routing_key(self) -> str:
         """All windows of one dimension set share a partition, so its owner sees its whole history."""
-        return f"{self.family}\x00{self.channel or ''}\x00{self.campaign or ''}"
+        return f"{self.family}\x00{self.channel or ''}\x00{self.campaign or ''}\x00{self.key or ''}"
 
 
-def cell_ids(family: str, ts: int, channel: str, campaign: str | None, sizes: tuple[int, ...]) -> list[CellId]:
+def cell_ids(family: str, ts: int, channel: str | None, campaign: str | None, sizes: tuple[int, ...],
+             key: str | None = None) -> list[CellId]:
     """The cells an observation at ``ts`` falls in: each window size times each roll-up level."""
-    levels: list[tuple[str | None, str | None]] = [(None, None), (channel, None)]
-    if family == FUNNEL and campaign is not None:
-        levels.append((channel, campaign))
-    return [CellId(family, size, window_start(ts, size), ch, cp) for size in sizes for ch, cp in levels]
+    levels: list[tuple[str | None, str | None]] = [(None, None)]
+    if channel is not None and family not in (OWNER, SHARE, ASSET):
+        levels.append((channel, None))
+        if family in (FUNNEL, ATTRIBUTION) and campaign is not None:
+            levels.append((channel, campaign))
+    return [CellId(family, size, window_start(ts, size), ch, cp, key) for size in sizes for ch, cp in levels]
 
 
 @dataclass(slots=True)
@@ -53,11 +74,20 @@ class CellDelta:
     spend_micros: int = 0
     samples_added: dict[str, list[int]] = field(default_factory=dict)
     samples_removed: dict[str, list[int]] = field(default_factory=dict)
+    sums: dict[str, int] = field(default_factory=dict)  # money in micro-units, or attribution micro-credits
 
     def is_empty(self) -> bool:
         """True when applying it would change nothing."""
         return (not any(self.counts.values()) and not self.spend_micros and not self.samples_added
-                and not self.samples_removed)
+                and not self.samples_removed and not any(self.sums.values()))
+
+    def add(self, name: str, change: int) -> None:
+        """Change one count."""
+        self.counts[name] = self.counts.get(name, 0) + change
+
+    def add_sum(self, name: str, change: int) -> None:
+        """Change one sum."""
+        self.sums[name] = self.sums.get(name, 0) + change
 
     def to_doc(self) -> dict[str, Any]:
         """Compact JSON form for the cell-delta topic."""
@@ -71,12 +101,16 @@ class CellDelta:
             doc["a"] = self.samples_added
         if self.samples_removed:
             doc["r"] = self.samples_removed
+        sums = {name: n for name, n in self.sums.items() if n}
+        if sums:
+            doc["m"] = sums
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> CellDelta:
         """Inverse of :meth:`to_doc`."""
-        return cls(dict(doc.get("c", {})), doc.get("s", 0), dict(doc.get("a", {})), dict(doc.get("r", {})))
+        return cls(dict(doc.get("c", {})), doc.get("s", 0), dict(doc.get("a", {})), dict(doc.get("r", {})),
+                   dict(doc.get("m", {})))
 
 
 def step_name(from_stage: str, to_stage: str) -> str:
@@ -87,18 +121,51 @@ def step_name(from_stage: str, to_stage: str) -> str:
 def deltas_for_facts(changes: list[tuple[Fact, Attribution, int]], sizes: tuple[int, ...]) -> dict[CellId, CellDelta]:
     """Turn one lead's fact changes into one merged delta per touched cell."""
     deltas: dict[CellId, CellDelta] = {}
+
+    def touch(family: str, ts: int, key: str | None = None) -> list[CellDelta]:
+        cells = cell_ids(family, ts, attribution.channel, attribution.campaign, sizes, key)
+        return [deltas.setdefault(cell, CellDelta()) for cell in cells]
+
     for fact, attribution, sign in changes:
         if isinstance(fact, StageFact):
-            for cell in cell_ids(FUNNEL, fact.ts, attribution.channel, attribution.campaign, sizes):
-                delta = deltas.setdefault(cell, CellDelta())
-                delta.counts[fact.stage] = delta.counts.get(fact.stage, 0) + sign
+            for delta in touch(FUNNEL, fact.ts):
+                delta.add(fact.stage, sign)
         elif isinstance(fact, ConversionFact):
             step = step_name(fact.from_stage, fact.to_stage)
-            for cell in cell_ids(CONVERSION_TIME, fact.ts, attribution.channel, attribution.campaign, sizes):
-                delta = deltas.setdefault(cell, CellDelta())
+            for delta in touch(CONVERSION_TIME, fact.ts):
                 target = delta.samples_added if sign > 0 else delta.samples_removed
                 target.setdefault(step, []).append(fact.duration_ms)
+        elif isinstance(fact, AmountFact):
+            name = "pipeline" if fact.stage == "opportunity" else "revenue"
+            for delta in touch(FUNNEL, fact.ts):
+                delta.add_sum(name, sign * fact.micros)
+            if name == "revenue":
+                for delta in touch(SHARE, fact.ts):
+                    delta.add_sum(SHARE_ALL, sign * fact.micros)
+                    delta.add_sum(share_name(attribution.channel, None), sign * fact.micros)
+                    if attribution.campaign is not None:
+                        delta.add_sum(share_name(attribution.channel, attribution.campaign), sign * fact.micros)
+        elif isinstance(fact, CloseFact):
+            for delta in touch(OWNER, fact.ts, fact.owner):
+                delta.add(fact.stage, sign)
+        elif isinstance(fact, AssetFact):
+            for delta in touch(ASSET, fact.ts, fact.asset):
+                delta.add("leads", sign)
+        elif isinstance(fact, CohortFact):
+            step = step_name(fact.from_stage, fact.to_stage)
+            for delta in touch(COHORT, fact.ts):
+                delta.add(step, sign)
+                if fact.converted:
+                    delta.add(f"{step}+", sign)
     return {cell: delta for cell, delta in deltas.items() if not delta.is_empty()}
+
+
+SHARE_ALL = "*"
+
+
+def share_name(channel: str, campaign: str | None) -> str:
+    """Name of a channel's (or channel+campaign's) revenue sum in a revenue-share cell."""
+    return channel if campaign is None else f"{channel}\x00{campaign}"
 
 
 def deltas_for_spend(
@@ -124,12 +191,15 @@ class CellState:
     applied: dict[str, int] = field(default_factory=dict)
     emitted: dict[str, list[Any]] = field(default_factory=dict)
     final: bool = False
+    sums: dict[str, int] = field(default_factory=dict)
 
     def apply(self, delta: CellDelta) -> None:
         """Fold one delta in."""
         for stage, change in delta.counts.items():
             self.counts[stage] = self.counts.get(stage, 0) + change
         self.spend_micros += delta.spend_micros
+        for name, change in delta.sums.items():
+            self.sums[name] = self.sums.get(name, 0) + change
         for step, values in delta.samples_removed.items():
             kept = self.samples.get(step, [])
             for value in values:
@@ -142,9 +212,9 @@ class CellState:
     def to_doc(self) -> dict[str, Any]:
         """JSON form for the cell table."""
         return {"c": self.counts, "s": self.spend_micros, "t": self.samples, "p": self.applied,
-                "e": self.emitted, "f": self.final}
+                "e": self.emitted, "f": self.final, "m": self.sums}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> CellState:
         """Inverse of :meth:`to_doc`."""
-        return cls(doc["c"], doc["s"], doc["t"], doc["p"], doc["e"], doc["f"])
+        return cls(doc["c"], doc["s"], doc["t"], doc["p"], doc["e"], doc["f"], doc.get("m", {}))

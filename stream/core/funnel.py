@@ -35,7 +35,45 @@ class ConversionFact:
     duration_ms: int
 
 
-Fact = StageFact | ConversionFact
+@dataclass(frozen=True, slots=True)
+class AmountFact:
+    """The deal value (micro-units) named when the lead entered ``stage`` (opportunity or won) at ``ts``."""
+
+    stage: str
+    ts: int
+    micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFact:
+    """The lead was closed (``won`` or ``lost``) at ``ts`` by ``owner``."""
+
+    stage: str
+    ts: int
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssetFact:
+    """The lead was created at ``ts`` on page or asset ``asset``."""
+
+    asset: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CohortFact:
+    """The lead entered ``from_stage`` at ``ts``; ``converted`` if it entered ``to_stage`` within the window."""
+
+    from_stage: str
+    to_stage: str
+    ts: int
+    converted: bool
+
+
+Fact = StageFact | ConversionFact | AmountFact | CloseFact | AssetFact | CohortFact
+CLOSED_STAGES = ("won", LOST_STAGE)
+VALUED_STAGES = ("opportunity", "won")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +94,7 @@ class PendingChange:
     amount: int | None
     source: tuple[str, int, int]
     raw: str
+    owner: str | None = None
 
 
 @dataclass(slots=True)
@@ -70,8 +109,9 @@ class LeadState:
     visitor: str | None = None
     # Earliest observed time per stage named by a stage change (not implied ones).
     observed: dict[str, int] = field(default_factory=dict)
-    # Deal value (micro-units) of the observation that set the stage's time.
+    # Deal value (micro-units) and owner of the observation that set the stage's time.
     amounts: dict[str, int] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
     pending: list[PendingChange] = field(default_factory=list)
 
     @property
@@ -97,7 +137,7 @@ def apply_lead(state: LeadState, ts: int, attrs: dict[str, Any]) -> None:
         state.visitor = attrs.get("visitor")
     if state.pending:
         for change in state.pending:
-            _observe(state, change.stage, change.ts, change.amount)
+            _observe(state, change.stage, change.ts, change.amount, change.owner)
         state.pending = []
 
 
@@ -108,14 +148,14 @@ def apply_stage_change(state: LeadState, change: PendingChange) -> bool:
         True when it was applied now, False when it is pending.
     """
     if state.arrived:
-        _observe(state, change.stage, change.ts, change.amount)
+        _observe(state, change.stage, change.ts, change.amount, change.owner)
         return True
     if all(kept.event_id != change.event_id for kept in state.pending):
         state.pending.append(change)
     return False
 
 
-def _observe(state: LeadState, stage: str, ts: int, amount: int | None) -> None:
+def _observe(state: LeadState, stage: str, ts: int, amount: int | None, owner: str | None = None) -> None:
     known = state.observed.get(stage)
     if known is None or ts < known:
         state.observed[stage] = ts
@@ -123,6 +163,10 @@ def _observe(state: LeadState, stage: str, ts: int, amount: int | None) -> None:
             state.amounts[stage] = amount
         else:
             state.amounts.pop(stage, None)
+        if owner is not None:
+            state.owners[stage] = owner
+        else:
+            state.owners.pop(stage, None)
 
 
 def expire_pending(state: LeadState, older_than: int) -> list[PendingChange]:
@@ -153,15 +197,49 @@ def entry_times(state: LeadState, funnel: tuple[str, ...]) -> dict[str, int]:
     return entries
 
 
-def facts(state: LeadState, funnel: tuple[str, ...]) -> Counter[Fact]:
-    """Everything this lead contributes to the KPIs, as a multiset of facts."""
+def facts(state: LeadState, funnel: tuple[str, ...], cohort_window_ms: int | None = None) -> Counter[Fact]:
+    """Everything this lead contributes to the KPIs, as a multiset of facts.
+
+    Args:
+        state: the lead.
+        funnel: the stages in order.
+        cohort_window_ms: how long after entering a stage a conversion counts for the cohort
+            (None: no cohort facts).
+    """
     entries = entry_times(state, funnel)
     found: Counter[Fact] = Counter(StageFact(stage, ts) for stage, ts in entries.items())
     for from_stage, to_stage in zip(funnel, funnel[1:], strict=False):
         start, end = entries.get(from_stage), entries.get(to_stage)
         if start is not None and end is not None:
             found[ConversionFact(from_stage, to_stage, end, end - start)] += 1
+        if cohort_window_ms is not None and start is not None:
+            converted = end is not None and end - start <= cohort_window_ms
+            found[CohortFact(from_stage, to_stage, start, converted)] += 1
+    if not entries:
+        return found
+    for stage in VALUED_STAGES:
+        # The amount counts only when the observation that named it is the one that set the entry time.
+        if stage in entries and stage in state.amounts and state.observed.get(stage) == entries[stage]:
+            found[AmountFact(stage, entries[stage], state.amounts[stage])] += 1
+    for stage in CLOSED_STAGES:
+        if stage in entries:
+            owner = state.owners.get(stage) if state.observed.get(stage) == entries[stage] else None
+            found[CloseFact(stage, entries[stage], owner or state.owner or "(none)")] += 1
+    if state.asset is not None and state.created_ts is not None:
+        found[AssetFact(state.asset, state.created_ts)] += 1
     return found
+
+
+def lead_value(state: LeadState, funnel: tuple[str, ...]) -> dict[str, Any] | None:
+    """What the visitor's partition needs to credit this lead's touches: creation, pipeline and revenue."""
+    if state.visitor is None or state.created_ts is None:
+        return None
+    entries = entry_times(state, funnel)
+    value: dict[str, Any] = {"ts": state.created_ts}
+    for stage, name in (("opportunity", "pipeline"), ("won", "revenue")):
+        if stage in entries and stage in state.amounts and state.observed.get(stage) == entries[stage]:
+            value[name] = [state.amounts[stage], entries[stage]]
+    return value
 
 
 def fact_changes(
@@ -195,8 +273,10 @@ def to_doc(state: LeadState) -> dict[str, Any]:
         doc["vi"] = state.visitor
     if state.amounts:
         doc["am"] = state.amounts
+    if state.owners:
+        doc["os"] = state.owners
     if state.pending:
-        doc["pe"] = [[p.event_id, p.ts, p.stage, p.amount, list(p.source), p.raw] for p in state.pending]
+        doc["pe"] = [[p.event_id, p.ts, p.stage, p.amount, list(p.source), p.raw, p.owner] for p in state.pending]
     return doc
 
 
@@ -205,7 +285,7 @@ def from_doc(doc: dict[str, Any]) -> LeadState:
     return LeadState(
         channel=doc.get("ch"), campaign=doc.get("cp"), created_ts=doc.get("ct"), owner=doc.get("ow"),
         asset=doc.get("as"), visitor=doc.get("vi"), observed=dict(doc.get("ob", {})),
-        amounts=dict(doc.get("am", {})),
-        pending=[PendingChange(p[0], p[1], p[2], p[3], (p[4][0], p[4][1], p[4][2]), p[5])
+        amounts=dict(doc.get("am", {})), owners=dict(doc.get("os", {})),
+        pending=[PendingChange(p[0], p[1], p[2], p[3], (p[4][0], p[4][1], p[4][2]), p[5], p[6] if len(p) > 6 else None)
                  for p in doc.get("pe", [])],
     )

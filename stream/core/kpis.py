@@ -8,7 +8,21 @@ from typing import Any
 
 import orjson
 
-from stream.core.cells import CONVERSION_TIME, CellId, CellState, step_name
+from stream.core.attribution import LEAD_CREDIT
+from stream.core.cells import (
+    ASSET,
+    ATTRIBUTION,
+    COHORT,
+    CONVERSION_TIME,
+    FUNNEL,
+    OWNER,
+    SHARE,
+    SHARE_ALL,
+    TRAFFIC,
+    CellId,
+    CellState,
+    step_name,
+)
 from stream.core.funnel import LEAD_STAGE, LOST_STAGE
 from stream.core.money import MICROS_PER_UNIT
 from stream.core.quantiles import median, nearest_rank
@@ -24,7 +38,16 @@ FAMILY_COST_PER_LEAD = "cost-per-lead"
 FAMILY_CONVERSION_RATE = "conversion-rate"
 FAMILY_TIME_TO_CONVERSION = "time-to-conversion"
 FAMILY_VOLUME = "volume"
-FAMILIES = (FAMILY_COST_PER_LEAD, FAMILY_CONVERSION_RATE, FAMILY_TIME_TO_CONVERSION, FAMILY_VOLUME)
+FAMILY_COST = "cost"
+FAMILY_QUALITY = "lead-quality"
+FAMILY_REVENUE = "revenue"
+FAMILY_COHORT = "cohort-conversion"
+FAMILY_TRAFFIC = "traffic"
+FAMILY_VISIT_TO_LEAD = "visit-to-lead"
+FAMILY_ATTRIBUTION = "attribution"
+FAMILIES = (FAMILY_COST_PER_LEAD, FAMILY_CONVERSION_RATE, FAMILY_TIME_TO_CONVERSION, FAMILY_VOLUME, FAMILY_COST,
+            FAMILY_QUALITY, FAMILY_REVENUE, FAMILY_COHORT, FAMILY_TRAFFIC, FAMILY_VISIT_TO_LEAD,
+            FAMILY_ATTRIBUTION)
 
 _SIX_PLACES = Decimal("0.000001")
 
@@ -40,8 +63,7 @@ def cost_per_lead(spend_micros: int, leads: int) -> float | None:
     """Spend in the window divided by leads created in it, in the reporting currency."""
     if leads <= 0:
         return None
-    value = (Decimal(spend_micros) / MICROS_PER_UNIT / leads).quantize(_SIX_PLACES, rounding=ROUND_HALF_EVEN)
-    return float(value)
+    return money_ratio(spend_micros, leads)
 
 
 def conversion_rate(entered_to: int, entered_from: int) -> float | None:
@@ -91,30 +113,62 @@ def _base_dimensions(cell: CellId) -> dict[str, str]:
     return dims
 
 
-def _candidates(cell: CellId, state: CellState, funnel: tuple[str, ...], currency: str) -> list[tuple[
-        str, str, dict[str, str], Any, Any, float | None, str, dict[str, Any] | None]]:
-    """(family, kpi, dimensions, numerator, denominator, value, unit, stats) for everything the cell holds."""
-    base = _base_dimensions(cell)
-    found: list[tuple[str, str, dict[str, str], Any, Any, float | None, str, dict[str, Any] | None]] = []
-    steps = list(zip(funnel, funnel[1:], strict=False))
-    if cell.family == CONVERSION_TIME:
-        for from_stage, to_stage in steps:
-            samples = state.samples.get(step_name(from_stage, to_stage), [])
-            stats = conversion_stats(samples)
-            dims = {"from_stage": from_stage, "to_stage": to_stage, **base}
-            total = sum(samples) / 1000
-            found.append((FAMILY_TIME_TO_CONVERSION, "time_to_conversion", dims, total, len(samples),
-                          stats["median"], "seconds", stats))
-        return found
-    counts = state.counts
-    leads = counts.get(LEAD_STAGE, 0)
-    spend = state.spend_micros / MICROS_PER_UNIT
-    found.append((FAMILY_COST_PER_LEAD, "cost_per_lead", base, spend, leads,
-                  cost_per_lead(state.spend_micros, leads), currency, None))
+def _money(micros: int) -> float:
+    return micros / MICROS_PER_UNIT
+
+
+def money_ratio(numerator_micros: int, denominator: int) -> float | None:
+    """Money per unit (cost per lead, deal size, ...), exact to the micro-unit; None for a zero denominator."""
+    if denominator == 0:
+        return None
+    value = (Decimal(numerator_micros) / MICROS_PER_UNIT / denominator).quantize(_SIX_PLACES, rounding=ROUND_HALF_EVEN)
+    return float(value)
+
+
+Candidate = tuple[str, str, dict[str, str], Any, Any, float | None, str, dict[str, Any] | None]
+
+
+def _funnel_candidates(base: dict[str, str], state: CellState, funnel: tuple[str, ...], currency: str,
+                       economics: tuple[Decimal, Decimal] | None = None) -> list[Candidate]:
+    counts, sums = state.counts, state.sums
+    leads, won, lost = counts.get(LEAD_STAGE, 0), counts.get("won", 0), counts.get(LOST_STAGE, 0)
+    mqls, opportunities = counts.get("mql", 0), counts.get("opportunity", 0)
+    spend, revenue, pipeline = state.spend_micros, sums.get("revenue", 0), sums.get("pipeline", 0)
+    found: list[Candidate] = [
+        (FAMILY_COST_PER_LEAD, "cost_per_lead", base, _money(spend), leads, cost_per_lead(spend, leads), currency,
+         None),
+        (FAMILY_COST, "cost_per_mql", base, _money(spend), mqls, money_ratio(spend, mqls), currency, None),
+        (FAMILY_COST, "cost_per_acquisition", base, _money(spend), won, money_ratio(spend, won), currency, None),
+        (FAMILY_QUALITY, "lead_to_opportunity", base, opportunities, leads, ratio(opportunities, leads), "ratio",
+         None),
+        (FAMILY_QUALITY, "lead_to_customer", base, won, leads, ratio(won, leads), "ratio", None),
+        (FAMILY_QUALITY, "close_rate", base, won, leads, ratio(won, leads), "ratio", None),
+        (FAMILY_QUALITY, "win_rate", base, won, won + lost, ratio(won, won + lost), "ratio", None),
+        (FAMILY_REVENUE, "pipeline", base, _money(pipeline), None, _money(pipeline), currency, None),
+        (FAMILY_REVENUE, "revenue", base, _money(revenue), None, _money(revenue), currency, None),
+        (FAMILY_REVENUE, "average_deal_size", base, _money(revenue), won, money_ratio(revenue, won), currency, None),
+        (FAMILY_REVENUE, "average_lead_value", base, _money(revenue), leads, money_ratio(revenue, leads), currency,
+         None),
+        (FAMILY_REVENUE, "average_revenue_per_customer", base, _money(revenue), won, money_ratio(revenue, won),
+         currency, None),
+        (FAMILY_REVENUE, "roas", base, _money(revenue), _money(spend), ratio(revenue, spend), "ratio", None),
+        (FAMILY_REVENUE, "roi", base, _money(revenue - spend), _money(spend), ratio(revenue - spend, spend),
+         "ratio", None),
+    ]
+    if economics is not None:
+        churn, margin = economics
+        # Revenue per customer is taken as recurring revenue per churn period.
+        margin_revenue = Decimal(revenue) * margin
+        lifetime = (margin_revenue / won / churn / MICROS_PER_UNIT) if won else None
+        payback = (Decimal(spend) / margin_revenue) if margin_revenue else None
+        found.append((FAMILY_REVENUE, "customer_lifetime_value", base, float(margin_revenue / MICROS_PER_UNIT),
+                      float(Decimal(won) * churn), None if lifetime is None else float(lifetime), currency, None))
+        found.append((FAMILY_REVENUE, "payback_period", base, _money(spend), float(margin_revenue / MICROS_PER_UNIT),
+                      None if payback is None else float(payback), "periods", None))
     for stage in (*funnel, LOST_STAGE):
         entered = counts.get(stage, 0)
         found.append((FAMILY_VOLUME, f"{stage}_volume", base, entered, None, float(entered), "leads", None))
-    for from_stage, to_stage in steps:
+    for from_stage, to_stage in zip(funnel, funnel[1:], strict=False):
         dims = {"from_stage": from_stage, "to_stage": to_stage, **base}
         entered_to, entered_from = counts.get(to_stage, 0), counts.get(from_stage, 0)
         found.append((FAMILY_CONVERSION_RATE, "conversion_rate", dims, entered_to, entered_from,
@@ -122,8 +176,69 @@ def _candidates(cell: CellId, state: CellState, funnel: tuple[str, ...], currenc
     return found
 
 
+def _candidates(cell: CellId, state: CellState, funnel: tuple[str, ...], currency: str,
+                economics: tuple[Decimal, Decimal] | None = None) -> list[Candidate]:
+    """(family, kpi, dimensions, numerator, denominator, value, unit, stats) for everything the cell holds."""
+    base = _base_dimensions(cell)
+    steps = list(zip(funnel, funnel[1:], strict=False))
+    counts, sums = state.counts, state.sums
+    if cell.family == FUNNEL:
+        return _funnel_candidates(base, state, funnel, currency, economics)
+    if cell.family == CONVERSION_TIME:
+        found: list[Candidate] = []
+        for from_stage, to_stage in steps:
+            samples = state.samples.get(step_name(from_stage, to_stage), [])
+            stats = conversion_stats(samples)
+            dims = {"from_stage": from_stage, "to_stage": to_stage, **base}
+            found.append((FAMILY_TIME_TO_CONVERSION, "time_to_conversion", dims, sum(samples) / 1000, len(samples),
+                          stats["median"], "seconds", stats))
+        return found
+    if cell.family == COHORT:
+        found = []
+        for from_stage, to_stage in steps:
+            step = step_name(from_stage, to_stage)
+            entered, converted = counts.get(step, 0), counts.get(f"{step}+", 0)
+            dims = {"from_stage": from_stage, "to_stage": to_stage, **base}
+            found.append((FAMILY_COHORT, "cohort_conversion", dims, converted, entered, ratio(converted, entered),
+                          "ratio", None))
+        return found
+    if cell.family == OWNER:
+        won, lost = counts.get("won", 0), counts.get(LOST_STAGE, 0)
+        return [(FAMILY_QUALITY, "win_rate", {"owner": cell.key or ""}, won, won + lost, ratio(won, won + lost),
+                 "ratio", None)]
+    if cell.family == SHARE:
+        total = sums.get(SHARE_ALL, 0)
+        found = []
+        for name, micros in sorted(sums.items()):
+            if name == SHARE_ALL:
+                continue
+            channel, _, campaign = name.partition("\x00")
+            dims = {"channel": channel, "campaign": campaign} if campaign else {"channel": channel}
+            found.append((FAMILY_REVENUE, "revenue_contribution", dims, _money(micros), _money(total),
+                          ratio(micros, total), "ratio", None))
+        return found
+    if cell.family == TRAFFIC:
+        views, visitors = counts.get("views", 0), counts.get("visitors", 0)
+        return [(FAMILY_TRAFFIC, "page_views", base, views, None, float(views), "views", None),
+                (FAMILY_TRAFFIC, "visitors", base, visitors, None, float(visitors), "visitors", None)]
+    if cell.family == ASSET:
+        leads, visitors = counts.get("leads", 0), counts.get("visitors", 0)
+        return [(FAMILY_VISIT_TO_LEAD, "visit_to_lead", {"asset": cell.key or ""}, leads, visitors,
+                 ratio(leads, visitors), "ratio", None)]
+    if cell.family == ATTRIBUTION:
+        dims = {"model": cell.key or "", **base}
+        credited = sums.get("leads", 0) / LEAD_CREDIT
+        return [(FAMILY_ATTRIBUTION, "attributed_leads", dims, credited, None, credited, "leads", None),
+                (FAMILY_ATTRIBUTION, "attributed_pipeline", dims, _money(sums.get("pipeline", 0)), None,
+                 _money(sums.get("pipeline", 0)), currency, None),
+                (FAMILY_ATTRIBUTION, "attributed_revenue", dims, _money(sums.get("revenue", 0)), None,
+                 _money(sums.get("revenue", 0)), currency, None)]
+    raise ValueError(f"unknown cell family {cell.family!r}")
+
+
 def changed_records(
-    cell: CellId, state: CellState, funnel: tuple[str, ...], currency: str, emitted_at_ms: int
+    cell: CellId, state: CellState, funnel: tuple[str, ...], currency: str, emitted_at_ms: int,
+    economics: tuple[Decimal, Decimal] | None = None,
 ) -> list[KpiRecord]:
     """Records for the KPIs of ``cell`` whose content changed since last sent; bumps their revisions.
 
@@ -135,7 +250,7 @@ def changed_records(
     window = {"size": format_duration(cell.size_ms), "start": format_rfc3339(cell.start_ms),
               "end": format_rfc3339(cell.end_ms)}
     for family, kpi, dims, numerator, denominator, value, unit, stats in _candidates(
-            cell, state, funnel, currency):
+            cell, state, funnel, currency, economics):
         key = record_key(kpi, cell.size_ms, cell.start_ms, dims)
         previous = state.emitted.get(key)
         if previous is None and not numerator and not denominator:

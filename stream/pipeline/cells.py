@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import orjson
 
-from stream.core.cells import CONVERSION_TIME, CellDelta, CellId, CellState
+from stream.core.cells import COHORT, CONVERSION_TIME, CellDelta, CellId, CellState
 from stream.core.kpis import KpiRecord, changed_records
 from stream.core.watermark import WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
@@ -24,6 +25,15 @@ class CellConfig:
     allowed_lateness_ms: int
     funnel: tuple[str, ...]
     reporting_currency: str
+    cohort_window_ms: int = 90 * 86_400_000
+    economics: tuple[Decimal, Decimal] | None = None  # (churn rate, gross margin) for lifetime value
+
+    def closes_at(self, cell: CellId) -> int:
+        """Event time after which (plus the lateness) a cell can no longer change.
+
+        A cohort keeps maturing for the conversion window after its own window ends.
+        """
+        return cell.end_ms + (self.cohort_window_ms if cell.family == COHORT else 0)
 
 
 @dataclass(slots=True)
@@ -101,7 +111,7 @@ class CellStage:
             for cell_fields, where, delta_doc in envelope["d"]:
                 cell = CellId(*cell_fields)
                 state = self._load(states, table, cell)
-                if state.final or is_closed(cell.end_ms, watermark, cfg.allowed_lateness_ms):
+                if state.final or is_closed(cfg.closes_at(cell), watermark, cfg.allowed_lateness_ms):
                     # Only reachable when a lead's contribution lands in a closed window (its other events came
                     # later than the lateness): counted, not applied, so a final record never changes.
                     out.counts.late_contributions[cell.family] += 1
@@ -127,11 +137,12 @@ class CellStage:
             # A final cell is kept one more window length, then dropped: nothing can change it any more.
             # Only cells final before this batch are dropped, so each one's final record has gone out.
             for cell in [c for c in index.final_cells
-                         if is_closed(c.end_ms + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
+                         if is_closed(cfg.closes_at(c) + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
                 index.final_cells.discard(cell)
                 states.pop(cell, None)
                 table.set(cell_key(cell), None)
-            for cell in [c for c in index.open_cells if is_closed(c.end_ms, watermark, cfg.allowed_lateness_ms)]:
+            for cell in [c for c in index.open_cells
+                         if is_closed(cfg.closes_at(c), watermark, cfg.allowed_lateness_ms)]:
                 state = self._load(states, table, cell)
                 state.final = True
                 changed.add(cell)
@@ -139,7 +150,8 @@ class CellStage:
                 index.final_cells.add(cell)
         for cell in changed:
             state = states[cell]
-            out.records.extend(changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms))
+            out.records.extend(changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
+                                               cfg.economics))
             table.set(cell_key(cell), orjson.dumps(state.to_doc()))
             out.touched[cell] = state
         out.writes = table.take()

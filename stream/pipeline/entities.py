@@ -22,15 +22,49 @@ from stream.core.funnel import (
     fact_changes,
     facts,
     from_doc,
+    lead_value,
     to_doc,
 )
 from stream.core.timeutil import earliest_window_end, format_rfc3339
+from stream.core.visitors import (
+    AttributionConfig,
+    VisitorState,
+    attribution_deltas,
+    attribution_facts,
+    forget_closed_windows,
+    view,
+)
+from stream.core.visitors import from_doc as visitor_from_doc
+from stream.core.visitors import to_doc as visitor_doc
 from stream.core.watermark import HOLD, WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.routing import partition_for, position
 from stream.pipeline.state import BatchWrites, Store, persist_join, restore_join
 
 _LEAD_PREFIX = b"l:"
+_VISITOR_PREFIX = b"v:"
+LEAD_VALUE = "lead-value"  # internal item: a lead's creation time, pipeline and revenue, for its visitor
+
+
+def peer_name(partition: int) -> str:
+    """How an entity partition names itself in the progress it reports to the others ('@' is no topic's)."""
+    return f"@entities:{partition}"
+
+
+def combined_watermark(index: _PartitionIndex) -> int | None:
+    """The input watermark, held back until every peer that may send lead values has reported as far."""
+    own = index.join.watermark()
+    if not index.peers.expected:
+        return own
+    peers = index.peers.watermark()
+    if own is None or peers is None:
+        return None
+    return min(own, peers)
+
+
+def visitor_key(visitor_id: str) -> bytes:
+    """Key of a visitor in the entity table."""
+    return _VISITOR_PREFIX + visitor_id.encode("utf-8")
 
 
 @dataclass(slots=True)
@@ -39,6 +73,7 @@ class EntityOutput:
 
     envelopes: dict[int, bytes] = field(default_factory=dict)
     dead_letters: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    reroutes: dict[int, bytes] = field(default_factory=dict)  # envelopes for other entity partitions
     lead_writes: dict[bytes, bytes | None] = field(default_factory=dict)
     seen_writes: dict[bytes, bytes | None] = field(default_factory=dict)
     counts: BatchCounts = field(default_factory=BatchCounts)
@@ -49,10 +84,12 @@ class EntityOutput:
 class _PartitionIndex:
     """In-memory indexes of one owned partition, rebuilt from the tables after (re)assignment."""
 
-    join: WatermarkJoin
+    join: WatermarkJoin  # over every input partition
+    peers: WatermarkJoin  # over the other entity partitions, which send this one lead values
     pending_leads: set[bytes] = field(default_factory=set)
     seen_by_time: list[tuple[int, bytes]] = field(default_factory=list)  # heap
     last_sent_watermark: int | None = None
+    last_peer_report: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +103,8 @@ class EntityConfig:
     funnel: tuple[str, ...]
     dedup_retention_ms: int
     unknown_lead_timeout_ms: int
+    cohort_window_ms: int = 90 * 86_400_000
+    attribution: AttributionConfig = AttributionConfig(90 * 86_400_000, 7 * 86_400_000, 100)
 
 
 def lead_key(lead_id: str) -> bytes:
@@ -100,7 +139,9 @@ class EntityStage:
         index = self._index.get(partition)
         if index is not None:
             return index
-        index = _PartitionIndex(restore_join(self._leads, partition, self.config.sources))
+        peers = frozenset(peer_name(other) for other in range(self.config.partitions) if other != partition)
+        index = _PartitionIndex(restore_join(self._leads, partition, self.config.sources),
+                                restore_join(self._leads, partition, peers, "peers"))
         for key, value in self._leads.items():
             if key.startswith(_LEAD_PREFIX) and b'"pe"' in value and self._owns(key[2:], partition):
                 index.pending_leads.add(key)
@@ -123,11 +164,24 @@ class EntityStage:
         out = EntityOutput()
         deltas: dict[int, list[list[Any]]] = {}
         cache: dict[bytes, LeadState] = {}
+        visitors: dict[bytes, VisitorState] = {}
+        reroutes: dict[int, list[list[Any]]] = {}
         for offset, raw_envelope in envelopes:
             envelope = orjson.loads(raw_envelope)
-            watermark = index.join.watermark()
+            watermark = combined_watermark(index)
             for slot, item in enumerate(envelope["ev"]):
                 kind, event_id, ts, key, attrs, topic, source_partition, source_offset, raw = item
+                if kind == LEAD_VALUE:
+                    # From this stage itself, already accepted where the lead lives: not an input event.
+                    visitor = self._visitor(leads, visitors, key, watermark)
+                    before = attribution_facts(visitor, cfg.attribution)
+                    if attrs["value"] is None:
+                        visitor.leads.pop(attrs["lead"], None)
+                    else:
+                        visitor.leads[attrs["lead"]] = attrs["value"]
+                    self._route(deltas, position(offset, slot), attribution_deltas(
+                        before, attribution_facts(visitor, cfg.attribution), cfg.window_sizes_ms))
+                    continue
                 dedup = seen_key(kind, event_id)
                 if seen.get(dedup) is not None:
                     out.counts.duplicate[topic] += 1
@@ -149,20 +203,35 @@ class EntityStage:
                                                                 attrs["amount"], cfg.window_sizes_ms))
                 elif kind == Kind.PAGE_VIEW:
                     out.counts.valid[topic] += 1
+                    visitor = self._visitor(leads, visitors, key, watermark)
+                    credited = attribution_facts(visitor, cfg.attribution) if visitor.leads else None
+                    changes = view(visitor, ts, attrs["channel"], attrs["campaign"], attrs["url"],
+                                   cfg.window_sizes_ms, cfg.attribution.touch_limit, event_id)
+                    if credited is not None:
+                        for cell, delta in attribution_deltas(credited, attribution_facts(visitor, cfg.attribution),
+                                                              cfg.window_sizes_ms).items():
+                            changes[cell] = delta
+                    self._route(deltas, where, changes)
                 else:
                     change = None
                     if kind == Kind.STAGE_CHANGE:
                         change = PendingChange(event_id, ts, attrs["stage"], attrs["amount"],
-                                               (topic, source_partition, source_offset), raw)
-                    self._apply_lead_event(index, leads, cache, lead_key(key), kind, topic, ts, attrs, change,
-                                           where, deltas, out.counts)
-            if index.join.update(envelope["wm"]):
+                                               (topic, source_partition, source_offset), raw, attrs.get("owner"))
+                    self._apply_lead_event(index, leads, cache, key, kind, topic, ts, attrs, change,
+                                           where, deltas, out, reroutes)
+            reports = envelope["wm"]
+            peer_reports = {name: value for name, value in reports.items() if name.startswith("@")}
+            if index.join.update({name: value for name, value in reports.items() if not name.startswith("@")}):
                 persist_join(leads, partition, index.join)
-        watermark = index.join.watermark()
+            if peer_reports and index.peers.update(peer_reports):
+                persist_join(leads, partition, index.peers, "peers")
+        watermark = combined_watermark(index)
         if watermark is not None:
             self._expire(index, partition, watermark, leads, seen, cache, out, now_ms)
         for key, state in cache.items():
             leads.set(key, orjson.dumps(to_doc(state)) if state.arrived or state.pending else None)
+        for key, visitor in visitors.items():
+            leads.set(key, None if visitor.is_empty() else orjson.dumps(visitor_doc(visitor)))
         out.watermark = watermark
         # No watermark yet holds the cell stage back (HOLD), where None would leave this partition out.
         reported = HOLD if watermark is None else watermark
@@ -172,6 +241,18 @@ class EntityStage:
             out.envelopes[cell_partition] = orjson.dumps(
                 {"src": partition, "d": deltas.get(cell_partition, []), "wm": reported})
         index.last_sent_watermark = reported
+        # Tell the other entity partitions how far the inputs are processed here, after the lead values this
+        # batch sends them: none of them may let a window close before those values are in (see peer_name).
+        own = index.join.watermark()
+        peer_report = HOLD if own is None else own
+        for other in range(cfg.partitions):
+            if other != partition and (other in reroutes or peer_report != index.last_peer_report):
+                out.reroutes[other] = orjson.dumps({"ev": reroutes.get(other, []),
+                                                    "wm": {peer_name(partition): peer_report}})
+        for other, items in reroutes.items():
+            if other == partition:
+                out.reroutes[other] = orjson.dumps({"ev": items, "wm": {}})
+        index.last_peer_report = peer_report
         out.lead_writes = leads.take()
         out.seen_writes = seen.take()
         return out
@@ -181,18 +262,34 @@ class EntityStage:
             target = partition_for(cell.routing_key(), self.config.partitions)
             deltas.setdefault(target, []).append([list(cell), where, delta.to_doc()])
 
+    def _visitor(self, table: BatchWrites, visitors: dict[bytes, VisitorState], visitor_id: str,
+                 watermark: int | None) -> VisitorState:
+        key = visitor_key(visitor_id)
+        visitor = visitors.get(key)
+        if visitor is None:
+            stored = table.get(key)
+            visitor = visitor_from_doc(orjson.loads(stored)) if stored is not None else VisitorState()
+            visitors[key] = visitor
+            if watermark is not None:
+                forget_closed_windows(visitor, watermark - self.config.allowed_lateness_ms)
+        return visitor
+
     def _apply_lead_event(
-        self, index: _PartitionIndex, leads: BatchWrites, cache: dict[bytes, LeadState], key: bytes, kind: str,
+        self, index: _PartitionIndex, leads: BatchWrites, cache: dict[bytes, LeadState], lead_id: str, kind: str,
         topic: str, ts: int, attrs: dict[str, Any], change: PendingChange | None, where: int,
-        deltas: dict[int, list[list[Any]]], counts: BatchCounts,
+        deltas: dict[int, list[list[Any]]], out: EntityOutput, reroutes: dict[int, list[list[Any]]],
     ) -> None:
+        counts = out.counts
+        key = lead_key(lead_id)
         state = cache.get(key)
         if state is None:
             stored = leads.get(key)
             state = from_doc(orjson.loads(stored)) if stored is not None else LeadState()
             cache[key] = state
-        funnel = self.config.funnel
-        before, before_attr, before_entries = facts(state, funnel), state.attribution(), entry_times(state, funnel)
+        funnel, window = self.config.funnel, self.config.cohort_window_ms
+        before, before_attr, before_entries = facts(state, funnel, window), state.attribution(), entry_times(
+            state, funnel)
+        before_visitor, before_value = state.visitor, lead_value(state, funnel)
         was_arrived = state.arrived
         if change is None:
             # Stage changes that waited for this lead are counted as valid when they apply.
@@ -204,7 +301,12 @@ class EntityStage:
                 counts.leads[(attrs["channel"], attrs.get("campaign"))] += 1
         elif apply_stage_change(state, change):
             counts.valid[topic] += 1
-        after, after_attr = facts(state, funnel), state.attribution()
+        after, after_attr = facts(state, funnel, window), state.attribution()
+        after_value = lead_value(state, funnel)
+        if before_visitor is not None and before_visitor != state.visitor:
+            self._reroute(reroutes, before_visitor, lead_id, ts, None)
+        if state.visitor is not None and after_value != before_value:
+            self._reroute(reroutes, state.visitor, lead_id, ts, after_value)
         if state.pending:
             index.pending_leads.add(key)
         else:
@@ -216,6 +318,11 @@ class EntityStage:
         changes = fact_changes(before, before_attr, after, after_attr)
         if changes:
             self._route(deltas, where, deltas_for_facts(changes, self.config.window_sizes_ms))
+
+    def _reroute(self, reroutes: dict[int, list[list[Any]]], visitor: str, lead_id: str, ts: int,
+                 value: dict[str, Any] | None) -> None:
+        item = [LEAD_VALUE, f"lv:{lead_id}", ts, visitor, {"lead": lead_id, "value": value}, "", 0, 0, ""]
+        reroutes.setdefault(partition_for(visitor, self.config.partitions), []).append(item)
 
     def _expire(
         self, index: _PartitionIndex, partition: int, watermark: int, leads: BatchWrites, seen: BatchWrites,

@@ -13,9 +13,9 @@ from typing import Any
 
 from stream.core.events import Kind
 from stream.core.validation import Validator
-from stream.pipeline.cells import CellConfig, CellStage
+from stream.pipeline.cells import CellStage
 from stream.pipeline.counts import BatchCounts
-from stream.pipeline.entities import EntityConfig, EntityStage
+from stream.pipeline.entities import EntityStage
 from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope
 from stream.pipeline.routing import source_name
 from stream.pipeline.state import apply_writes
@@ -47,11 +47,8 @@ class LocalFlow:
         self.ingest = IngestStage(validator, cfg.partitions, cfg.idle_partition_timeout_ms)
         sources = frozenset(source_name(topic, p) for topic in cfg.input_topics.values()
                             for p in range(self.input_partitions))
-        self.entities = EntityStage(EntityConfig(
-            cfg.partitions, sources, cfg.window_sizes_ms, cfg.allowed_lateness_ms, cfg.funnel,
-            cfg.dedup_retention_ms, cfg.unknown_lead_timeout_ms), self.lead_table, self.seen_table)
-        self.cells = CellStage(CellConfig(cfg.partitions, cfg.window_sizes_ms, cfg.allowed_lateness_ms,
-                                          cfg.funnel, cfg.rates.reporting_currency), self.cell_table)
+        self.entities = EntityStage(cfg.entity_config(sources), self.lead_table, self.seen_table)
+        self.cells = CellStage(cfg.cell_config(), self.cell_table)
 
     def _next_offset(self, log: str, partition: int) -> int:
         offset = self._offsets[(log, partition)]
@@ -98,6 +95,8 @@ class LocalFlow:
             self._run_cells(cell_partition, cell_envelope)
         apply_writes(self.lead_table, out.lead_writes)
         apply_writes(self.seen_table, out.seen_writes)
+        for entity_partition, rerouted in sorted(out.reroutes.items()):
+            self._run_entity(entity_partition, rerouted)
 
     def _run_cells(self, partition: int, envelope: bytes) -> None:
         offset = self._next_offset("cells", partition)

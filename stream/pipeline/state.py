@@ -62,15 +62,15 @@ def apply_writes(store: MutableMapping[bytes, bytes], writes: dict[bytes, bytes 
             store[key] = value
 
 
-def watermark_key(partition: int) -> bytes:
-    """Reserved table key of a partition's watermark state."""
-    return WATERMARK_KEY_PREFIX + str(partition).encode()
+def watermark_key(partition: int, name: str = "") -> bytes:
+    """Reserved table key of a partition's watermark state (``name`` tells several joins apart)."""
+    return WATERMARK_KEY_PREFIX + str(partition).encode() + name.encode()
 
 
-def restore_join(store: Store, partition: int, expected: frozenset[str]) -> WatermarkJoin:
+def restore_join(store: Store, partition: int, expected: frozenset[str], name: str = "") -> WatermarkJoin:
     """The partition's watermark join as last persisted, or a new one."""
     join = WatermarkJoin(expected)
-    stored = store.get(watermark_key(partition))
+    stored = store.get(watermark_key(partition, name))
     if stored is not None:
         doc = orjson.loads(stored)
         join.progress.update(doc["p"])
@@ -78,6 +78,6 @@ def restore_join(store: Store, partition: int, expected: frozenset[str]) -> Wate
     return join
 
 
-def persist_join(writes: BatchWrites, partition: int, join: WatermarkJoin) -> None:
+def persist_join(writes: BatchWrites, partition: int, join: WatermarkJoin, name: str = "") -> None:
     """Write the partition's watermark join with the batch."""
-    writes.set(watermark_key(partition), orjson.dumps({"p": join.progress, "f": join.floor}))
+    writes.set(watermark_key(partition, name), orjson.dumps({"p": join.progress, "f": join.floor}))

@@ -9,7 +9,11 @@ from hypothesis import strategies as st
 
 from stream.core.funnel import (
     DEFAULT_FUNNEL,
+    AmountFact,
+    AssetFact,
     Attribution,
+    CloseFact,
+    CohortFact,
     ConversionFact,
     LeadState,
     PendingChange,
@@ -216,13 +220,17 @@ def test_facts_of_a_lead_with_an_implied_stage():
             ConversionFact("lead", "mql", 1000, 1000): 1,
             ConversionFact("mql", "sal", 5000, 4000): 1,
             ConversionFact("sal", "sql", 5000, 0): 1,
+            AssetFact("/ebook", 0): 1,  # the lead was created on its asset
         }
     )
 
 
 def test_facts_include_lost_but_no_conversion_to_it():
     state = build(0, [("lost", 3000)])
-    assert facts(state, DEFAULT_FUNNEL) == Counter({StageFact("lead", 0): 1, StageFact("lost", 3000): 1})
+    assert facts(state, DEFAULT_FUNNEL) == Counter({
+        StageFact("lead", 0): 1, StageFact("lost", 3000): 1, AssetFact("/ebook", 0): 1,
+        CloseFact("lost", 3000, "ana"): 1,  # closed by the lead's owner (the change named none)
+    })
 
 
 def test_facts_of_a_lead_not_yet_arrived_are_empty():
@@ -266,6 +274,7 @@ def test_lead_arrival_adds_every_fact():
             (StageFact("lead", 1000), PAID, 1): 1,
             (StageFact("mql", 2000), PAID, 1): 1,
             (ConversionFact("lead", "mql", 2000, 1000), PAID, 1): 1,
+            (AssetFact("/ebook", 1000), PAID, 1): 1,
         }
     )
 
@@ -283,6 +292,7 @@ def test_changed_attribution_moves_every_fact():
             (StageFact("lead", 500), EMAIL, 1): 1,
             (StageFact("mql", 2000), EMAIL, 1): 1,
             (ConversionFact("lead", "mql", 2000, 1500), EMAIL, 1): 1,
+            (AssetFact("/ebook", 1000), PAID, -1): 1,  # the earlier lead event names no asset
         }
     )
 
@@ -402,3 +412,27 @@ def test_changes_pending_before_the_lead_equal_changes_after_it(created_ts, chan
         assert apply_stage_change(pending_first, change(f"sc-{number}", stage, ts)) is False
     apply_lead(pending_first, created_ts, LEAD_ATTRS)
     assert entry_times(pending_first, DEFAULT_FUNNEL) == entry_times(build(created_ts, changes), DEFAULT_FUNNEL)
+
+
+def test_amount_owner_and_cohort_facts():
+    state = build(0, [("mql", 1000)])
+    apply_stage_change(state, PendingChange("w", 9000, "won", 7_000_000, SOURCE, "{}", "bo"))
+    found = facts(state, DEFAULT_FUNNEL, cohort_window_ms=5000)
+    # Won at 9000 implies every stage before it; the won amount and closing owner come from that change.
+    assert found[AmountFact("won", 9000, 7_000_000)] == 1
+    assert found[CloseFact("won", 9000, "bo")] == 1
+    # Cohorts: lead->mql converted within 5 s; mql->sal took 8 s (not converted in the window).
+    assert found[CohortFact("lead", "mql", 0, True)] == 1
+    assert found[CohortFact("mql", "sal", 1000, False)] == 1
+    assert found[CohortFact("opportunity", "won", 9000, True)] == 1
+    assert not any(isinstance(fact, AmountFact) and fact.stage == "opportunity" for fact in found)
+
+
+def test_amount_counts_only_from_the_observation_that_set_the_entry():
+    state = build(0, [])
+    apply_stage_change(state, PendingChange("o1", 5000, "opportunity", 3_000_000, SOURCE, "{}"))
+    assert facts(state, DEFAULT_FUNNEL)[AmountFact("opportunity", 5000, 3_000_000)] == 1
+    # A later won implies nothing earlier; an earlier won moves the opportunity entry before its own amount.
+    apply_stage_change(state, PendingChange("w1", 4000, "won", None, SOURCE, "{}"))
+    found = facts(state, DEFAULT_FUNNEL)
+    assert not any(isinstance(fact, AmountFact) for fact in found)

@@ -2,6 +2,7 @@
 
 import calendar
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import fastjsonschema
@@ -233,14 +234,26 @@ def test_first_records_of_a_funnel_cell():
     records = changed_records(funnel_cell(), state, DEFAULT_FUNNEL, "USD", NOW)
     assert_schema_valid(records)
     found = by_kpi(records)
-    # Zero KPIs never sent before (sal..won and lost volumes, sal>sql and later steps) are not sent.
+    # Zero KPIs never sent before (sal..won and lost volumes, sal>sql and later steps, the win rate,
+    # revenue and deal size with nothing won) are not sent; a zero numerator over a non-zero denominator is.
     assert set(found) == {
         ("cost_per_lead", None, None),
+        ("cost_per_mql", None, None),
+        ("cost_per_acquisition", None, None),
+        ("lead_to_opportunity", None, None),
+        ("lead_to_customer", None, None),
+        ("close_rate", None, None),
+        ("average_lead_value", None, None),
+        ("roas", None, None),
+        ("roi", None, None),
         ("lead_volume", None, None),
         ("mql_volume", None, None),
         ("conversion_rate", "lead", "mql"),
         ("conversion_rate", "mql", "sal"),
     }
+    assert found[("cost_per_mql", None, None)].record["value"] == 200.0  # $1,000 / 5 MQLs
+    assert found[("cost_per_acquisition", None, None)].record["value"] is None  # nothing won yet
+    assert found[("roi", None, None)].record["value"] == -1.0  # no revenue for $1,000 spent
     cpl = found[("cost_per_lead", None, None)]
     assert cpl.family == FAMILY_COST_PER_LEAD
     assert cpl.record == {
@@ -286,11 +299,15 @@ def test_revision_grows_by_one_only_for_changed_content():
     second = changed_records(cell, state, DEFAULT_FUNNEL, "USD", NOW + 1000)
     assert_schema_valid(second)
     found = by_kpi(second)
-    # mql volume and mql>sal (0 of 5) did not change.
+    # mql volume, mql>sal (0 of 5) and the spend-per-MQL/won KPIs did not change; every per-lead one did.
     assert set(found) == {
         ("cost_per_lead", None, None),
         ("lead_volume", None, None),
         ("conversion_rate", "lead", "mql"),
+        ("lead_to_opportunity", None, None),
+        ("lead_to_customer", None, None),
+        ("close_rate", None, None),
+        ("average_lead_value", None, None),
     }
     assert all(item.record["revision"] == 2 for item in second)
     assert all(found[name].key == first[name].key for name in found)
@@ -298,9 +315,13 @@ def test_revision_grows_by_one_only_for_changed_content():
     assert found[("conversion_rate", "lead", "mql")].record["value"] == 0.2  # 5 / 25
     state.spend_micros += 500 * USD
     third = changed_records(cell, state, DEFAULT_FUNNEL, "USD", NOW + 2000)
-    assert [(item.record["kpi"], item.record["revision"], item.record["value"]) for item in third] == [
-        ("cost_per_lead", 3, 60.0)
-    ]  # $1,500 / 25
+    assert sorted((item.record["kpi"], item.record["revision"], item.record["value"]) for item in third) == [
+        ("cost_per_acquisition", 2, None),  # $1,500 / 0 won
+        ("cost_per_lead", 3, 60.0),  # $1,500 / 25
+        ("cost_per_mql", 2, 300.0),  # $1,500 / 5
+        ("roas", 2, 0.0),
+        ("roi", 2, -1.0),
+    ]
 
 
 def test_value_is_null_when_the_denominator_is_zero():
@@ -325,6 +346,7 @@ def test_emitted_kpi_is_followed_back_to_zero():
     found = by_kpi(records)
     assert set(found) == {
         ("mql_volume", None, None),
+        ("cost_per_mql", None, None),
         ("conversion_rate", "lead", "mql"),
         ("conversion_rate", "mql", "sal"),
     }
@@ -388,3 +410,18 @@ def test_conversion_time_histogram_change_is_emitted():
     state.samples["lead>mql"] = [40_000, 65_000, 1_000_000, 2_000_000, 5_000_000]
     records = changed_records(cell, state, DEFAULT_FUNNEL, "USD", NOW + 1000)
     assert [(item.record["revision"], item.record["stats"]["histogram"]["60"]) for item in records] == [(2, 1)]
+
+
+def test_roi_worked_example_and_lifetime_value() -> None:
+    # KPIS.md: $5,000 on ads yielding $20,000 of sales -> ROI 300 %.
+    state = CellState(counts={"lead": 40, "won": 4}, spend_micros=5_000 * USD, sums={"revenue": 20_000 * USD})
+    found = by_kpi(changed_records(funnel_cell(), state, DEFAULT_FUNNEL, "USD", NOW, (Decimal("0.05"), Decimal("0.8"))))
+    assert found[("roi", None, None)].record["value"] == 3.0
+    assert found[("roas", None, None)].record["value"] == 4.0
+    assert found[("average_deal_size", None, None)].record["value"] == 5_000.0
+    assert found[("cost_per_acquisition", None, None)].record["value"] == 1_250.0
+    # Lifetime value: $5,000 per customer x 0.8 margin / 0.05 churn = $80,000; payback 5,000 / 16,000 periods.
+    assert found[("customer_lifetime_value", None, None)].record["value"] == 80_000.0
+    assert found[("payback_period", None, None)].record["value"] == 0.3125
+    without = by_kpi(changed_records(funnel_cell(), CellState(counts={"won": 1}), DEFAULT_FUNNEL, "USD", NOW))
+    assert ("customer_lifetime_value", None, None) not in without

@@ -13,15 +13,15 @@ from pathlib import Path
 import fastjsonschema
 import pytest
 
+from stream.core.kpis import FAMILIES
 from stream.core.validation import load_schema
 from tests.eventset import DAY_START, heartbeats, mixed
 from tests.integration.harness import INPUTS, Names, produce, read_topic, start_worker
-from tests.reference import compute, from_records
+from tests.reference import compute, from_records, mismatches
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RATES = {"EUR": Decimal("1.08")}
-FAMILIES = ("cost-per-lead", "conversion-rate", "time-to-conversion", "volume")
 HEARTBEAT_TS = DAY_START + 3 * 86_400_000
 
 
@@ -82,8 +82,8 @@ def test_replayed_backlog_matches_batch_computation(bootstrap: str, names: Names
                       "leadgen_events_rejected_total": expected["rejected"]}
     records = _latest_records(bootstrap, names)
     want = compute(messages + [(topic.removeprefix(f"{names.prefix}-"), raw) for topic, _, raw in beats], RATES)
-    assert from_records(records) == want
-    assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24")
+    assert not mismatches(from_records(records), want)
+    assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24" and r["kpi"] != "cohort_conversion")
     dead = [json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters"))]
     validate = fastjsonschema.compile(load_schema("dead-letter.schema.json"))
     for record in dead:
@@ -117,8 +117,8 @@ def test_restart_mid_stream_gives_same_final_kpis(bootstrap: str, names: Names, 
         assert second.stop() == 0, second.log_tail()
     records = _latest_records(bootstrap, names)
     want = compute(messages + [(topic.removeprefix(f"{names.prefix}-"), raw) for topic, _, raw in beats], RATES)
-    assert from_records(records) == want
-    assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24")
+    assert not mismatches(from_records(records), want)
+    assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24" and r["kpi"] != "cohort_conversion")
     assert sent == len(payload) + len(beats)
 
 
@@ -157,5 +157,5 @@ def test_two_workers_in_one_group_match_batch_computation(bootstrap: str, names:
             assert worker.stop() == 0, worker.log_tail()
     records = _latest_records(bootstrap, names)
     want = compute(messages + [(topic.removeprefix(f"{names.prefix}-"), raw) for topic, _, raw in beats], RATES)
-    assert from_records(records) == want
-    assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24")
+    assert not mismatches(from_records(records), want)
+    assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24" and r["kpi"] != "cohort_conversion")

@@ -1,0 +1,123 @@
+"""Per-visitor state: touches for attribution, the leads they became, and which windows already counted them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.core.attribution import LEAD_CREDIT, MODELS, AttributionFact, Touch, credit
+from stream.core.cells import ASSET, ATTRIBUTION, NO_CHANNEL, TRAFFIC, CellDelta, CellId, cell_ids
+from stream.core.timeutil import window_start
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionConfig:
+    """Attribution settings."""
+
+    lookback_ms: int
+    half_life_ms: int
+    touch_limit: int
+
+
+@dataclass(slots=True)
+class VisitorState:
+    """A visitor's recent touches (capped), its leads' values, and the window buckets it was counted in."""
+
+    touches: list[Touch] = field(default_factory=list)
+    leads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counted: set[str] = field(default_factory=set)
+    dropped_touches: int = 0
+
+    def is_empty(self) -> bool:
+        """Nothing left worth keeping."""
+        return not self.touches and not self.leads and not self.counted
+
+
+def view(state: VisitorState, ts: int, channel: str | None, campaign: str | None, url: str,
+         sizes: tuple[int, ...], touch_limit: int, event_id: str = "") -> dict[CellId, CellDelta]:
+    """Record a page view: its traffic counts, first-time visitor counts, and the touch.
+
+    A view already recorded (same event id) changes nothing: the visitor's state may have been persisted
+    while the dedup entry of the same batch was not, and the view is then delivered again.
+    """
+    deltas: dict[CellId, CellDelta] = {}
+    if event_id and any(touch.event_id == event_id for touch in state.touches):
+        return deltas
+    channel = channel or NO_CHANNEL
+    for cell in cell_ids(TRAFFIC, ts, channel, None, sizes):
+        delta = deltas.setdefault(cell, CellDelta())
+        delta.add("views", 1)
+        bucket = f"{cell.size_ms}|{cell.start_ms}|c|{cell.channel or '*'}"
+        if bucket not in state.counted:
+            state.counted.add(bucket)
+            delta.add("visitors", 1)
+    for size in sizes:
+        bucket = f"{size}|{window_start(ts, size)}|u|{url}"
+        if bucket not in state.counted:
+            state.counted.add(bucket)
+            for cell in cell_ids(ASSET, ts, None, None, (size,), url):
+                deltas.setdefault(cell, CellDelta()).add("visitors", 1)
+    touch = Touch(ts, channel, campaign, event_id)
+    state.touches.append(touch)
+    state.touches.sort(key=lambda t: (t.ts, t.channel, t.campaign or ""))
+    if len(state.touches) > touch_limit:
+        # Keep the latest touches: a bot viewing a million pages cannot grow the state without bound.
+        state.dropped_touches += len(state.touches) - touch_limit
+        del state.touches[: len(state.touches) - touch_limit]
+    return deltas
+
+
+def forget_closed_windows(state: VisitorState, closed_before: int) -> None:
+    """Drop window buckets that ended before ``closed_before``: no event can reach them any more."""
+    keep = set()
+    for bucket in state.counted:
+        size, start, _ = bucket.split("|", 2)
+        if int(start) + int(size) > closed_before:
+            keep.add(bucket)
+    state.counted = keep
+
+
+def attribution_facts(state: VisitorState, config: AttributionConfig) -> Counter[AttributionFact]:
+    """Credit for each of the visitor's leads (and their pipeline and revenue) under every model."""
+    found: Counter[AttributionFact] = Counter()
+    for value in state.leads.values():
+        created = value["ts"]
+        touches = [t for t in state.touches if created - config.lookback_ms <= t.ts <= created]
+        if not touches:
+            continue
+        for model in MODELS:
+            found.update(credit(model, touches, created, config.half_life_ms, "leads", created, LEAD_CREDIT))
+            for kind in ("pipeline", "revenue"):
+                if kind in value:
+                    micros, at = value[kind]
+                    found.update(credit(model, touches, created, config.half_life_ms, kind, at, micros))
+    return found
+
+
+def attribution_deltas(before: Counter[AttributionFact], after: Counter[AttributionFact],
+                       sizes: tuple[int, ...]) -> dict[CellId, CellDelta]:
+    """Cell changes between two versions of a visitor's credits."""
+    deltas: dict[CellId, CellDelta] = {}
+    for facts, sign in ((after - before, 1), (before - after, -1)):
+        for fact in facts.elements():
+            for cell in cell_ids(ATTRIBUTION, fact.ts, fact.channel, fact.campaign, sizes, fact.model):
+                deltas.setdefault(cell, CellDelta()).add_sum(fact.kind, sign * fact.amount)
+    return {cell: delta for cell, delta in deltas.items() if not delta.is_empty()}
+
+
+def to_doc(state: VisitorState) -> dict[str, Any]:
+    """Serialise for the entity table."""
+    doc: dict[str, Any] = {"t": [[t.ts, t.channel, t.campaign, t.event_id] for t in state.touches],
+                           "k": sorted(state.counted)}
+    if state.leads:
+        doc["l"] = state.leads
+    if state.dropped_touches:
+        doc["d"] = state.dropped_touches
+    return doc
+
+
+def from_doc(doc: dict[str, Any]) -> VisitorState:
+    """Inverse of :func:`to_doc`."""
+    return VisitorState([Touch(*touch) for touch in doc["t"]], dict(doc.get("l", {})), set(doc["k"]),
+                        doc.get("d", 0))
