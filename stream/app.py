@@ -27,7 +27,7 @@ from stream.kafka import faust_credentials, internal_topic
 from stream.metrics import Metrics
 from stream.pipeline.cells import CellStage
 from stream.pipeline.entities import EntityStage
-from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope
+from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope, encode_envelopes
 from stream.pipeline.routing import source_name
 from stream.settings import Settings
 from stream.transport import KpiApp
@@ -182,7 +182,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
             out = ingest_stage.process(messages, now)
             report = ingest_stage.progress.report(owned_sources(), now)
             for partition, items in out.envelopes.items():
-                await entities_topic.send(value=encode_envelope(items, report), partition=partition)
+                for envelope in encode_envelopes(items, report):
+                    await entities_topic.send(value=envelope, partition=partition)
             await send_dead_letters(out.dead_letters)
             ingest_stage.commit_progress(out, now)
             metrics.count(out.counts)
@@ -198,7 +199,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                 out = entity_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
                                            now_ms())
                 pending = [await cells_topic.send(value=envelope, partition=target)
-                           for target, envelope in out.envelopes.items()]
+                           for target, envelopes in out.envelopes.items() for envelope in envelopes]
                 pending += [await entities_topic.send(value=envelope, partition=target)
                             for target, envelope in out.reroutes.items()]
                 pending += await send_dead_letters(out.dead_letters)

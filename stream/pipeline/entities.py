@@ -41,6 +41,7 @@ from stream.pipeline.counts import BatchCounts
 from stream.pipeline.routing import partition_for, position
 from stream.pipeline.state import BatchWrites, Store, persist_join, restore_join
 
+CELL_ENVELOPE_ITEMS = 1000  # cell deltas per message (a few hundred bytes each)
 _LEAD_PREFIX = b"l:"
 _VISITOR_PREFIX = b"v:"
 LEAD_VALUE = "lead-value"  # internal item: a lead's creation time, pipeline and revenue, for its visitor
@@ -71,7 +72,7 @@ def visitor_key(visitor_id: str) -> bytes:
 class EntityOutput:
     """One batch's results: cell-delta envelopes per cell partition, dead letters, writes per table."""
 
-    envelopes: dict[int, bytes] = field(default_factory=dict)
+    envelopes: dict[int, list[bytes]] = field(default_factory=dict)
     dead_letters: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     reroutes: dict[int, bytes] = field(default_factory=dict)  # envelopes for other entity partitions
     lead_writes: dict[bytes, bytes | None] = field(default_factory=dict)
@@ -237,9 +238,14 @@ class EntityStage:
         reported = HOLD if watermark is None else watermark
         send_watermark = reported != index.last_sent_watermark
         targets = range(cfg.partitions) if send_watermark else deltas.keys()
+        previous = HOLD if index.last_sent_watermark is None else index.last_sent_watermark
         for cell_partition in targets:
-            out.envelopes[cell_partition] = orjson.dumps(
-                {"src": partition, "d": deltas.get(cell_partition, []), "wm": reported})
+            items = deltas.get(cell_partition, [])
+            # Messages stay far below the broker's size limit; only the last one moves the watermark on.
+            chunks = [items[i:i + CELL_ENVELOPE_ITEMS] for i in range(0, len(items), CELL_ENVELOPE_ITEMS)] or [[]]
+            out.envelopes[cell_partition] = [
+                orjson.dumps({"src": partition, "d": chunk, "wm": reported if last else previous})
+                for last, chunk in ((i == len(chunks) - 1, chunk) for i, chunk in enumerate(chunks))]
         index.last_sent_watermark = reported
         # Tell the other entity partitions how far the inputs are processed here, after the lead values this
         # batch sends them: none of them may let a window close before those values are in (see peer_name).

@@ -75,6 +75,24 @@ def routed_item(event: Event, message: InputMessage) -> list[Any]:
             message.offset, raw]
 
 
+# Bytes of events per entity-topic message, well below Kafka's default 1 MB request limit.
+ENVELOPE_BYTES = 256 * 1024
+
+
 def encode_envelope(items: list[list[Any]], progress: dict[str, int | None]) -> bytes:
     """An envelope for the entity topic: events first, then the input progress they are covered by."""
     return orjson.dumps({"ev": items, "wm": progress})
+
+
+def encode_envelopes(items: list[list[Any]], progress: dict[str, int | None]) -> list[bytes]:
+    """The same, split so no message grows too large; only the last carries the progress."""
+    chunks: list[list[list[Any]]] = [[]]
+    size = 0
+    for item in items:
+        item_size = len(item[-1]) + 300  # the raw payload dominates; the rest is a few hundred bytes
+        if chunks[-1] and size + item_size > ENVELOPE_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += item_size
+    return [encode_envelope(chunk, progress if i == len(chunks) - 1 else {}) for i, chunk in enumerate(chunks)]

@@ -16,7 +16,7 @@ from stream.core.validation import Validator
 from stream.pipeline.cells import CellStage
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.entities import EntityStage
-from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope
+from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope, encode_envelopes
 from stream.pipeline.routing import source_name
 from stream.pipeline.state import apply_writes
 from stream.settings import Settings
@@ -72,8 +72,8 @@ class LocalFlow:
         self.ingest.commit_progress(out, now)
         report = self._report(now)
         for entity_partition in range(self.settings.partitions):
-            items = out.envelopes.get(entity_partition, [])
-            self._run_entity(entity_partition, encode_envelope(items, report))
+            for envelope in encode_envelopes(out.envelopes.get(entity_partition, []), report):
+                self._run_entity(entity_partition, envelope)
 
     def tick(self) -> None:
         """A watermark report with no events, as the periodic timer sends."""
@@ -91,8 +91,9 @@ class LocalFlow:
         out = self.entities.process(partition, [(offset, envelope)], self.clock())
         self.counts.merge(out.counts)
         self.dead_letters.extend(record for _, record in out.dead_letters)
-        for cell_partition, cell_envelope in sorted(out.envelopes.items()):
-            self._run_cells(cell_partition, cell_envelope)
+        for cell_partition, cell_envelopes in sorted(out.envelopes.items()):
+            for cell_envelope in cell_envelopes:
+                self._run_cells(cell_partition, cell_envelope)
         apply_writes(self.lead_table, out.lead_writes)
         apply_writes(self.seen_table, out.seen_writes)
         for entity_partition, rerouted in sorted(out.reroutes.items()):

@@ -174,8 +174,9 @@ def test_replayed_cell_deltas_are_skipped() -> None:
     item = ["leads", "a", DAY_START, "L1", {"channel": "email", "campaign": None, "visitor": None, "asset": None,
                                             "owner": None}, "leads", 0, 0, _lead("a", DAY_START).decode()]
     out = flow.entities.process(0, [(envelope_offset, encode_envelope([item], {}))], clock[0])
-    for partition, envelope in out.envelopes.items():
-        flow._run_cells(partition, envelope)
+    for partition, envelopes in out.envelopes.items():
+        for envelope in envelopes:
+            flow._run_cells(partition, envelope)
     assert flow.counts.replayed_deltas > 0
     assert flow.latest("lead_volume", "1h", "2025-11-22T08:00:00Z")["numerator"] == 1
 
@@ -239,3 +240,23 @@ def test_cohort_is_final_only_after_its_conversion_window() -> None:
     _finish(flow, DAY_START + 26 * 3_600_000)
     cohort = flow.latest("cohort_conversion", "1h", "2025-11-22T08:00:00Z", from_stage="lead", to_stage="mql")
     assert cohort["numerator"] == 1 and cohort["final"]
+
+
+def test_large_batches_are_split_into_bounded_messages() -> None:
+    from stream.pipeline.entities import CELL_ENVELOPE_ITEMS
+    from stream.pipeline.ingest import ENVELOPE_BYTES, encode_envelopes
+
+    items = [["page-views", f"e{i}", 0, "v", {}, "t", 0, i, "x" * 1000] for i in range(1000)]
+    envelopes = encode_envelopes(items, {"t:0": 5})
+    assert len(envelopes) > 1 and all(len(envelope) < 2 * ENVELOPE_BYTES for envelope in envelopes)
+    decoded = [json.loads(envelope) for envelope in envelopes]
+    assert [item for d in decoded for item in d["ev"]] == items
+    assert [d["wm"] for d in decoded] == [{}] * (len(decoded) - 1) + [{"t:0": 5}]  # progress after all events
+    # One batch of many page views: cell deltas leave in messages of bounded size, all applied.
+    clock = [DAY_START]
+    flow = LocalFlow(_settings(KPI_PARTITIONS="1"), clock=lambda: clock[0], input_partitions=1)
+    views = [(Kind.PAGE_VIEW, b'{"event_id":"p%d","ts":%d,"visitor_id":"v%d","url":"/u%d"}'
+              % (i, DAY_START + i, i, i % 7), 0) for i in range(CELL_ENVELOPE_ITEMS)]
+    flow.send_batch(views)
+    assert flow.latest("page_views", "1h", "2025-11-22T08:00:00Z")["numerator"] == CELL_ENVELOPE_ITEMS
+    assert flow._offsets[("cells", 0)] > 1
