@@ -78,7 +78,7 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
                                "Processing time after which a silent input partition stops holding the "
                                "watermark back and advances with the clock."),
     "max_event_bytes": ("KPI_MAX_EVENT_BYTES", "65536", "Larger input messages are rejected as `too_large`."),
-    "batch_max": ("KPI_BATCH_MAX", "2000", "Most events an agent takes in one batch."),
+    "batch_max": ("KPI_BATCH_MAX", "5000", "Most events an agent takes in one batch."),
     "batch_interval": ("KPI_BATCH_INTERVAL", "200ms",
                        "Longest an agent waits to fill a batch; bounds update latency and sets how much "
                        "KPI updates are coalesced."),

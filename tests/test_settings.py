@@ -47,7 +47,7 @@ def defaults():
         ("unknown_lead_timeout_ms", HOUR),
         ("idle_partition_timeout_ms", 10 * SECOND),
         ("max_event_bytes", 65_536),
-        ("batch_max", 2_000),
+        ("batch_max", 5_000),
         ("batch_interval_ms", 200),
         ("watermark_interval_ms", 500),
         ("processing_guarantee", "at_least_once"),

@@ -81,6 +81,27 @@ class CellDelta:
         return (not any(self.counts.values()) and not self.spend_micros and not self.samples_added
                 and not self.samples_removed and not any(self.sums.values()))
 
+    def merge(self, other: CellDelta) -> None:
+        """Fold a later delta into this one, so that applying the result equals applying both in order.
+
+        A sample added by one and removed by the other cancels out (applying a delta removes before it adds).
+        """
+        for name, change in other.counts.items():
+            self.add(name, change)
+        self.spend_micros += other.spend_micros
+        for name, change in other.sums.items():
+            self.add_sum(name, change)
+        for step, values in other.samples_removed.items():
+            added = self.samples_added.get(step, [])
+            for value in values:
+                if value in added:
+                    added.remove(value)
+                else:
+                    self.samples_removed.setdefault(step, []).append(value)
+        for step, values in other.samples_added.items():
+            self.samples_added.setdefault(step, []).extend(values)
+        self.samples_added = {step: values for step, values in self.samples_added.items() if values}
+
     def add(self, name: str, change: int) -> None:
         """Change one count."""
         self.counts[name] = self.counts.get(name, 0) + change

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -100,7 +101,12 @@ class KpiRecord:
 
 def record_key(kpi: str, size_ms: int, start_ms: int, dimensions: dict[str, str]) -> str:
     """The same string for every revision of one (kpi, window size, window start, dimensions)."""
-    dims = orjson.dumps(dimensions, option=orjson.OPT_SORT_KEYS).decode()
+    return _record_key(kpi, size_ms, start_ms, tuple(dimensions.items()))
+
+
+@lru_cache(maxsize=65536)
+def _record_key(kpi: str, size_ms: int, start_ms: int, dimensions: tuple[tuple[str, str], ...]) -> str:
+    dims = orjson.dumps(dict(dimensions), option=orjson.OPT_SORT_KEYS).decode()
     return f"{kpi}|{format_duration(size_ms)}|{format_rfc3339(start_ms)}|{dims}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 
 MS_PER_SECOND = 1000
 # The contract's integer form and the schema's bound: 9999-12-31T23:59:59.999Z.
@@ -38,6 +39,7 @@ def is_zero_duration(text: str) -> bool:
     return _ZERO_DURATION.match(text) is not None
 
 
+@lru_cache(maxsize=64)
 def format_duration(ms: int) -> str:
     """Format milliseconds as the largest exact unit: 3600000 -> ``1h``."""
     for unit in ("d", "h", "m", "s"):
@@ -86,6 +88,8 @@ def parse_event_time(value: object) -> int:
     return ms
 
 
+# Window bounds repeat for every record of a window: formatting is cached (a pure function of ms).
+@lru_cache(maxsize=8192)
 def format_rfc3339(ms: int) -> str:
     """Format epoch milliseconds as RFC 3339 UTC (``2026-11-22T08:00:00Z``, milliseconds when not whole)."""
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,10 @@ class VisitorState:
     counted: set[str] = field(default_factory=set)
     dropped_touches: int = 0
 
+    def has_touch(self, event_id: str) -> bool:
+        """Whether a page view with this id is among the kept touches."""
+        return any(touch.event_id == event_id for touch in self.touches)
+
     def is_empty(self) -> bool:
         """Nothing left worth keeping."""
         return not self.touches and not self.leads and not self.counted
@@ -42,7 +47,7 @@ def view(state: VisitorState, ts: int, channel: str | None, campaign: str | None
     while the dedup entry of the same batch was not, and the view is then delivered again.
     """
     deltas: dict[CellId, CellDelta] = {}
-    if event_id and any(touch.event_id == event_id for touch in state.touches):
+    if event_id and state.has_touch(event_id):
         return deltas
     channel = channel or NO_CHANNEL
     for cell in cell_ids(TRAFFIC, ts, channel, None, sizes):
@@ -59,13 +64,16 @@ def view(state: VisitorState, ts: int, channel: str | None, campaign: str | None
             for cell in cell_ids(ASSET, ts, None, None, (size,), url):
                 deltas.setdefault(cell, CellDelta()).add("visitors", 1)
     touch = Touch(ts, channel, campaign, event_id)
-    state.touches.append(touch)
-    state.touches.sort(key=lambda t: (t.ts, t.channel, t.campaign or ""))
+    insort(state.touches, touch, key=_touch_order)
     if len(state.touches) > touch_limit:
         # Keep the latest touches: a bot viewing a million pages cannot grow the state without bound.
         state.dropped_touches += len(state.touches) - touch_limit
         del state.touches[: len(state.touches) - touch_limit]
     return deltas
+
+
+def _touch_order(touch: Touch) -> tuple[int, str, str]:
+    return touch.ts, touch.channel, touch.campaign or ""
 
 
 def forget_closed_windows(state: VisitorState, closed_before: int) -> None:

@@ -167,10 +167,11 @@ class EntityStage:
         cache: dict[bytes, LeadState] = {}
         visitors: dict[bytes, VisitorState] = {}
         reroutes: dict[int, list[list[Any]]] = {}
+        pending: dict[CellId, CellDelta] = {}
         for offset, raw_envelope in envelopes:
             envelope = orjson.loads(raw_envelope)
             watermark = combined_watermark(index)
-            for slot, item in enumerate(envelope["ev"]):
+            for item in envelope["ev"]:
                 kind, event_id, ts, key, attrs, topic, source_partition, source_offset, raw = item
                 if kind == LEAD_VALUE:
                     # From this stage itself, already accepted where the lead lives: not an input event.
@@ -180,46 +181,44 @@ class EntityStage:
                         visitor.leads.pop(attrs["lead"], None)
                     else:
                         visitor.leads[attrs["lead"]] = attrs["value"]
-                    self._route(deltas, position(offset, slot), attribution_deltas(
+                    self._route(pending, attribution_deltas(
                         before, attribution_facts(visitor, cfg.attribution), cfg.window_sizes_ms))
+                    continue
+                late = is_closed(earliest_window_end(ts, cfg.window_sizes_ms), watermark, cfg.allowed_lateness_ms)
+                if kind == Kind.PAGE_VIEW:
+                    # Page views (most of the traffic) are deduplicated against the visitor's own touches, which
+                    # keep their event ids: one state record per visitor instead of one dedup record per view.
+                    visitor = self._visitor(leads, visitors, key, watermark)
+                    if visitor.has_touch(event_id):
+                        out.counts.duplicate[topic] += 1
+                    elif late:
+                        self._reject_late(out, topic, source_partition, source_offset, ts, watermark, raw, now_ms)
+                    else:
+                        out.counts.valid[topic] += 1
+                        self._route(pending, self._view(visitor, ts, attrs, event_id))
                     continue
                 dedup = seen_key(kind, event_id)
                 if seen.get(dedup) is not None:
                     out.counts.duplicate[topic] += 1
                     continue
-                if is_closed(earliest_window_end(ts, cfg.window_sizes_ms), watermark, cfg.allowed_lateness_ms):
-                    out.counts.rejected[(topic, str(Reason.LATE))] += 1
-                    detail = (f"event time {format_rfc3339(ts)} is in a window already closed by the watermark "
-                              f"{format_rfc3339(watermark or 0)} (allowed lateness {cfg.allowed_lateness_ms} ms)")
-                    out.dead_letters.append((dead_letter_key(topic, source_partition, source_offset), dead_letter(
-                        topic, source_partition, source_offset, Reason.LATE, detail, raw, None, now_ms)))
+                if late:
+                    self._reject_late(out, topic, source_partition, source_offset, ts, watermark, raw, now_ms)
                     continue
                 seen.set(dedup, orjson.dumps([ts, partition]))
                 heapq.heappush(index.seen_by_time, (ts, dedup))
-                where = position(offset, slot)
                 if kind == Kind.SPEND:
                     out.counts.valid[topic] += 1
                     out.counts.spend_micros[(attrs["channel"], attrs["campaign"])] += attrs["amount"]
-                    self._route(deltas, where, deltas_for_spend(ts, attrs["channel"], attrs["campaign"],
+                    self._route(pending, deltas_for_spend(ts, attrs["channel"], attrs["campaign"],
                                                                 attrs["amount"], cfg.window_sizes_ms))
-                elif kind == Kind.PAGE_VIEW:
-                    out.counts.valid[topic] += 1
-                    visitor = self._visitor(leads, visitors, key, watermark)
-                    credited = attribution_facts(visitor, cfg.attribution) if visitor.leads else None
-                    changes = view(visitor, ts, attrs["channel"], attrs["campaign"], attrs["url"],
-                                   cfg.window_sizes_ms, cfg.attribution.touch_limit, event_id)
-                    if credited is not None:
-                        for cell, delta in attribution_deltas(credited, attribution_facts(visitor, cfg.attribution),
-                                                              cfg.window_sizes_ms).items():
-                            changes[cell] = delta
-                    self._route(deltas, where, changes)
                 else:
                     change = None
                     if kind == Kind.STAGE_CHANGE:
                         change = PendingChange(event_id, ts, attrs["stage"], attrs["amount"],
                                                (topic, source_partition, source_offset), raw, attrs.get("owner"))
                     self._apply_lead_event(index, leads, cache, key, kind, topic, ts, attrs, change,
-                                           where, deltas, out, reroutes)
+                                           pending, out, reroutes)
+            self._flush(deltas, pending, offset)
             reports = envelope["wm"]
             peer_reports = {name: value for name, value in reports.items() if name.startswith("@")}
             if index.join.update({name: value for name, value in reports.items() if not name.startswith("@")}):
@@ -263,10 +262,48 @@ class EntityStage:
         out.seen_writes = seen.take()
         return out
 
-    def _route(self, deltas: dict[int, list[list[Any]]], where: int, changes: dict[CellId, CellDelta]) -> None:
+    def _reject_late(self, out: EntityOutput, topic: str, partition: int, offset: int, ts: int,
+                     watermark: int | None, raw: str, now_ms: int) -> None:
+        out.counts.rejected[(topic, str(Reason.LATE))] += 1
+        detail = (f"event time {format_rfc3339(ts)} is in a window already closed by the watermark "
+                  f"{format_rfc3339(watermark or 0)} (allowed lateness {self.config.allowed_lateness_ms} ms)")
+        out.dead_letters.append((dead_letter_key(topic, partition, offset), dead_letter(
+            topic, partition, offset, Reason.LATE, detail, raw, None, now_ms)))
+
+    def _view(self, visitor: VisitorState, ts: int, attrs: dict[str, Any], event_id: str
+              ) -> dict[CellId, CellDelta]:
+        """A page view's traffic counts, and any change it makes to the credit of the visitor's leads."""
+        cfg = self.config
+        credited = attribution_facts(visitor, cfg.attribution) if visitor.leads else None
+        changes = view(visitor, ts, attrs["channel"], attrs["campaign"], attrs["url"], cfg.window_sizes_ms,
+                       cfg.attribution.touch_limit, event_id)
+        if credited is not None:
+            changes.update(attribution_deltas(credited, attribution_facts(visitor, cfg.attribution),
+                                              cfg.window_sizes_ms))
+        return changes
+
+    @staticmethod
+    def _route(pending: dict[CellId, CellDelta], changes: dict[CellId, CellDelta]) -> None:
+        """Merge changes into the envelope's pending deltas (one per cell per envelope)."""
         for cell, delta in changes.items():
-            target = partition_for(cell.routing_key(), self.config.partitions)
-            deltas.setdefault(target, []).append([list(cell), where, delta.to_doc()])
+            known = pending.get(cell)
+            if known is None:
+                pending[cell] = delta
+            else:
+                known.merge(delta)
+
+    def _flush(self, deltas: dict[int, list[list[Any]]], pending: dict[CellId, CellDelta], offset: int) -> None:
+        """One delta per cell per envelope, at the envelope's position.
+
+        An envelope is a fixed message, so a replay recomputes the same (or, where state was already persisted,
+        a smaller) delta at the same position, which the cell stage recognises and skips.
+        """
+        where = position(offset, 0)
+        for cell, delta in pending.items():
+            if not delta.is_empty():
+                target = partition_for(cell.routing_key(), self.config.partitions)
+                deltas.setdefault(target, []).append([list(cell), where, delta.to_doc()])
+        pending.clear()
 
     def _visitor(self, table: BatchWrites, visitors: dict[bytes, VisitorState], visitor_id: str,
                  watermark: int | None) -> VisitorState:
@@ -282,8 +319,8 @@ class EntityStage:
 
     def _apply_lead_event(
         self, index: _PartitionIndex, leads: BatchWrites, cache: dict[bytes, LeadState], lead_id: str, kind: str,
-        topic: str, ts: int, attrs: dict[str, Any], change: PendingChange | None, where: int,
-        deltas: dict[int, list[list[Any]]], out: EntityOutput, reroutes: dict[int, list[list[Any]]],
+        topic: str, ts: int, attrs: dict[str, Any], change: PendingChange | None,
+        pending: dict[CellId, CellDelta], out: EntityOutput, reroutes: dict[int, list[list[Any]]],
     ) -> None:
         counts = out.counts
         key = lead_key(lead_id)
@@ -323,7 +360,7 @@ class EntityStage:
                 counts.stage_entries[(stage, after_attr.channel)] += 1
         changes = fact_changes(before, before_attr, after, after_attr)
         if changes:
-            self._route(deltas, where, deltas_for_facts(changes, self.config.window_sizes_ms))
+            self._route(pending, deltas_for_facts(changes, self.config.window_sizes_ms))
 
     def _reroute(self, reroutes: dict[int, list[list[Any]]], visitor: str, lead_id: str, ts: int,
                  value: dict[str, Any] | None) -> None:

@@ -251,3 +251,18 @@ def test_cell_state_removing_an_unknown_sample_changes_nothing():
 )
 def test_cell_state_doc_round_trip(state):
     assert CellState.from_doc(orjson.loads(orjson.dumps(state.to_doc()))) == state
+
+
+def test_merged_deltas_apply_like_the_sequence() -> None:
+    first = CellDelta(counts={"lead": 1}, spend_micros=5, samples_added={"lead>mql": [10, 20]}, sums={"revenue": 7})
+    second = CellDelta(counts={"lead": -1, "mql": 1}, samples_removed={"lead>mql": [20, 30]},
+                       samples_added={"lead>mql": [25]}, sums={"revenue": 3})
+    one_by_one, merged = CellState(samples={"lead>mql": [30]}), CellState(samples={"lead>mql": [30]})
+    one_by_one.apply(first)
+    one_by_one.apply(second)
+    first.merge(second)
+    merged.apply(first)
+    assert merged.counts == one_by_one.counts == {"lead": 0, "mql": 1}
+    assert merged.samples == one_by_one.samples == {"lead>mql": [10, 25]}
+    assert merged.sums == one_by_one.sums == {"revenue": 10}
+    assert merged.spend_micros == one_by_one.spend_micros == 5
