@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from stream.core.cells import FUNNEL, CellId, CellState
 from stream.core.funnel import LEAD_STAGE
-from stream.core.kpis import CONVERSION_TIME_BUCKETS, conversion_rate, cost_per_lead
+from stream.core.kpis import CONVERSION_TIME_BUCKETS, conversion_rate, cost_per_lead, money_ratio, ratio
 from stream.core.money import micros_to_float
 from stream.core.timeutil import format_duration
 from stream.pipeline.counts import BatchCounts
@@ -59,6 +59,10 @@ class Metrics:
     kpi_records: Counter
     cost_per_lead: Gauge
     conversion_ratio: Gauge
+    cost_per_mql: Gauge
+    cost_per_acquisition: Gauge
+    win_ratio: Gauge
+    return_on_ad_spend: Gauge
     time_to_conversion: Histogram
     watermark: Gauge
     last_event_time: Gauge
@@ -105,6 +109,16 @@ class Metrics:
                                    "Leads entering to_stage / leads entering from_stage in the latest event-time "
                                    "window of each size; absent while the denominator is zero.",
                                    ["from_stage", "to_stage", "channel", "window"], registry=registry),
+            cost_per_mql=Gauge("leadgen_cost_per_mql", "Spend / leads entering MQL in the latest window of each size; "
+                               "absent while there are none.", ["channel", "window"], registry=registry),
+            cost_per_acquisition=Gauge("leadgen_cost_per_acquisition",
+                                       "Spend / leads won (CAC) in the latest window of each size; absent while none "
+                                       "were won.", ["channel", "window"], registry=registry),
+            win_ratio=Gauge("leadgen_win_ratio", "Won / (won + lost) closed in the latest window of each size.",
+                            ["channel", "window"], registry=registry),
+            return_on_ad_spend=Gauge("leadgen_return_on_ad_spend_ratio",
+                                     "Won revenue / spend in the latest window of each size (ROAS).",
+                                     ["channel", "window"], registry=registry),
             time_to_conversion=Histogram(
                 "leadgen_time_to_conversion_seconds",
                 "Time from entering from_stage to entering to_stage, observed when a lead enters to_stage.",
@@ -166,8 +180,13 @@ class Metrics:
             self._latest_start[latest_key] = cell.start_ms
             channel = ALL if cell.channel is None else self.channels.fold(cell.channel)
             window = format_duration(cell.size_ms)
-            _set_or_clear(self.cost_per_lead, (channel, window),
-                          cost_per_lead(state.spend_micros, state.counts.get(LEAD_STAGE, 0)))
+            counts, spend = state.counts, state.spend_micros
+            won, lost, revenue = counts.get("won", 0), counts.get("lost", 0), state.sums.get("revenue", 0)
+            _set_or_clear(self.cost_per_lead, (channel, window), cost_per_lead(spend, counts.get(LEAD_STAGE, 0)))
+            _set_or_clear(self.cost_per_mql, (channel, window), money_ratio(spend, counts.get("mql", 0)))
+            _set_or_clear(self.cost_per_acquisition, (channel, window), money_ratio(spend, won))
+            _set_or_clear(self.win_ratio, (channel, window), ratio(won, won + lost))
+            _set_or_clear(self.return_on_ad_spend, (channel, window), ratio(revenue, spend))
             for from_stage, to_stage in zip(funnel, funnel[1:], strict=False):
                 _set_or_clear(self.conversion_ratio, (from_stage, to_stage, channel, window),
                               conversion_rate(state.counts.get(to_stage, 0), state.counts.get(from_stage, 0)))
