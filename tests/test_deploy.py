@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
-from stream.metrics import Metrics
 from stream.settings import ENVIRONMENT, Settings
+from tests.ops.deploy_files import exported_series
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -256,21 +255,6 @@ def _prometheus() -> dict[str, Any]:
 
 def _rule_files() -> list[Path]:
     return sorted(RULES_DIR.glob("*.yml")) + sorted(RULES_DIR.glob("*.yaml"))
-
-
-def _exported_metric_names() -> set[str]:
-    """Every series name a worker's /metrics can show (counters with _total, histograms' parts)."""
-    registry = CollectorRegistry()
-    Metrics.create(registry, frozenset(), 20)
-    names: set[str] = {"leadgen_worker_ready"}  # registered beside the Metrics bundle, in stream/app.py
-    for family in registry.collect():
-        if family.type == "counter":
-            names.add(f"{family.name}_total")
-        elif family.type == "histogram":
-            names.update(f"{family.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
-        else:
-            names.add(family.name)
-    return names
 
 
 def _promtool() -> str:
@@ -528,7 +512,7 @@ def test_prometheus_scrapes_the_workers_and_alerts_to_alertmanager() -> None:
 
 
 def test_recording_rules_use_exported_metrics() -> None:
-    exported = _exported_metric_names()
+    exported = exported_series()
     records = set()
     used_records: dict[str, set[str]] = {}
     for path in _rule_files():
