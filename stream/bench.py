@@ -53,6 +53,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from stream.broker import stop_process
 from stream.settings import ENVIRONMENT, Settings
 
 DEFAULT_EVENTS = 100_000
@@ -202,17 +203,8 @@ class ManagedProcess:
     def stop(self) -> None:
         """Stop the process and reap it; killed when it does not stop in time (or on Ctrl-C while waiting)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=self._stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, self._stop_timeout_s)
 
 
 def tail(path: Path, lines: int = 15) -> str:

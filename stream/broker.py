@@ -12,6 +12,21 @@ from types import TracebackType
 from confluent_kafka.admin import AdminClient
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL (also when interrupted while waiting); always reaped."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 class BrokerError(RuntimeError):
     """The embedded broker could not be started."""
 
@@ -77,14 +92,8 @@ class EmbeddedBroker:
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and reap it."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, timeout_s=5)
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()

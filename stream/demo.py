@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import EmbeddedBroker, free_port, stop_process
 from stream.core.kpis import FAMILIES
 from stream.core.money import parse_rate_table
 from stream.core.timeutil import format_rfc3339, window_start
@@ -163,13 +162,7 @@ def _worker(settings_env: dict[str, str], log_path: Path) -> Iterator[subprocess
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout_s=30)
 
 
 def run_demo(args: list[str], settings: Settings) -> int:

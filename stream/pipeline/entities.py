@@ -38,7 +38,7 @@ from stream.core.visitors import from_doc as visitor_from_doc
 from stream.core.visitors import to_doc as visitor_doc
 from stream.core.watermark import HOLD, WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
-from stream.pipeline.routing import partition_for, position
+from stream.pipeline.routing import partition_for
 from stream.pipeline.state import BatchWrites, Store, persist_join, restore_join
 
 CELL_ENVELOPE_ITEMS = 1000  # cell deltas per message (a few hundred bytes each)
@@ -293,12 +293,12 @@ class EntityStage:
                 known.merge(delta)
 
     def _flush(self, deltas: dict[int, list[list[Any]]], pending: dict[CellId, CellDelta], offset: int) -> None:
-        """One delta per cell per envelope, at the envelope's position.
+        """One delta per cell per envelope, at the envelope's offset (its position in this partition).
 
         An envelope is a fixed message, so a replay recomputes the same (or, where state was already persisted,
         a smaller) delta at the same position, which the cell stage recognises and skips.
         """
-        where = position(offset, 0)
+        where = offset
         for cell, delta in pending.items():
             if not delta.is_empty():
                 target = partition_for(cell.routing_key(), self.config.partitions)
