@@ -85,6 +85,11 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "fetch_max_wait": ("KPI_FETCH_MAX_WAIT", "100ms",
                        "Longest a consumer fetch waits for data on an idle topic (Faust hard-codes 1.5 s); "
                        "bounds the latency of each hop of the pipeline."),
+    "verify_changelog_end": ("KPI_VERIFY_CHANGELOG_END", "true",
+                             "Before restoring a table, read past the end offset the broker reports for each "
+                             "changelog partition and restore up to the last record actually there (`true`), "
+                             "or trust the reported offset (`false`). Needed on brokers that under-report end "
+                             "offsets (Tansu); costs about two fetch waits per rebalance."),
     "watermark_interval": ("KPI_WATERMARK_INTERVAL", "500ms", "How often input progress is sent downstream."),
     "processing_guarantee": ("KPI_PROCESSING_GUARANTEE", "at_least_once",
                              "`at_least_once` (results made idempotent) or `exactly_once` (Kafka transactions; "
@@ -144,6 +149,7 @@ class Settings:
     batch_max: int
     batch_interval_ms: int
     fetch_max_wait_ms: int
+    verify_changelog_end: bool
     watermark_interval_ms: int
     processing_guarantee: str
     store: str
@@ -246,6 +252,7 @@ class Settings:
             batch_max=_integer(raw, "batch_max", 1, 100_000),
             batch_interval_ms=_duration(raw, "batch_interval"),
             fetch_max_wait_ms=_duration(raw, "fetch_max_wait"),
+            verify_changelog_end=_boolean(raw, "verify_changelog_end"),
             watermark_interval_ms=_duration(raw, "watermark_interval"),
             processing_guarantee=_choice(raw, "processing_guarantee", PROCESSING_GUARANTEES),
             store=_nonempty(raw, "store"),
@@ -271,6 +278,15 @@ def _choice(raw: dict[str, str], name: str, options: tuple[str, ...], upper: boo
     if value not in options:
         raise SettingsError(f"{_var(name)}={raw[name]!r} is not one of {', '.join(options)}")
     return value
+
+
+def _boolean(raw: dict[str, str], name: str) -> bool:
+    value = raw[name].lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise SettingsError(f"{_var(name)}={raw[name]!r} is not true or false")
 
 
 def _integer(raw: dict[str, str], name: str, low: int, high: int) -> int:

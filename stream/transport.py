@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with a configurable fetch wait.
+"""Faust's aiokafka transport with a configurable fetch wait and checked changelog ends.
 
 faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its worker
 consumer. On brokers that answer a fetch only when the wait runs out (the
@@ -6,25 +6,91 @@ embedded Tansu broker) every hop of the pipeline then costs that long, and a
 KPI record trails its event by seconds; a short wait keeps updates within
 about a second. It only matters while a topic is idle: a busy fetch returns
 as soon as there is data.
+
+Table recovery reads each changelog partition up to the end offset the broker
+reports. Tansu under-reports it (measured: 78 reported where 105 records were
+there to read), so a restarted worker restored only part of its tables. With
+``verify_changelog_end`` the reported ends are checked by reading on from them
+with a separate, group-less consumer until the partitions stay quiet, and
+recovery targets the last record actually there. On a broker that reports
+correct ends (Apache Kafka) that read finds nothing and costs about two fetch
+waits per rebalance.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TransportT
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
+from faust.types import TP, TransportT
+
+log = logging.getLogger(__name__)
+
+# Consecutive empty polls after which a probed partition counts as read to its end.
+_QUIET_POLLS = 2
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     fetch_max_wait_ms: ClassVar[int] = 1500
+    verify_changelog_end: ClassVar[bool] = False
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this when the fetcher starts, which is after construction.
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        reported: Mapping[TP, int] = await super()._highwaters(partitions)
+        if not self.verify_changelog_end or self.consumer.in_transaction or not partitions:
+            return reported
+        return await self._read_to_end(reported)
+
+    async def _read_to_end(self, reported: Mapping[TP, int]) -> dict[TP, int]:
+        """End offsets found by reading on from ``reported`` until every partition stays quiet."""
+        ends = {tp: offset for tp, offset in reported.items() if offset is not None}
+        probe = self._probe_consumer()
+        await probe.start()
+        try:
+            probe.assign(list(ends))
+            for tp, offset in ends.items():
+                probe.seek(tp, offset)
+            quiet = 0
+            while quiet < _QUIET_POLLS:
+                batch = await probe.getmany(timeout_ms=2 * self.fetch_max_wait_ms)
+                quiet = 0 if batch else quiet + 1
+                for tp, records in batch.items():
+                    key = TP(tp.topic, tp.partition)
+                    ends[key] = max(ends[key], records[-1].offset + 1)
+        finally:
+            await probe.stop()
+        _log_corrections(reported, ends)
+        return {**reported, **ends}
+
+    def _probe_consumer(self) -> aiokafka.AIOKafkaConsumer:
+        conf = self.app.conf
+        transport: Any = self.transport
+        return aiokafka.AIOKafkaConsumer(
+            client_id=f"{conf.broker_client_id}-end-probe",
+            bootstrap_servers=server_list(transport.url, transport.default_port),
+            enable_auto_commit=False,
+            # A reported end past the real one is out of range: stay there rather than reread the partition.
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
+            request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
+            **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
+        )
+
+
+def _log_corrections(reported: Mapping[TP, int], found: Mapping[TP, int]) -> None:
+    corrected = sorted((tp, reported[tp], end) for tp, end in found.items() if end != reported[tp])
+    for tp, was, end in corrected:
+        log.info("changelog %s[%d]: broker reported end offset %d, records run to %d", tp.topic, tp.partition, was, end)
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -35,10 +101,20 @@ class _Consumer(faust_aiokafka.Consumer):
 
 
 class KpiApp(faust.App):
-    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch."""
+    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch.
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int = 1500, **kwargs: Any) -> None:
-        thread = type("ConsumerThread", (_ConsumerThread,), {"fetch_max_wait_ms": fetch_max_wait_ms})
+    With ``verify_changelog_end`` table recovery reads to the last changelog record actually there rather
+    than to the end offset the broker reports.
+    """
+
+    def __init__(
+        self, *args: Any, fetch_max_wait_ms: int = 1500, verify_changelog_end: bool = False, **kwargs: Any
+    ) -> None:
+        thread = type(
+            "ConsumerThread",
+            (_ConsumerThread,),
+            {"fetch_max_wait_ms": fetch_max_wait_ms, "verify_changelog_end": verify_changelog_end},
+        )
         consumer = type("Consumer", (_Consumer,), {"thread_class": thread})
         self._transport_class = type("Transport", (faust_aiokafka.Transport,), {"Consumer": consumer})
         super().__init__(*args, **kwargs)

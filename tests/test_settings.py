@@ -93,6 +93,8 @@ def test_default_topics(defaults):
         ({"KPI_LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
         ({"KPI_CAMPAIGN_LABELS": "q4, spring,,q4"}, "campaign_labels", frozenset({"q4", "spring"})),
         ({"KPI_TOPIC_LEADS": "crm.leads"}, "topic_leads", "crm.leads"),
+        ({"KPI_VERIFY_CHANGELOG_END": "False"}, "verify_changelog_end", False),
+        ({"KPI_VERIFY_CHANGELOG_END": " 1 "}, "verify_changelog_end", True),
     ],
     ids=[
         "sizes-sorted",
@@ -108,6 +110,8 @@ def test_default_topics(defaults):
         "log-level-case",
         "campaign-labels",
         "topic",
+        "verify-off",
+        "verify-on",
     ],
 )
 def test_override(env, name, expected):
@@ -124,6 +128,7 @@ def test_rates_and_currency_override():
     ("env", "variable"),
     [
         ({"KPI_ALLOWED_LATENESS": "ten minutes"}, "KPI_ALLOWED_LATENESS"),
+        ({"KPI_VERIFY_CHANGELOG_END": "maybe"}, "KPI_VERIFY_CHANGELOG_END"),
         ({"KPI_DEDUP_RETENTION": "1w"}, "KPI_DEDUP_RETENTION"),
         ({"KPI_UNKNOWN_LEAD_TIMEOUT": "0s"}, "KPI_UNKNOWN_LEAD_TIMEOUT"),
         ({"KPI_BATCH_INTERVAL": "-200ms"}, "KPI_BATCH_INTERVAL"),
@@ -166,6 +171,7 @@ def test_rates_and_currency_override():
     ],
     ids=[
         "duration-words",
+        "verify-not-boolean",
         "duration-weeks",
         "duration-zero",
         "duration-negative",
