@@ -6,17 +6,19 @@ input topics --ingest--> <app>-entities --entities--> <app>-cells --cells--> kpi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import IllegalStateError
 from faust.streams import _current_event
 from faust.types import TP, TableT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
@@ -33,6 +35,11 @@ from stream.settings import Settings
 from stream.transport import KpiApp
 
 log = logging.getLogger(__name__)
+
+
+# Loggers that write whole message values at DEBUG. Input payloads may hold personal data (e-mail addresses,
+# names), so these never log below INFO, whatever KPI_LOG_LEVEL says.
+PAYLOAD_LOGGERS = ("faust.topics", "faust.transport.drivers.aiokafka", "aiokafka.producer.producer")
 
 
 class QuietWorker(faust.Worker):
@@ -99,6 +106,44 @@ def _write(table: TableT[bytes, bytes], writes: dict[bytes, bytes | None]) -> No
             table[key] = value
 
 
+# Longest a rebalance waits for running batches (well inside the broker's rebalance timeout).
+REVOKE_WAIT_S = 30.0
+
+
+class InFlight:
+    """Counts agent batches between being taken and being acked, so a rebalance can wait for them.
+
+    A batch still running when partitions are revoked would write its table updates after the revocation:
+    into the changelog after the new owner (or this worker, re-reading what it keeps) restored the table from
+    it. Waiting for such batches before giving partitions up keeps every write ahead of every restore.
+    """
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Mark one batch as running for the duration of the block."""
+        self._running += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no batch runs; False when ``timeout_s`` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
 def _ack(events: list[faust.EventT[bytes]]) -> None:
     for event in events:
         event.ack()
@@ -115,6 +160,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         clock: processing-time clock in seconds, injected for tests.
     """
     registry = registry or CollectorRegistry()
+    for name in PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     metrics = Metrics.create(registry, settings.campaign_labels, settings.campaign_label_limit)
     ready = Gauge("leadgen_worker_ready", "1 once the worker has recovered its state and processes events.",
                   registry=registry)
@@ -154,16 +201,16 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     cells_topic = app.topic(internal_topic(settings, "cells"), partitions=n, **raw)
     dead_letters = app.topic(settings.topic_dead_letters, **raw)
     kpi_topics = {family: app.topic(settings.kpi_topic(family), **raw) for family in FAMILIES}
-    lead_table = app.Table("leads", key_type=bytes, value_type=bytes, partitions=n)
-    seen_table = app.Table("seen", key_type=bytes, value_type=bytes, partitions=n)
+    entity_table = app.Table("entity-state", key_type=bytes, value_type=bytes, partitions=n)
     cell_table = app.Table("cells", key_type=bytes, value_type=bytes, partitions=n)
 
     ingest_stage = IngestStage(Validator(settings.rates, settings.max_event_bytes), n,
-                               settings.idle_partition_timeout_ms)
+                               settings.idle_partition_timeout_ms, settings.max_future_skew_ms)
     sources = frozenset(source_name(topic, p) for topic in settings.input_topics.values()
                         for p in range(input_partitions[topic]))
-    entity_stage = EntityStage(settings.entity_config(sources), lead_table, seen_table)
+    entity_stage = EntityStage(settings.entity_config(sources), entity_table)
     cell_stage = CellStage(settings.cell_config(), cell_table)
+    in_flight = InFlight()
     guards = {"ingest": OffsetGuard(), "entities": OffsetGuard(), "cells": OffsetGuard()}
     within = settings.batch_interval_ms / 1000
 
@@ -173,74 +220,78 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     async def send_dead_letters(records: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         return [await dead_letters.send(key=key.encode(), value=orjson.dumps(record)) for key, record in records]
 
-    async def ingest(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
-        async for events in stream.noack_take(settings.batch_max, within=within):
-            started = time.perf_counter()
-            fresh = guards["ingest"].fresh(events)
-            messages = [InputMessage(kind_of[e.message.topic], e.message.topic, e.message.partition,
-                                     e.message.offset, e.message.key, e.message.value) for e in fresh]
-            now = now_ms()
-            out = ingest_stage.process(messages, now)
-            report = ingest_stage.progress.report(owned_sources(), now)
-            for partition, items in out.envelopes.items():
-                for envelope in encode_envelopes(items, report):
-                    await entities_topic.send(value=envelope, partition=partition)
-            await send_dead_letters(out.dead_letters)
-            ingest_stage.commit_progress(out, now)
+    def agent(handle: Callable[[list[faust.EventT[bytes]]], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        """An agent that hands ``handle`` batches of events and acks them once it returns."""
+
+        async def run(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
+            async for events in stream.noack_take(settings.batch_max, within=within):
+                async with in_flight.batch():
+                    await handle(events)
+                    _ack(events)  # only after success: a failed batch is processed again after a restart
+
+        return run
+
+    async def ingest_batch(events: list[faust.EventT[bytes]]) -> None:
+        started = time.perf_counter()
+        fresh = guards["ingest"].fresh(events)
+        messages = [InputMessage(kind_of[e.message.topic], e.message.topic, e.message.partition,
+                                 e.message.offset, e.message.key, e.message.value) for e in fresh]
+        now = now_ms()
+        out = ingest_stage.process(messages, now)
+        report = ingest_stage.progress.report(owned_sources(), now)
+        for partition, items in out.envelopes.items():
+            for envelope in encode_envelopes(items, report):
+                await entities_topic.send(value=envelope, partition=partition)
+        await send_dead_letters(out.dead_letters)
+        ingest_stage.commit_progress(out, now)
+        metrics.count(out.counts)
+        for source, ts in out.observed:
+            metrics.last_event_time.labels(source.rsplit(":", 1)[0]).set(ts / 1000)
+        metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    async def entity_batch(events: list[faust.EventT[bytes]]) -> None:
+        started = time.perf_counter()
+        for partition, group in _by_partition(guards["entities"].fresh(events)).items():
+            out = entity_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
+                                       now_ms())
+            pending = [await cells_topic.send(value=envelope, partition=target)
+                       for target, envelopes in out.envelopes.items() for envelope in envelopes]
+            pending += [await entities_topic.send(value=envelope, partition=target)
+                        for target, envelope in out.reroutes.items()]
+            pending += await send_dead_letters(out.dead_letters)
+            for future in pending:  # delivered before the state that produced them is persisted
+                await future
+            with partition_of(group[-1]):
+                _write(entity_table, out.writes)
             metrics.count(out.counts)
-            for source, ts in out.observed:
-                metrics.last_event_time.labels(source.rsplit(":", 1)[0]).set(ts / 1000)
-            metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
-            _ack(events)  # only after success: a failed batch is processed again after a restart
+            if out.watermark is not None:
+                metrics.watermark.labels("entities").set(out.watermark / 1000)
+        metrics.pending_stage_changes.set(entity_stage.pending_count())
+        metrics.batch_seconds.labels("entities").observe(time.perf_counter() - started)
 
-    async def entities(stream: Any) -> None:
-        async for events in stream.noack_take(settings.batch_max, within=within):
-            started = time.perf_counter()
-            for partition, group in _by_partition(guards["entities"].fresh(events)).items():
-                out = entity_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
-                                           now_ms())
-                pending = [await cells_topic.send(value=envelope, partition=target)
-                           for target, envelopes in out.envelopes.items() for envelope in envelopes]
-                pending += [await entities_topic.send(value=envelope, partition=target)
-                            for target, envelope in out.reroutes.items()]
-                pending += await send_dead_letters(out.dead_letters)
-                for future in pending:  # delivered before the state that produced them is persisted
-                    await future
-                with partition_of(group[-1]):
-                    _write(lead_table, out.lead_writes)
-                    _write(seen_table, out.seen_writes)
-                metrics.count(out.counts)
-                if out.watermark is not None:
-                    metrics.watermark.labels("entities").set(out.watermark / 1000)
-            metrics.pending_stage_changes.set(entity_stage.pending_count())
-            metrics.batch_seconds.labels("entities").observe(time.perf_counter() - started)
-            _ack(events)  # only after success: a failed batch is processed again after a restart
+    async def cell_batch(events: list[faust.EventT[bytes]]) -> None:
+        started = time.perf_counter()
+        for partition, group in _by_partition(guards["cells"].fresh(events)).items():
+            out = cell_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
+                                     now_ms())
+            pending = []
+            for record in out.records:
+                topic = kpi_topics[record.family]
+                pending.append(await topic.send(key=record.key.encode(), value=orjson.dumps(record.record)))
+                metrics.kpi_records.labels(topic.get_topic_name()).inc()
+            for future in pending:
+                await future
+            with partition_of(group[-1]):
+                _write(cell_table, out.writes)
+            metrics.count(out.counts)
+            metrics.show_cells(out.touched.items(), settings.funnel)
+            if out.watermark is not None:
+                metrics.watermark.labels("cells").set(out.watermark / 1000)
+        metrics.batch_seconds.labels("cells").observe(time.perf_counter() - started)
 
-    async def cells(stream: Any) -> None:
-        async for events in stream.noack_take(settings.batch_max, within=within):
-            started = time.perf_counter()
-            for partition, group in _by_partition(guards["cells"].fresh(events)).items():
-                out = cell_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
-                                         now_ms())
-                pending = []
-                for record in out.records:
-                    topic = kpi_topics[record.family]
-                    pending.append(await topic.send(key=record.key.encode(), value=orjson.dumps(record.record)))
-                    metrics.kpi_records.labels(topic.get_topic_name()).inc()
-                for future in pending:
-                    await future
-                with partition_of(group[-1]):
-                    _write(cell_table, out.writes)
-                metrics.count(out.counts)
-                metrics.show_cells(out.touched.items(), settings.funnel)
-                if out.watermark is not None:
-                    metrics.watermark.labels("cells").set(out.watermark / 1000)
-            metrics.batch_seconds.labels("cells").observe(time.perf_counter() - started)
-            _ack(events)  # only after success: a failed batch is processed again after a restart
-
-    app.agent(inputs, name="ingest")(ingest)
-    app.agent(entities_topic, name="entities")(entities)
-    app.agent(cells_topic, name="cells")(cells)
+    app.agent(inputs, name="ingest")(agent(ingest_batch))
+    app.agent(entities_topic, name="entities")(agent(entity_batch))
+    app.agent(cells_topic, name="cells")(agent(cell_batch))
 
     async def report_progress() -> None:
         """Input progress reaches every entity partition even when no event does (idle partitions advance)."""
@@ -263,10 +314,13 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
             for tp in app.consumer.assignment():
                 if tp.topic not in agent_topics[agent]:
                     continue
-                highwater = app.consumer.highwater(tp)
-                if highwater is None:
-                    continue
-                next_offset = guard.last[tp] + 1 if tp in guard.last else await app.consumer.position(tp)
+                try:
+                    highwater = app.consumer.highwater(tp)
+                    if highwater is None:
+                        continue
+                    next_offset = guard.last[tp] + 1 if tp in guard.last else await app.consumer.position(tp)
+                except (AssertionError, IllegalStateError):
+                    continue  # revoked by a rebalance since assignment() was read (aiokafka raises either)
                 lag[tp.topic] += max(highwater - (next_offset or 0), 0)
         metrics.consumer_lag.clear()
         for topic, messages in lag.items():
@@ -280,8 +334,14 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
 
     app.task(mark_ready)
 
-    def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+    async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         metrics.rebalances.inc()
+        # Batches taken before the revocation finish and their table writes reach the changelogs before any
+        # partition changes hands (see InFlight); faust flushed the producer before this signal, so again.
+        if not await in_flight.wait_idle(REVOKE_WAIT_S):
+            log.warning("batches still running %.0f s after partitions were revoked; their table writes may "
+                        "land after the new owner restored them", REVOKE_WAIT_S)
+        await app.producer.flush()
         for guard in guards.values():
             guard.forget(revoked)
         ingest_stage.progress.forget(source_name(tp.topic, tp.partition) for tp in revoked)

@@ -89,6 +89,12 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerError(f"the broker did not answer within {timeout_s:.0f} s; see {self.log_path}")
 
+    def send_signal(self, sig: int) -> None:
+        """Send a signal to the running broker (fault drills: SIGSTOP pauses it, SIGCONT resumes it)."""
+        if self._process is None:
+            raise BrokerError("the broker is not running")
+        self._process.send_signal(sig)
+
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and reap it."""
         process, self._process = self._process, None

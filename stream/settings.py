@@ -77,6 +77,10 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "idle_partition_timeout": ("KPI_IDLE_PARTITION_TIMEOUT", "10s",
                                "Processing time after which a silent input partition stops holding the "
                                "watermark back and advances with the clock."),
+    "max_future_skew": ("KPI_MAX_FUTURE_SKEW", "7d",
+                        "Events whose `ts` is further ahead of the processing clock are rejected as "
+                        "`invalid_field`: one event stamped in year 9999 would otherwise carry its partition's "
+                        "event time, and with it every window, years ahead."),
     "max_event_bytes": ("KPI_MAX_EVENT_BYTES", "65536", "Larger input messages are rejected as `too_large`."),
     "batch_max": ("KPI_BATCH_MAX", "5000", "Most events an agent takes in one batch."),
     "batch_interval": ("KPI_BATCH_INTERVAL", "200ms",
@@ -145,6 +149,7 @@ class Settings:
     churn_rate: Decimal | None
     gross_margin: Decimal | None
     idle_partition_timeout_ms: int
+    max_future_skew_ms: int
     max_event_bytes: int
     batch_max: int
     batch_interval_ms: int
@@ -248,6 +253,7 @@ class Settings:
             churn_rate=_fraction(raw, "churn_rate"),
             gross_margin=_fraction(raw, "gross_margin"),
             idle_partition_timeout_ms=_duration(raw, "idle_partition_timeout"),
+            max_future_skew_ms=_duration(raw, "max_future_skew"),
             max_event_bytes=_integer(raw, "max_event_bytes", 64, 100 * 1024 * 1024),
             batch_max=_integer(raw, "batch_max", 1, 100_000),
             batch_interval_ms=_duration(raw, "batch_interval"),

@@ -44,6 +44,7 @@ from stream.pipeline.state import BatchWrites, Store, persist_join, restore_join
 CELL_ENVELOPE_ITEMS = 1000  # cell deltas per message (a few hundred bytes each)
 _LEAD_PREFIX = b"l:"
 _VISITOR_PREFIX = b"v:"
+_SEEN_PREFIX = b"s:"
 LEAD_VALUE = "lead-value"  # internal item: a lead's creation time, pipeline and revenue, for its visitor
 
 
@@ -75,8 +76,8 @@ class EntityOutput:
     envelopes: dict[int, list[bytes]] = field(default_factory=dict)
     dead_letters: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     reroutes: dict[int, bytes] = field(default_factory=dict)  # envelopes for other entity partitions
-    lead_writes: dict[bytes, bytes | None] = field(default_factory=dict)
-    seen_writes: dict[bytes, bytes | None] = field(default_factory=dict)
+    # Writes to the entity table, in order; the processed input offsets come last (see EntityStage).
+    writes: dict[bytes, bytes | None] = field(default_factory=dict)
     counts: BatchCounts = field(default_factory=BatchCounts)
     watermark: int | None = None
 
@@ -114,17 +115,21 @@ def lead_key(lead_id: str) -> bytes:
 
 
 def seen_key(kind: str, event_id: str) -> bytes:
-    """Key of an event id in the dedup table (ids are unique per topic)."""
-    return kind.encode("utf-8") + b"\x00" + event_id.encode("utf-8")
+    """Key of an event id kept for deduplication (ids are unique per topic)."""
+    return _SEEN_PREFIX + kind.encode("utf-8") + b"\x00" + event_id.encode("utf-8")
 
 
 class EntityStage:
-    """Owns the lead and dedup tables of the entity partitions assigned to this worker."""
+    """Owns the entity table of the entity partitions assigned to this worker.
 
-    def __init__(self, config: EntityConfig, leads: Store, seen: Store) -> None:
+    One table holds leads, visitors, the event ids kept for deduplication and each partition's watermark, so
+    all of a batch's writes go to one changelog partition, in order: event ids after the state changes they
+    caused, so that a restart never finds an id without its effect.
+    """
+
+    def __init__(self, config: EntityConfig, table: Store) -> None:
         self.config = config
-        self._leads = leads
-        self._seen = seen
+        self._leads = table
         self._index: dict[int, _PartitionIndex] = {}
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -146,10 +151,11 @@ class EntityStage:
         for key, value in self._leads.items():
             if key.startswith(_LEAD_PREFIX) and b'"pe"' in value and self._owns(key[2:], partition):
                 index.pending_leads.add(key)
-        for key, value in self._seen.items():
-            ts, owner = orjson.loads(value)
-            if owner == partition:
-                index.seen_by_time.append((ts, key))
+        for key, value in self._leads.items():
+            if key.startswith(_SEEN_PREFIX):
+                ts, owner = orjson.loads(value)
+                if owner == partition:
+                    index.seen_by_time.append((ts, key))
         heapq.heapify(index.seen_by_time)
         self._index[partition] = index
         return index
@@ -161,7 +167,7 @@ class EntityStage:
         """Process the envelopes read from one entity partition, in offset order."""
         cfg = self.config
         index = self._partition_index(partition)
-        leads, seen = BatchWrites(self._leads), BatchWrites(self._seen)
+        leads, seen = BatchWrites(self._leads), BatchWrites(self._leads)
         out = EntityOutput()
         deltas: dict[int, list[list[Any]]] = {}
         cache: dict[bytes, LeadState] = {}
@@ -226,15 +232,16 @@ class EntityStage:
             if peer_reports and index.peers.update(peer_reports):
                 persist_join(leads, partition, index.peers, "peers")
         watermark = combined_watermark(index)
+        hold = None
         if watermark is not None:
-            self._expire(index, partition, watermark, leads, seen, cache, out, now_ms)
+            hold = self._expire(index, partition, watermark, leads, seen, cache, out, now_ms)
         for key, state in cache.items():
             leads.set(key, orjson.dumps(to_doc(state)) if state.arrived or state.pending else None)
         for key, visitor in visitors.items():
             leads.set(key, None if visitor.is_empty() else orjson.dumps(visitor_doc(visitor)))
         out.watermark = watermark
         # No watermark yet holds the cell stage back (HOLD), where None would leave this partition out.
-        reported = HOLD if watermark is None else watermark
+        reported = HOLD if watermark is None else watermark if hold is None else min(watermark, hold)
         send_watermark = reported != index.last_sent_watermark
         targets = range(cfg.partitions) if send_watermark else deltas.keys()
         previous = HOLD if index.last_sent_watermark is None else index.last_sent_watermark
@@ -249,7 +256,7 @@ class EntityStage:
         # Tell the other entity partitions how far the inputs are processed here, after the lead values this
         # batch sends them: none of them may let a window close before those values are in (see peer_name).
         own = index.join.watermark()
-        peer_report = HOLD if own is None else own
+        peer_report = HOLD if own is None else own if hold is None else min(own, hold)
         for other in range(cfg.partitions):
             if other != partition and (other in reroutes or peer_report != index.last_peer_report):
                 out.reroutes[other] = orjson.dumps({"ev": reroutes.get(other, []),
@@ -258,8 +265,10 @@ class EntityStage:
             if other == partition:
                 out.reroutes[other] = orjson.dumps({"ev": items, "wm": {}})
         index.last_peer_report = peer_report
-        out.lead_writes = leads.take()
-        out.seen_writes = seen.take()
+        # State first, then the event ids it took in: the changelog keeps this order, so a restart that finds an
+        # event id finds its effect on the state too (a crash in between is replayed: the ids already written
+        # are counted as duplicates, and applying an event to a state that has it already changes nothing).
+        out.writes = {**leads.take(), **seen.take()}
         return out
 
     def _reject_late(self, out: EntityOutput, topic: str, partition: int, offset: int, ts: int,
@@ -370,9 +379,18 @@ class EntityStage:
     def _expire(
         self, index: _PartitionIndex, partition: int, watermark: int, leads: BatchWrites, seen: BatchWrites,
         cache: dict[bytes, LeadState], out: EntityOutput, now_ms: int,
-    ) -> None:
+    ) -> int | None:
+        """Dead-letter stage changes whose lead did not come in time, and forget old event ids.
+
+        Returns the progress this partition may report while stage changes wait for their lead, or None when
+        none waits: just short of closing the first window any of them falls in. A waiting change counts
+        when its lead arrives, in the windows of its own time, so those must stay open until then (or until
+        it is dead-lettered); otherwise the result would depend on whether the lead came before or after the
+        window closed.
+        """
         cfg = self.config
         cutoff = watermark - cfg.unknown_lead_timeout_ms
+        hold: int | None = None
         for key in list(index.pending_leads):
             state = cache.get(key)
             if state is None:
@@ -382,6 +400,7 @@ class EntityStage:
                     continue
                 state = from_doc(orjson.loads(stored))
             if not any(change.ts < cutoff for change in state.pending):
+                hold = _earliest_close(hold, state, cfg)
                 continue
             cache[key] = state
             for change in expire_pending(state, cutoff):
@@ -393,9 +412,19 @@ class EntityStage:
                     topic, source_partition, source_offset, Reason.UNKNOWN_LEAD, detail, change.raw, None, now_ms)))
             if not state.pending:
                 index.pending_leads.discard(key)
+            else:
+                hold = _earliest_close(hold, state, cfg)
         horizon = watermark - cfg.dedup_retention_ms
         heap = index.seen_by_time
         while heap and heap[0][0] < horizon:
             _, key = heapq.heappop(heap)
             seen.set(key, None)
+        return hold
 
+
+
+def _earliest_close(hold: int | None, state: LeadState, cfg: EntityConfig) -> int | None:
+    """``hold`` lowered to just before the first window of any of the lead's waiting changes closes."""
+    closes = [earliest_window_end(change.ts, cfg.window_sizes_ms) + cfg.allowed_lateness_ms - 1
+              for change in state.pending]
+    return min(closes + ([] if hold is None else [hold]), default=None)

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from stream.core.deadletter import dead_letter, dead_letter_key
-from stream.core.events import Event, Kind, Rejection
+from stream.core.events import Event, Kind, Reason, Rejection
+from stream.core.timeutil import format_duration
 from stream.core.validation import Validator
 from stream.core.watermark import SourceProgress
 from stream.pipeline.counts import BatchCounts
@@ -40,8 +41,10 @@ class IngestOutput:
 class IngestStage:
     """Validation and routing; keeps per-input-partition progress for the watermark."""
 
-    def __init__(self, validator: Validator, entity_partitions: int, idle_timeout_ms: int) -> None:
+    def __init__(self, validator: Validator, entity_partitions: int, idle_timeout_ms: int,
+                 max_future_skew_ms: int = 7 * 86_400_000) -> None:
         self._validator = validator
+        self._max_future_skew_ms = max_future_skew_ms
         self._entity_partitions = entity_partitions
         self.progress = SourceProgress(idle_timeout_ms)
 
@@ -50,6 +53,9 @@ class IngestStage:
         out = IngestOutput()
         for message in messages:
             checked = self._validator.validate(message.kind, message.value)
+            if not isinstance(checked, Rejection) and checked.ts > now_ms + self._max_future_skew_ms:
+                checked = Rejection(Reason.INVALID_FIELD, "data.ts is more than "
+                                    f"{format_duration(self._max_future_skew_ms)} ahead of the processing clock")
             if isinstance(checked, Rejection):
                 out.counts.rejected[(message.topic, str(checked.reason))] += 1
                 record = dead_letter(message.topic, message.partition, message.offset, checked.reason,

@@ -32,8 +32,7 @@ class LocalFlow:
     ingest: IngestStage = field(init=False)
     entities: EntityStage = field(init=False)
     cells: CellStage = field(init=False)
-    lead_table: dict[bytes, bytes] = field(default_factory=dict)
-    seen_table: dict[bytes, bytes] = field(default_factory=dict)
+    entity_table: dict[bytes, bytes] = field(default_factory=dict)
     cell_table: dict[bytes, bytes] = field(default_factory=dict)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     record_log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -44,10 +43,10 @@ class LocalFlow:
     def __post_init__(self) -> None:
         cfg = self.settings
         validator = Validator(cfg.rates, cfg.max_event_bytes)
-        self.ingest = IngestStage(validator, cfg.partitions, cfg.idle_partition_timeout_ms)
+        self.ingest = IngestStage(validator, cfg.partitions, cfg.idle_partition_timeout_ms, cfg.max_future_skew_ms)
         sources = frozenset(source_name(topic, p) for topic in cfg.input_topics.values()
                             for p in range(self.input_partitions))
-        self.entities = EntityStage(cfg.entity_config(sources), self.lead_table, self.seen_table)
+        self.entities = EntityStage(cfg.entity_config(sources), self.entity_table)
         self.cells = CellStage(cfg.cell_config(), self.cell_table)
 
     def _next_offset(self, log: str, partition: int) -> int:
@@ -94,8 +93,7 @@ class LocalFlow:
         for cell_partition, cell_envelopes in sorted(out.envelopes.items()):
             for cell_envelope in cell_envelopes:
                 self._run_cells(cell_partition, cell_envelope)
-        apply_writes(self.lead_table, out.lead_writes)
-        apply_writes(self.seen_table, out.seen_writes)
+        apply_writes(self.entity_table, out.writes)
         for entity_partition, rerouted in sorted(out.reroutes.items()):
             self._run_entity(entity_partition, rerouted)
 

@@ -11,7 +11,7 @@ import pytest
 from stream.core.events import Kind
 from stream.pipeline.local import LocalFlow
 from stream.settings import Settings
-from tests.eventset import DAY_START, heartbeats, mixed
+from tests.eventset import DAY_START, MINUTE, heartbeats, mixed
 from tests.reference import compute, from_records, mismatches
 
 RATES = {"EUR": Decimal("1.08")}
@@ -167,8 +167,7 @@ def test_replayed_cell_deltas_are_skipped() -> None:
     flow.send(Kind.LEAD, _lead("a", DAY_START))
     envelope_offset = flow._offsets[("entities", 0)] - 1
     # Replay the entity stage's last envelope as if its state had been lost before being persisted.
-    flow.lead_table.clear()
-    flow.seen_table.clear()
+    flow.entity_table.clear()
     flow.entities.forget([0])
     from stream.pipeline.ingest import encode_envelope
     item = ["leads", "a", DAY_START, "L1", {"channel": "email", "campaign": None, "visitor": None, "asset": None,
@@ -179,6 +178,40 @@ def test_replayed_cell_deltas_are_skipped() -> None:
             flow._run_cells(partition, envelope)
     assert flow.counts.replayed_deltas > 0
     assert flow.latest("lead_volume", "1h", "2025-11-22T08:00:00Z")["numerator"] == 1
+
+
+def test_window_of_a_stage_change_waiting_for_its_lead_stays_open_until_the_lead_comes() -> None:
+    settings = _settings(KPI_PARTITIONS="1")
+    flow = LocalFlow(settings, clock=lambda: DAY_START, input_partitions=1)
+    flow.send(Kind.STAGE_CHANGE, _stage("s1", DAY_START - 7 * MINUTE, "mql", lead_id="L9"))  # 07:53
+    # Event time moves past 08:10 on every input, where the 07:00 hour (plus 10 minutes of lateness) would close.
+    later = DAY_START + 25 * MINUTE
+    flow.send_batch([
+        (Kind.PAGE_VIEW, f'{{"event_id":"p1","ts":{later},"visitor_id":"v","url":"/"}}'.encode(), 0),
+        (Kind.SPEND, f'{{"event_id":"c1","ts":{later},"channel":"email","amount":"1","currency":"USD"}}'.encode(), 0),
+        (Kind.LEAD, _lead("l1", later, lead_id="L1"), 0),
+        (Kind.STAGE_CHANGE, _stage("s2", later, "mql", lead_id="L1"), 0),
+    ])
+    flow.tick()
+    flow.send(Kind.LEAD, _lead("l9", DAY_START + 23 * MINUTE, lead_id="L9"))  # created 08:23, after its mql
+    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in
+                     heartbeats(list(settings.input_topics.values()), 1, DAY_START + 3 * 86_400_000)])
+    flow.tick()
+    # Entering mql at 07:53 means the lead existed by then: it counts in the 07:00 hour, which is now final.
+    record = flow.latest("lead_volume", "1h", "2025-11-22T07:00:00Z")
+    assert record is not None and record["numerator"] == 1 and record["final"]
+    assert not flow.counts.late_contributions
+
+
+def test_event_far_ahead_of_the_processing_clock_is_rejected_and_moves_no_window() -> None:
+    settings = _settings(KPI_PARTITIONS="1", KPI_MAX_FUTURE_SKEW="1d")
+    flow = LocalFlow(settings, clock=lambda: DAY_START, input_partitions=1)
+    year_9999 = 253_402_300_799_000
+    flow.send(Kind.LEAD, _lead("far", year_9999, lead_id="L1"))
+    flow.send(Kind.LEAD, _lead("near", DAY_START + 86_400_000 - 1, lead_id="L2"))  # just inside the skew
+    assert flow.counts.rejected == {("leads", "invalid_field"): 1}
+    assert flow.dead_letters[0]["detail"] == "data.ts is more than 1d ahead of the processing clock"
+    assert flow.counts.valid["leads"] == 1
 
 
 def test_attribution_credits_sum_to_leads_with_touches_and_their_revenue() -> None:
