@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from decimal import Decimal
 
 import fastjsonschema
@@ -54,7 +55,12 @@ def assert_final_kpis_exact(bootstrap: str, names: Names, messages: list[tuple[s
     """Every KPI key's last record equals the batch computation, and every closed window is final."""
     records = latest_records(bootstrap, names)
     want = compute(messages + [(topic.removeprefix(f"{names.prefix}-"), raw) for topic, _, raw in sent_beats], RATES)
-    assert not mismatches(from_records(records), want)
+    wrong = mismatches(from_records(records), want)
+    if wrong:
+        dead = [json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters"))]
+        reasons = Counter((record["reason"], record["topic"].removeprefix(f"{names.prefix}-")) for record in dead)
+        raise AssertionError(f"{len(wrong)} KPI keys differ (dead letters: {dict(reasons)}), e.g.\n"
+                             + "\n".join(wrong[:15]))
     assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24" and r["kpi"] != "cohort_conversion")
     return records
 
