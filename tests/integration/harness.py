@@ -137,9 +137,16 @@ def start_worker(names: Names, bootstrap: str, tmp_path: Path, label: str = "wor
     return worker
 
 
-def produce(bootstrap: str, messages: Iterable[tuple[str, int | None, bytes]]) -> int:
+Broker = str | dict[str, str]  # bootstrap servers, or a whole librdkafka client config (TLS)
+
+
+def client_config(broker: Broker) -> dict[str, str]:
+    return {"bootstrap.servers": broker} if isinstance(broker, str) else dict(broker)
+
+
+def produce(bootstrap: Broker, messages: Iterable[tuple[str, int | None, bytes]]) -> int:
     """Send (topic, partition or None, value) messages and wait for delivery; returns how many."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = Producer({**client_config(bootstrap), "linger.ms": 5})
     failures: list[str] = []
     count = 0
     for topic, partition, value in messages:
@@ -152,14 +159,14 @@ def produce(bootstrap: str, messages: Iterable[tuple[str, int | None, bytes]]) -
     return count
 
 
-def read_topic(bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 60.0
+def read_topic(bootstrap: Broker, topic: str, idle_s: float = 2.0, timeout_s: float = 60.0
                ) -> list[tuple[bytes | None, bytes | None]]:
     """Every record of a topic from the start, until nothing new arrives for ``idle_s``.
 
     Partitions are assigned directly rather than through a consumer group: there
     is nothing to coordinate, and group joins are slow on the embedded broker.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+    consumer = Consumer({**client_config(bootstrap), "group.id": f"reader-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

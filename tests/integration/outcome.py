@@ -12,7 +12,7 @@ import fastjsonschema
 from stream.core.kpis import FAMILIES
 from stream.core.validation import load_schema
 from tests.eventset import DAY_START, heartbeats
-from tests.integration.harness import INPUTS, Names, Worker, read_topic
+from tests.integration.harness import INPUTS, Broker, Names, Worker, read_topic
 from tests.reference import compute, from_records, mismatches
 
 RATES = {"EUR": Decimal("1.08")}
@@ -30,7 +30,7 @@ def beats(names: Names) -> list[tuple[str, int, bytes]]:
     return heartbeats([names.topic(t) for t in INPUTS], 4, HEARTBEAT_TS)
 
 
-def latest_records(bootstrap: str, names: Names) -> list[dict]:
+def latest_records(bootstrap: Broker, names: Names) -> list[dict]:
     """The last record per key of every KPI topic, each checked against the schema and its revisions."""
     validate = fastjsonschema.compile(load_schema("kpi-record.schema.json"))
     latest: dict[bytes, dict] = {}
@@ -50,7 +50,7 @@ def latest_records(bootstrap: str, names: Names) -> list[dict]:
     return list(latest.values())
 
 
-def assert_final_kpis_exact(bootstrap: str, names: Names, messages: list[tuple[str, bytes]],
+def assert_final_kpis_exact(bootstrap: Broker, names: Names, messages: list[tuple[str, bytes]],
                             sent_beats: list[tuple[str, int, bytes]]) -> list[dict]:
     """Every KPI key's last record equals the batch computation, and every closed window is final."""
     records = latest_records(bootstrap, names)
@@ -77,7 +77,7 @@ def wait_for_watermark(worker: Worker) -> None:
     worker.wait_quiet("leadgen_kpi_records_total")
 
 
-def dead_letter_sources(bootstrap: str, names: Names) -> list[tuple[str, int, int]]:
+def dead_letter_sources(bootstrap: Broker, names: Names) -> list[tuple[str, int, int]]:
     """(topic, partition, offset) of every dead-letter record, schema-checked; repeats kept."""
     validate = fastjsonschema.compile(load_schema("dead-letter.schema.json"))
     sources = []
