@@ -1,0 +1,76 @@
+"""A flood of distinct campaigns, channels and assets, and a bot visitor: bounded labels and bounded memory.
+
+Run with ``-s`` to see the series count and the worker's peak memory that ``docs/reliability.md`` quotes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.eventset import DAY_START
+from tests.integration.harness import Names, produce, start_worker
+from tests.integration.outcome import beats, wait_for_finals
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DISTINCT = 1_000  # campaigns, channels; assets twice as many
+BOT_VIEWS = 3_000
+CAMPAIGN_LIMIT, CHANNEL_LIMIT = 20, 50  # the defaults (KPI_CAMPAIGN_LABEL_LIMIT, and the channel fold)
+
+
+def _doc(event_id: str, ts: int, **fields: object) -> bytes:
+    return json.dumps({"event_id": event_id, "ts": ts, **fields}).encode()
+
+
+def _flood(names: Names) -> list[tuple[str, int, bytes]]:
+    out = []
+    for i in range(DISTINCT):
+        ts = DAY_START + i * 1_000
+        out.append((names.topic("spend"), i % 4, _doc(f"s{i}", ts, channel="paid_search", campaign=f"campaign-{i}",
+                                                     amount="1.00", currency="USD")))
+        out.append((names.topic("leads"), i % 4, _doc(f"l{i}", ts, lead_id=f"L{i}", channel=f"channel-{i}",
+                                                     campaign=f"lead-campaign-{i}", asset=f"/asset/{i}")))
+    for i in range(2 * DISTINCT):
+        out.append((names.topic("page-views"), i % 4, _doc(f"p{i}", DAY_START + i * 500, visitor_id=f"v{i}",
+                                                          url=f"/asset/{i}", channel="organic", campaign=f"pv-{i}")))
+    # One visitor viewing thousands of pages: its touch history is capped.
+    for i in range(BOT_VIEWS):
+        out.append((names.topic("page-views"), i % 4, _doc(f"bot{i}", DAY_START + i * 700, visitor_id="bot",
+                                                          url=f"/bot/{i}", channel="paid_social")))
+    return out
+
+
+def test_flood_of_distinct_labels_and_a_bot_keeps_series_and_memory_bounded(
+        bootstrap: str, names: Names, tmp_path: Path) -> None:
+    messages = _flood(names)
+    sent_beats = beats(names)
+    worker = start_worker(names, bootstrap, tmp_path)
+    try:
+        sent = produce(bootstrap, messages) + produce(bootstrap, sent_beats)
+        wait_for_finals(worker, sent)
+        assert worker.total("leadgen_events_total") == sent
+        text = worker.metrics_text()
+        status = Path(f"/proc/{worker.process.pid}/status").read_text()
+        assert not worker.errors(), worker.errors()
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    values: dict[str, set[str]] = defaultdict(set)
+    for sample in samples:
+        for label, value in sample.labels.items():
+            values[label].add(value)
+    # The first values seen keep their label, every other one is folded into `other` ("" is no campaign, `all`
+    # the all-traffic roll-up).
+    assert len(values["campaign"] - {"other", ""}) <= CAMPAIGN_LIMIT, sorted(values["campaign"])[:30]
+    assert len(values["channel"] - {"other", "", "all"}) <= CHANNEL_LIMIT, sorted(values["channel"])[:60]
+    assert not any(value.startswith("/asset/") or value.startswith("/bot/") for vs in values.values() for value in vs)
+    assert len(samples) < 5_000
+    peak_mb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+    assert peak_mb < 500
+    print(f"\nflood: {len(messages)} events, {DISTINCT} campaigns, {DISTINCT} channels, {2 * DISTINCT} assets, "
+          f"a bot with {BOT_VIEWS} views: {len(samples)} series on /metrics, worker peak RSS {peak_mb:.0f} MB")
