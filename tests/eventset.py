@@ -16,7 +16,7 @@ PAGES = (
 )  # leads whose first stage change is produced before the lead itself
 
 
-def _doc(event_id: str, ts: int, **fields: object) -> bytes:
+def doc(event_id: str, ts: int, **fields: object) -> bytes:
     return json.dumps({"event_id": event_id, "ts": ts, **fields}).encode()
 
 
@@ -42,23 +42,23 @@ def good_events(seed: int = 7, leads: int = 60) -> list[tuple[str, bytes]]:
             view: dict[str, object] = {"visitor_id": f"v{i}", "url": rand.choice(PAGES), "channel": touch_channel}
             if touch_campaign:
                 view["campaign"] = touch_campaign
-            out.append(("page-views", _doc(f"pv{i}-{k}", created - rand.randrange(1, 20) * MINUTE, **view)))
-        out.append(("page-views", _doc(f"pv{i}-after", created + 2 * MINUTE, visitor_id=f"v{i}", url="/thanks")))
+            out.append(("page-views", doc(f"pv{i}-{k}", created - rand.randrange(1, 20) * MINUTE, **view)))
+        out.append(("page-views", doc(f"pv{i}-after", created + 2 * MINUTE, visitor_id=f"v{i}", url="/thanks")))
         fields["asset"] = rand.choice(PAGES)
         fields["owner"] = f"rep-{i % 3}"
-        out.append(("leads", _doc(f"lead{i}", created, **fields)))
+        out.append(("leads", doc(f"lead{i}", created, **fields)))
         ts = created
         for stage in ("mql", "sal", "sql", "opportunity", "won"):
             if i in EARLY_STAGE_LEADS and stage == "mql":
                 ts += 2 * MINUTE
-                out.append(("stage-changes", _doc(f"sc{i}-{stage}", ts, lead_id=f"L{i}", stage=stage)))
+                out.append(("stage-changes", doc(f"sc{i}-{stage}", ts, lead_id=f"L{i}", stage=stage)))
                 continue
             if rand.random() < 0.35:
                 if rand.random() < 0.5:
                     out.append(
                         (
                             "stage-changes",
-                            _doc(
+                            doc(
                                 f"sc{i}-lost",
                                 ts + 7 * MINUTE,
                                 lead_id=f"L{i}",
@@ -74,16 +74,16 @@ def good_events(seed: int = 7, leads: int = 60) -> list[tuple[str, bytes]]:
             extra: dict[str, object] = {}
             if stage in ("opportunity", "won"):
                 extra = {"amount": str(rand.randrange(1, 50) * 1000), "currency": rand.choice(["USD", "EUR"])}
-            out.append(("stage-changes", _doc(f"sc{i}-{stage}", ts, lead_id=f"L{i}", stage=stage, **extra)))
+            out.append(("stage-changes", doc(f"sc{i}-{stage}", ts, lead_id=f"L{i}", stage=stage, **extra)))
         if i % 9 == 0:
             # A later correction: the lead was in fact qualified earlier than first reported.
-            out.append(("stage-changes", _doc(f"sc{i}-mql-early", created + MINUTE, lead_id=f"L{i}", stage="mql")))
+            out.append(("stage-changes", doc(f"sc{i}-mql-early", created + MINUTE, lead_id=f"L{i}", stage="mql")))
     for j in range(30):
         # Visitors who never convert.
         out.append(
             (
                 "page-views",
-                _doc(
+                doc(
                     f"anon{j}",
                     DAY_START + rand.randrange(0, 240) * MINUTE,
                     visitor_id=f"anon-{j % 17}",
@@ -100,10 +100,10 @@ def good_events(seed: int = 7, leads: int = 60) -> list[tuple[str, bytes]]:
             out.append(
                 (
                     "spend",
-                    _doc(f"sp{hour}-{channel}-{campaign}", DAY_START + hour * 60 * MINUTE + 30 * MINUTE, **fields),
+                    doc(f"sp{hour}-{channel}-{campaign}", DAY_START + hour * 60 * MINUTE + 30 * MINUTE, **fields),
                 )
             )
-    out.append(("spend", _doc("sp-eur", DAY_START + 10 * MINUTE, channel="email", amount=100, currency="EUR")))
+    out.append(("spend", doc("sp-eur", DAY_START + 10 * MINUTE, channel="email", amount=100, currency="EUR")))
     return out
 
 
@@ -115,9 +115,9 @@ def bad_events() -> list[tuple[str, bytes, str]]:
         ("leads", b"\xff\xfe\x00\x01", "invalid_json"),
         ("page-views", b"[1, 2]", "not_object"),
         ("page-views", b'"a string"', "not_object"),
-        ("leads", _doc("bad1", ts, channel="email"), "missing_field"),
-        ("stage-changes", _doc("bad2", ts, lead_id="L1", stage="mql", amount="5"), "missing_field"),
-        ("stage-changes", _doc("bad3", ts, lead_id="L1", stage="promoted"), "invalid_field"),
+        ("leads", doc("bad1", ts, channel="email"), "missing_field"),
+        ("stage-changes", doc("bad2", ts, lead_id="L1", stage="mql", amount="5"), "missing_field"),
+        ("stage-changes", doc("bad3", ts, lead_id="L1", stage="promoted"), "invalid_field"),
         (
             "leads",
             json.dumps({"event_id": "bad4", "ts": True, "lead_id": "x", "channel": "c"}).encode(),
@@ -128,10 +128,10 @@ def bad_events() -> list[tuple[str, bytes, str]]:
             json.dumps({"event_id": "bad5", "ts": "2025-11-22T08:00:00", "lead_id": "x", "channel": "c"}).encode(),
             "invalid_field",
         ),
-        ("spend", _doc("bad6", ts, channel="email", amount="-5", currency="USD"), "invalid_field"),
-        ("spend", _doc("bad7", ts, channel="email", amount="12", currency="XYZ"), "unknown_currency"),
-        ("page-views", _doc("bad8", ts, visitor_id="v", url="/" + "x" * 70_000), "too_large"),
-        ("page-views", _doc("bad9", ts, visitor_id="v", url="/", email="ceo@example.com", channel=7), "invalid_field"),
+        ("spend", doc("bad6", ts, channel="email", amount="-5", currency="USD"), "invalid_field"),
+        ("spend", doc("bad7", ts, channel="email", amount="12", currency="XYZ"), "unknown_currency"),
+        ("page-views", doc("bad8", ts, visitor_id="v", url="/" + "x" * 70_000), "too_large"),
+        ("page-views", doc("bad9", ts, visitor_id="v", url="/", email="ceo@example.com", channel=7), "invalid_field"),
     ]
 
 
@@ -173,9 +173,9 @@ def heartbeats(topics: list[str], partitions: int, ts: int) -> list[tuple[str, i
 def _heartbeat(topic: str, partition: int, ts: int) -> bytes:
     event_id = f"hb-{topic}-{partition}-{ts}"
     if topic.endswith("page-views"):
-        return _doc(event_id, ts, visitor_id="heartbeat", url="/heartbeat")
+        return doc(event_id, ts, visitor_id="heartbeat", url="/heartbeat")
     if topic.endswith("leads"):
-        return _doc(event_id, ts, lead_id=f"hb-{partition}", channel="heartbeat")
+        return doc(event_id, ts, lead_id=f"hb-{partition}", channel="heartbeat")
     if topic.endswith("stage-changes"):
-        return _doc(event_id, ts, lead_id=f"hb-{partition}", stage="mql")
-    return _doc(event_id, ts, channel="heartbeat", amount="0", currency="USD")
+        return doc(event_id, ts, lead_id=f"hb-{partition}", stage="mql")
+    return doc(event_id, ts, channel="heartbeat", amount="0", currency="USD")

@@ -76,7 +76,7 @@ class EntityOutput:
     envelopes: dict[int, list[bytes]] = field(default_factory=dict)
     dead_letters: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     reroutes: dict[int, bytes] = field(default_factory=dict)  # envelopes for other entity partitions
-    # Writes to the entity table, in order; the processed input offsets come last (see EntityStage).
+    # Writes to the entity table, in the order they must reach its changelog (see EntityStage).
     writes: dict[bytes, bytes | None] = field(default_factory=dict)
     counts: BatchCounts = field(default_factory=BatchCounts)
     watermark: int | None = None
@@ -129,7 +129,7 @@ class EntityStage:
 
     def __init__(self, config: EntityConfig, table: Store) -> None:
         self.config = config
-        self._leads = table
+        self._table = table
         self._index: dict[int, _PartitionIndex] = {}
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -146,13 +146,13 @@ class EntityStage:
         if index is not None:
             return index
         peers = frozenset(peer_name(other) for other in range(self.config.partitions) if other != partition)
-        index = _PartitionIndex(restore_join(self._leads, partition, self.config.sources),
-                                restore_join(self._leads, partition, peers, "peers"))
-        for key, value in self._leads.items():
-            if key.startswith(_LEAD_PREFIX) and b'"pe"' in value and self._owns(key[2:], partition):
-                index.pending_leads.add(key)
-        for key, value in self._leads.items():
-            if key.startswith(_SEEN_PREFIX):
+        index = _PartitionIndex(restore_join(self._table, partition, self.config.sources),
+                                restore_join(self._table, partition, peers, "peers"))
+        for key, value in self._table.items():
+            if key.startswith(_LEAD_PREFIX):
+                if b'"pe"' in value and self._owns(key[2:], partition):
+                    index.pending_leads.add(key)
+            elif key.startswith(_SEEN_PREFIX):
                 ts, owner = orjson.loads(value)
                 if owner == partition:
                     index.seen_by_time.append((ts, key))
@@ -167,7 +167,7 @@ class EntityStage:
         """Process the envelopes read from one entity partition, in offset order."""
         cfg = self.config
         index = self._partition_index(partition)
-        leads, seen = BatchWrites(self._leads), BatchWrites(self._leads)
+        leads, seen = BatchWrites(self._table), BatchWrites(self._table)
         out = EntityOutput()
         deltas: dict[int, list[list[Any]]] = {}
         cache: dict[bytes, LeadState] = {}

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.broker import free_port
 
 INPUTS = ("page-views", "leads", "stage-changes", "spend")
+ACCOUNTING_COUNTERS = ("leadgen_events_total", "leadgen_events_duplicate_total", "leadgen_events_rejected_total")
 
 
 @dataclass
@@ -87,8 +88,8 @@ class Worker:
         raise AssertionError(f"worker not ready after {timeout_s} s:\n{self.log_tail()}")
 
     def accounted(self) -> float:
-        return sum(self.total(name) for name in ("leadgen_events_total", "leadgen_events_rejected_total",
-                                                 "leadgen_events_duplicate_total"))
+        """Input messages in the three counters every message ends in exactly one of."""
+        return sum(self.total(name) for name in ACCOUNTING_COUNTERS)
 
     def wait_until(self, predicate: object, timeout_s: float = 120.0, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout_s

@@ -29,6 +29,7 @@ STRING_FIELD = {"page-views": "url", "leads": "lead_id", "stage-changes": "lead_
 
 
 def _doc(topic: str, n: int, **changes: object) -> bytes:
+    # Built here rather than with eventset.event_doc: the changes may replace event_id and ts too.
     return json.dumps({"event_id": f"hostile-{topic}-{n}", "ts": TS, **VALID[topic], **changes}).encode()
 
 

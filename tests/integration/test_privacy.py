@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stream.core.kpis import FAMILIES
-from tests.eventset import DAY_START, MINUTE
+from tests.eventset import DAY_START, MINUTE, doc
 from tests.integration.harness import Names, produce, read_topic, start_worker
 from tests.integration.outcome import beats
 
@@ -22,26 +22,22 @@ SECRET_VALUES = (EMAIL, NAME, PHONE, "jane.doe.private")
 PERSONAL = {"email": EMAIL, "full_name": NAME, "phone": PHONE, "form": {"e-mail": EMAIL, "contact": NAME}}
 
 
-def _doc(event_id: str, ts: int, **fields: object) -> bytes:
-    return json.dumps({"event_id": event_id, "ts": ts, **fields}).encode()
-
-
 def _events(names: Names) -> tuple[list[tuple[str, int, bytes]], int]:
     """Good events carrying personal fields, and bad ones with personal data where the error is."""
     ts = DAY_START + 5 * MINUTE
     good = [
-        ("page-views", _doc("p1", ts, visitor_id="v1", url="/pricing", channel="email", **PERSONAL)),
-        ("leads", _doc("l1", ts + MINUTE, lead_id="L1", channel="email", visitor_id="v1", asset="/pricing",
+        ("page-views", doc("p1", ts, visitor_id="v1", url="/pricing", channel="email", **PERSONAL)),
+        ("leads", doc("l1", ts + MINUTE, lead_id="L1", channel="email", visitor_id="v1", asset="/pricing",
                        **PERSONAL)),
-        ("stage-changes", _doc("s1", ts + 2 * MINUTE, lead_id="L1", stage="mql", **PERSONAL)),
-        ("spend", _doc("c1", ts, channel="email", amount="10", currency="USD", **PERSONAL)),
+        ("stage-changes", doc("s1", ts + 2 * MINUTE, lead_id="L1", stage="mql", **PERSONAL)),
+        ("spend", doc("c1", ts, channel="email", amount="10", currency="USD", **PERSONAL)),
     ]
     bad = [
         ("leads", json.dumps({"event_id": "b1", "ts": EMAIL, "lead_id": "L2", "channel": "email"}).encode()),
         ("leads", f'{{"event_id":"b2","email":"{EMAIL}",'.encode()),  # truncated JSON
-        ("stage-changes", _doc("b3", ts, lead_id="L1", stage=EMAIL)),  # unknown stage that is an e-mail address
-        ("spend", _doc("b4", ts, channel="email", amount=NAME, currency="USD")),
-        ("page-views", _doc("b5", ts, visitor_id="v1", url={"phone": PHONE})),
+        ("stage-changes", doc("b3", ts, lead_id="L1", stage=EMAIL)),  # unknown stage that is an e-mail address
+        ("spend", doc("b4", ts, channel="email", amount=NAME, currency="USD")),
+        ("page-views", doc("b5", ts, visitor_id="v1", url={"phone": PHONE})),
         ("leads", EMAIL.encode("utf-16")),  # not UTF-8
     ]
     messages = [(names.topic(topic), 0, raw) for topic, raw in good + bad]

@@ -14,16 +14,13 @@ import pytest
 
 from stream.broker import EmbeddedBroker
 from tests.eventset import mixed
-from tests.integration.harness import Names, Worker, produce, start_worker
+from tests.integration.harness import ACCOUNTING_COUNTERS, Names, Worker, produce, start_worker
 from tests.integration.outcome import as_input, assert_final_kpis_exact, beats, dead_letter_sources, wait_for_watermark
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-COUNTERS = ("leadgen_events_total", "leadgen_events_duplicate_total", "leadgen_events_rejected_total")
-
-
 def _counts(worker: Worker) -> dict[str, float]:
-    counts = {name: worker.total(name) for name in COUNTERS}
+    counts = {name: worker.total(name) for name in ACCOUNTING_COUNTERS}
     counts["late_contributions"] = worker.total("leadgen_late_contributions_total")
     return counts
 
@@ -69,7 +66,7 @@ def test_sigkill_at_several_points_gives_exact_final_kpis(bootstrap: str, names:
     # Every rejected message is dead-lettered; a batch replayed after a kill may send its dead letters again.
     dead = Counter(dead_letter_sources(bootstrap, names))
     assert len(dead) == expected["rejected"]
-    totals = {name: sum(c[name] for c in counted) for name in COUNTERS}
+    totals = {name: sum(c[name] for c in counted) for name in ACCOUNTING_COUNTERS}
     # The counters are per process: input a killed worker had not committed is read again by the next one and
     # counted again, mostly as duplicates (its event ids were kept); the KPI topics above are the exact account.
     print(f"\nSIGKILL x3: recovery (kill to ready) {', '.join(f'{r:.1f}' for r in recoveries)} s; "

@@ -5,14 +5,13 @@ Run with ``-s`` to see the series count and the worker's peak memory that ``docs
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.eventset import DAY_START
+from tests.eventset import DAY_START, doc
 from tests.integration.harness import Names, produce, start_worker
 from tests.integration.outcome import beats, wait_for_finals
 
@@ -23,24 +22,20 @@ BOT_VIEWS = 3_000
 CAMPAIGN_LIMIT, CHANNEL_LIMIT = 20, 50  # the defaults (KPI_CAMPAIGN_LABEL_LIMIT, and the channel fold)
 
 
-def _doc(event_id: str, ts: int, **fields: object) -> bytes:
-    return json.dumps({"event_id": event_id, "ts": ts, **fields}).encode()
-
-
 def _flood(names: Names) -> list[tuple[str, int, bytes]]:
     out = []
     for i in range(DISTINCT):
         ts = DAY_START + i * 1_000
-        out.append((names.topic("spend"), i % 4, _doc(f"s{i}", ts, channel="paid_search", campaign=f"campaign-{i}",
+        out.append((names.topic("spend"), i % 4, doc(f"s{i}", ts, channel="paid_search", campaign=f"campaign-{i}",
                                                      amount="1.00", currency="USD")))
-        out.append((names.topic("leads"), i % 4, _doc(f"l{i}", ts, lead_id=f"L{i}", channel=f"channel-{i}",
+        out.append((names.topic("leads"), i % 4, doc(f"l{i}", ts, lead_id=f"L{i}", channel=f"channel-{i}",
                                                      campaign=f"lead-campaign-{i}", asset=f"/asset/{i}")))
     for i in range(2 * DISTINCT):
-        out.append((names.topic("page-views"), i % 4, _doc(f"p{i}", DAY_START + i * 500, visitor_id=f"v{i}",
+        out.append((names.topic("page-views"), i % 4, doc(f"p{i}", DAY_START + i * 500, visitor_id=f"v{i}",
                                                           url=f"/asset/{i}", channel="organic", campaign=f"pv-{i}")))
     # One visitor viewing thousands of pages: its touch history is capped.
     for i in range(BOT_VIEWS):
-        out.append((names.topic("page-views"), i % 4, _doc(f"bot{i}", DAY_START + i * 700, visitor_id="bot",
+        out.append((names.topic("page-views"), i % 4, doc(f"bot{i}", DAY_START + i * 700, visitor_id="bot",
                                                           url=f"/bot/{i}", channel="paid_social")))
     return out
 
