@@ -9,17 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import orjson
 from aiokafka.errors import IllegalStateError
-from faust.streams import _current_event
 from faust.types import TP, TableT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
@@ -47,21 +45,6 @@ class QuietWorker(faust.Worker):
 
     def _setup_spinner_handler(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
-
-
-@contextmanager
-def partition_of(event: faust.EventT[bytes]) -> Iterator[None]:
-    """Make ``event`` the current event, so table writes go to its partition's changelog.
-
-    Faust picks a table write's changelog partition from the current event. The
-    agents here process a batch per partition after the batch was taken, so
-    they name the partition explicitly (faust has no public call for this).
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 @dataclass(slots=True)
@@ -97,13 +80,24 @@ def _by_partition(events: list[faust.EventT[bytes]]) -> dict[int, list[faust.Eve
     return grouped
 
 
-def _write(table: TableT[bytes, bytes], writes: dict[bytes, bytes | None]) -> None:
+def _write(table: TableT[bytes, bytes], partition: int, writes: dict[bytes, bytes | None]) -> list[Awaitable[Any]]:
+    """Apply a batch's writes to ``table`` and its changelog partition; the changelog sends, to be awaited.
+
+    Faust sends a table's changelog records through the producer buffer and commits input offsets without
+    waiting for them, so a worker killed between the two keeps the offset and loses the state. The agents
+    here ack a batch only once its changelog records are delivered.
+    """
+    sent: list[Awaitable[Any]] = []
+    data = table.data
     for key, value in writes.items():
         if value is None:
-            if key in table:
-                del table[key]
+            if key in data:
+                del data[key]
+                sent.append(table.send_changelog(partition, key, None, value_serializer="raw"))
         else:
-            table[key] = value
+            data[key] = value
+            sent.append(table.send_changelog(partition, key, value))
+    return sent
 
 
 # Longest a rebalance waits for running batches (well inside the broker's rebalance timeout).
@@ -239,10 +233,11 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         now = now_ms()
         out = ingest_stage.process(messages, now)
         report = ingest_stage.progress.report(owned_sources(), now)
-        for partition, items in out.envelopes.items():
-            for envelope in encode_envelopes(items, report):
-                await entities_topic.send(value=envelope, partition=partition)
-        await send_dead_letters(out.dead_letters)
+        pending = [await entities_topic.send(value=envelope, partition=partition)
+                   for partition, items in out.envelopes.items() for envelope in encode_envelopes(items, report)]
+        pending += await send_dead_letters(out.dead_letters)
+        for future in pending:  # delivered before the batch is acked and its input offsets can be committed
+            await future
         ingest_stage.commit_progress(out, now)
         metrics.count(out.counts)
         for source, ts in out.observed:
@@ -261,8 +256,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
             pending += await send_dead_letters(out.dead_letters)
             for future in pending:  # delivered before the state that produced them is persisted
                 await future
-            with partition_of(group[-1]):
-                _write(entity_table, out.writes)
+            for future in _write(entity_table, partition, out.writes):
+                await future
             metrics.count(out.counts)
             if out.watermark is not None:
                 metrics.watermark.labels("entities").set(out.watermark / 1000)
@@ -274,6 +269,9 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         for partition, group in _by_partition(guards["cells"].fresh(events)).items():
             out = cell_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
                                      now_ms())
+            # State first, then the records derived from it (see CellStage).
+            for future in _write(cell_table, partition, out.writes):
+                await future
             pending = []
             for record in out.records:
                 topic = kpi_topics[record.family]
@@ -281,8 +279,6 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                 metrics.kpi_records.labels(topic.get_topic_name()).inc()
             for future in pending:
                 await future
-            with partition_of(group[-1]):
-                _write(cell_table, out.writes)
             metrics.count(out.counts)
             metrics.show_cells(out.touched.items(), settings.funnel)
             if out.watermark is not None:

@@ -20,7 +20,8 @@ waits per rebalance.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import aiokafka
@@ -93,8 +94,73 @@ def _log_corrections(reported: Mapping[TP, int], found: Mapping[TP, int]) -> Non
         log.info("changelog %s[%d]: broker reported end offset %d, records run to %d", tp.topic, tp.partition, was, end)
 
 
+class _ReadOffsets(defaultdict[TP, int | None]):
+    """Faust's per-partition read offsets, left alone while a partition's fetched messages are dropped."""
+
+    def __init__(self, stale: set[TP]) -> None:
+        super().__init__(lambda: None)
+        self._stale = stale
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        if tp not in self._stale:
+            super().__setitem__(tp, offset)
+
+
 class _Consumer(faust_aiokafka.Consumer):
+    """Faust's consumer, made to deliver every message of a stream partition after a rebalance.
+
+    Recovery resumes the stream partitions *before* it seeks them to their committed offsets, and the batch
+    being delivered when the seek lands goes on from the old position. Faust then takes the first later
+    message as a gap and drops the refetched messages below it (they are under its read offset), and those it
+    had not delivered because the flow was suspended are lost: on Tansu a restarted worker lost whole
+    envelopes that way (measured in the SIGKILL test). Here a stream partition's messages are dropped from
+    its assignment until the first fetch after the seek, which starts again at the committed offset.
+    """
+
     thread_class: ClassVar[type[_ConsumerThread]] = _ConsumerThread
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stale: set[TP] = set()  # stream partitions assigned and not yet fetched again after the seek
+        self._reseek: dict[TP, int] = {}
+        self._read_offset = _ReadOffsets(self._stale)
+        deliver = self.callback
+
+        async def on_message(message: Any) -> None:
+            if message.tp not in self._stale:
+                await deliver(message)
+
+        self.callback = on_message
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self._stale.update(tp for tp in assigned if not self._is_changelog_tp(tp))
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self._stale.difference_update(revoked)
+        for tp in revoked:
+            self._reseek.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        for tp in self._stale:
+            self._reseek[tp] = self._read_offset.get(tp) or 0  # no committed offset: the reset policy applies
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        if self._reseek:
+            partitions, self._reseek = self._reseek, {}
+            self._stale.difference_update(partitions)
+            await self.seek_wait(partitions)
+        async for item in super().getmany(timeout):
+            yield item
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        if tp in self._stale:
+            return  # a message fetched before the seek, dropped: not a gap
+        log.warning("consumer: offsets %d..%d of %s[%d] were not delivered; faust treats them as a gap",
+                    offset_from, offset_to, tp.topic, tp.partition)
+        await super()._add_gap(tp, offset_from, offset_to)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return self.thread_class(self, loop=self.loop, beacon=self.beacon)

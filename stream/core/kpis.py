@@ -253,8 +253,7 @@ def changed_records(
     back to zero after a correction.
     """
     records: list[KpiRecord] = []
-    window = {"size": format_duration(cell.size_ms), "start": format_rfc3339(cell.start_ms),
-              "end": format_rfc3339(cell.end_ms)}
+    window = _window(cell)
     for family, kpi, dims, numerator, denominator, value, unit, stats in _candidates(
             cell, state, funnel, currency, economics):
         key = record_key(kpi, cell.size_ms, cell.start_ms, dims)
@@ -266,12 +265,43 @@ def changed_records(
             continue
         revision = 1 if previous is None else previous[0] + 1
         state.emitted[key] = [revision, signature]
-        record: dict[str, Any] = {
-            "kpi": kpi, "window": window, "dimensions": dims, "value": value, "numerator": numerator,
-            "denominator": denominator, "unit": unit, "final": state.final, "revision": revision,
-            "emitted_at": format_rfc3339(emitted_at_ms),
-        }
-        if stats is not None:
-            record["stats"] = stats
-        records.append(KpiRecord(family, key, record))
+        records.append(_record(family, key, kpi, window, dims, signature, unit, revision, emitted_at_ms))
     return records
+
+
+def current_records(
+    cell: CellId, state: CellState, funnel: tuple[str, ...], currency: str, emitted_at_ms: int,
+    economics: tuple[Decimal, Decimal] | None = None,
+) -> list[KpiRecord]:
+    """The last record sent for each KPI of ``cell``, again, with the same revision.
+
+    The cell stage persists a cell before it sends the records of the change;
+    a worker that stops in between leaves them unsent, so whoever restores the
+    cell sends them again from the state.
+    """
+    records: list[KpiRecord] = []
+    window = _window(cell)
+    for family, kpi, dims, *_, unit, _stats in _candidates(cell, state, funnel, currency, economics):
+        key = record_key(kpi, cell.size_ms, cell.start_ms, dims)
+        previous = state.emitted.get(key)
+        if previous is not None:
+            records.append(_record(family, key, kpi, window, dims, previous[1], unit, previous[0], emitted_at_ms))
+    return records
+
+
+def _window(cell: CellId) -> dict[str, str]:
+    return {"size": format_duration(cell.size_ms), "start": format_rfc3339(cell.start_ms),
+            "end": format_rfc3339(cell.end_ms)}
+
+
+def _record(family: str, key: str, kpi: str, window: dict[str, str], dims: dict[str, str], signature: list[Any],
+            unit: str, revision: int, emitted_at_ms: int) -> KpiRecord:
+    numerator, denominator, value, final, stats = signature
+    record: dict[str, Any] = {
+        "kpi": kpi, "window": window, "dimensions": dims, "value": value, "numerator": numerator,
+        "denominator": denominator, "unit": unit, "final": final, "revision": revision,
+        "emitted_at": format_rfc3339(emitted_at_ms),
+    }
+    if stats is not None:
+        record["stats"] = stats
+    return KpiRecord(family, key, record)

@@ -9,7 +9,7 @@ from decimal import Decimal
 import orjson
 
 from stream.core.cells import COHORT, CONVERSION_TIME, CellDelta, CellId, CellState
-from stream.core.kpis import KpiRecord, changed_records
+from stream.core.kpis import KpiRecord, changed_records, current_records
 from stream.core.watermark import WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.routing import partition_for
@@ -60,7 +60,14 @@ def cell_key(cell: CellId) -> bytes:
 
 
 class CellStage:
-    """Owns the cell table of the cell partitions assigned to this worker."""
+    """Owns the cell table of the cell partitions assigned to this worker.
+
+    A batch's cell states are persisted before its KPI records are sent. The records are a function of the
+    persisted state, so a record on a KPI topic always comes from a state the changelog holds: a replay after a
+    crash cannot leave behind a record of a state it never reaches (it may batch the same deltas differently
+    and skip that intermediate state). Records of the last change before a stop are sent again from the state
+    when the partition is restored.
+    """
 
     def __init__(self, config: CellConfig, cells: Store) -> None:
         self.config = config
@@ -71,14 +78,6 @@ class CellStage:
         """Drop the indexes of partitions no longer owned."""
         for partition in partitions:
             self._index.pop(partition, None)
-
-    def owned_cells(self) -> Iterable[tuple[CellId, CellState]]:
-        """Every cell of the owned partitions (for the gauges after a rebalance)."""
-        for index in self._index.values():
-            for cell in index.open_cells | index.final_cells:
-                stored = self._cells.get(cell_key(cell))
-                if stored is not None:
-                    yield cell, CellState.from_doc(orjson.loads(stored))
 
     def _partition_index(self, partition: int) -> _PartitionIndex:
         index = self._index.get(partition)
@@ -98,9 +97,15 @@ class CellStage:
     def process(self, partition: int, envelopes: list[tuple[int, bytes]], now_ms: int) -> CellOutput:
         """Apply the delta envelopes read from one cell partition, in offset order, and emit what changed."""
         cfg = self.config
+        restored = partition not in self._index
         index = self._partition_index(partition)
-        table = BatchWrites(self._cells)
+        table, progress = BatchWrites(self._cells), BatchWrites(self._cells)
         out = CellOutput()
+        if restored:
+            # Records of the last change before a stop may not have gone out (see CellStage): send them again.
+            for cell, state in self._restored_cells(index):
+                out.records.extend(current_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
+                                                   cfg.economics))
         states: dict[CellId, CellState] = {}
         changed: set[CellId] = set()
         smallest = cfg.window_sizes_ms[0]
@@ -130,7 +135,7 @@ class CellStage:
                         out.counts.conversion_samples.extend(
                             (from_stage, to_stage, cell.channel, value) for value in values)
             if index.join.update({source: envelope["wm"]}):
-                persist_join(table, partition, index.join)
+                persist_join(progress, partition, index.join)
         watermark = index.join.watermark()
         out.watermark = watermark
         if watermark is not None:
@@ -154,8 +159,15 @@ class CellStage:
                                                cfg.economics))
             table.set(cell_key(cell), orjson.dumps(state.to_doc()))
             out.touched[cell] = state
-        out.writes = table.take()
+        # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
+        out.writes = {**table.take(), **progress.take()}
         return out
+
+    def _restored_cells(self, index: _PartitionIndex) -> Iterable[tuple[CellId, CellState]]:
+        for cell in index.open_cells | index.final_cells:
+            stored = self._cells.get(cell_key(cell))
+            if stored is not None:
+                yield cell, CellState.from_doc(orjson.loads(stored))
 
     def _load(self, states: dict[CellId, CellState], table: BatchWrites, cell: CellId) -> CellState:
         state = states.get(cell)

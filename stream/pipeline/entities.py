@@ -167,7 +167,7 @@ class EntityStage:
         """Process the envelopes read from one entity partition, in offset order."""
         cfg = self.config
         index = self._partition_index(partition)
-        leads, seen = BatchWrites(self._table), BatchWrites(self._table)
+        leads, seen, progress = BatchWrites(self._table), BatchWrites(self._table), BatchWrites(self._table)
         out = EntityOutput()
         deltas: dict[int, list[list[Any]]] = {}
         cache: dict[bytes, LeadState] = {}
@@ -228,9 +228,9 @@ class EntityStage:
             reports = envelope["wm"]
             peer_reports = {name: value for name, value in reports.items() if name.startswith("@")}
             if index.join.update({name: value for name, value in reports.items() if not name.startswith("@")}):
-                persist_join(leads, partition, index.join)
+                persist_join(progress, partition, index.join)
             if peer_reports and index.peers.update(peer_reports):
-                persist_join(leads, partition, index.peers, "peers")
+                persist_join(progress, partition, index.peers, "peers")
         watermark = combined_watermark(index)
         hold = None
         if watermark is not None:
@@ -265,10 +265,11 @@ class EntityStage:
             if other == partition:
                 out.reroutes[other] = orjson.dumps({"ev": items, "wm": {}})
         index.last_peer_report = peer_report
-        # State first, then the event ids it took in: the changelog keeps this order, so a restart that finds an
-        # event id finds its effect on the state too (a crash in between is replayed: the ids already written
-        # are counted as duplicates, and applying an event to a state that has it already changes nothing).
-        out.writes = {**leads.take(), **seen.take()}
+        # State first, then the event ids it took in, then the watermarks: the changelog keeps this order, so a
+        # restart that finds an event id finds its effect on the state too (a crash in between is replayed: the
+        # ids already written are counted as duplicates, and applying an event to a state that has it already
+        # changes nothing), and a restart never judges a replayed event by a watermark its state had not reached.
+        out.writes = {**leads.take(), **seen.take(), **progress.take()}
         return out
 
     def _reject_late(self, out: EntityOutput, topic: str, partition: int, offset: int, ts: int,

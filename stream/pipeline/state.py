@@ -1,9 +1,11 @@
 """A table as the stages see it: reads from the store, writes collected per batch and applied by the caller.
 
-Collecting writes lets the agent deliver a batch's outputs downstream *before*
-persisting the state that produced them, which is what makes replays after a
-crash safe: a replayed batch recomputes the same outputs, and downstream skips
-what it already has.
+Collecting writes lets the agent order a batch's outputs and its state. The
+entity stage delivers its cell deltas *before* persisting the state that
+produced them: a replayed batch recomputes the same deltas at the same
+positions, and the cell stage skips what it already has. The cell stage does
+the opposite for KPI records, which have no position to deduplicate by: it
+persists first and sends records derived from the persisted state.
 """
 
 from __future__ import annotations

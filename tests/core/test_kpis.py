@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import fastjsonschema
+import orjson
 import pytest
 
 from stream.core.cells import CONVERSION_TIME, FUNNEL, CellId, CellState
@@ -20,6 +21,7 @@ from stream.core.kpis import (
     conversion_rate,
     conversion_stats,
     cost_per_lead,
+    current_records,
     ratio,
     record_key,
 )
@@ -322,6 +324,25 @@ def test_revision_grows_by_one_only_for_changed_content():
         ("roas", 2, 0.0),
         ("roi", 2, -1.0),
     ]
+
+
+def test_current_records_repeat_the_last_record_of_every_kpi_sent_and_only_those():
+    cell = funnel_cell()
+    state = CellState(counts={"lead": 20, "mql": 5}, spend_micros=1_000 * USD)
+    changed_records(cell, state, DEFAULT_FUNNEL, "USD", NOW)
+    state.counts["lead"] = 25
+    last = {item.key: item for item in changed_records(cell, state, DEFAULT_FUNNEL, "USD", NOW + 1000)}
+    # A restored state (through the table's JSON) gives the same records again, revisions unchanged.
+    restored = CellState.from_doc(orjson.loads(orjson.dumps(state.to_doc())))
+    again = {item.key: item for item in current_records(cell, restored, DEFAULT_FUNNEL, "USD", NOW + 5000)}
+    assert_schema_valid(list(again.values()))
+    assert set(again) == set(state.emitted)
+    for key, item in last.items():
+        assert {**again[key].record, "emitted_at": None} == {**item.record, "emitted_at": None}
+    assert again[last.popitem()[0]].record["emitted_at"] == "2026-11-22T08:20:05Z"
+    # KPIs with nothing behind them were never sent, so they are not sent now either.
+    assert "sal_volume" not in {item.record["kpi"] for item in again.values()}
+    assert current_records(cell, CellState(counts={"lead": 3}), DEFAULT_FUNNEL, "USD", NOW) == []
 
 
 def test_value_is_null_when_the_denominator_is_zero():

@@ -83,7 +83,7 @@ def test_restart_mid_stream_gives_same_final_kpis(bootstrap: str, names: Names, 
         assert not second.errors(), second.errors()
     finally:
         assert second.stop() == 0, second.log_tail()
-    assert_final_kpis_exact(bootstrap, names, messages, sent_beats)
+    assert_final_kpis_exact(bootstrap, names, messages, sent_beats, restarted=True)
     assert sent == len(payload) + len(sent_beats)
 
 

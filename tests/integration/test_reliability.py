@@ -62,7 +62,7 @@ def test_sigkill_at_several_points_gives_exact_final_kpis(bootstrap: str, names:
         assert last.stop() == 0, last.log_tail()
     # Nothing lost, nothing counted twice: every KPI key's last record equals the batch computation.
     assert not any(c["late_contributions"] for c in counted), counted
-    assert_final_kpis_exact(bootstrap, names, messages, sent_beats)
+    assert_final_kpis_exact(bootstrap, names, messages, sent_beats, restarted=True)
     # Every rejected message is dead-lettered; a batch replayed after a kill may send its dead letters again.
     dead = Counter(dead_letter_sources(bootstrap, names))
     assert len(dead) == expected["rejected"]
@@ -116,7 +116,7 @@ def test_sigkill_one_of_two_workers_and_a_third_joining_gives_exact_final_kpis(
         for worker in (one, two, third):
             if worker is not None:
                 assert worker.stop() in (0, -signal.SIGKILL), worker.log_tail()
-    assert_final_kpis_exact(bootstrap, names, messages, sent_beats)
+    assert_final_kpis_exact(bootstrap, names, messages, sent_beats, restarted=True)
     assert len(set(dead_letter_sources(bootstrap, names))) == expected["rejected"]
     assert sent == len(payload) + len(sent_beats)
     print(f"\nscale-out: survivor owned all 4 entity partitions {takeover:.1f} s after the kill")

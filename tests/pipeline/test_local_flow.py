@@ -6,9 +6,12 @@ import json
 import random
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from stream.core.events import Kind
+from stream.core.watermark import HOLD
+from stream.pipeline.cells import CellStage
 from stream.pipeline.local import LocalFlow
 from stream.settings import Settings
 from tests.eventset import DAY_START, MINUTE, heartbeats, mixed
@@ -293,3 +296,18 @@ def test_large_batches_are_split_into_bounded_messages() -> None:
     flow.send_batch(views)
     assert flow.latest("page_views", "1h", "2025-11-22T08:00:00Z")["numerator"] == CELL_ENVELOPE_ITEMS
     assert flow._offsets[("cells", 0)] > 1
+
+
+def test_a_restored_cell_partition_sends_its_last_records_again_once() -> None:
+    """A worker may stop after persisting cells and before sending their records: the next owner sends them."""
+    settings = _settings(KPI_PARTITIONS="1")
+    flow = LocalFlow(settings, clock=lambda: DAY_START, input_partitions=1)
+    flow.send(Kind.LEAD, _lead("a", DAY_START))
+    flow.send(Kind.STAGE_CHANGE, _stage("b", DAY_START + MINUTE, "mql"))
+    sent = {key: {**record, "emitted_at": None} for key, record in flow.records.items()}
+    assert any(record["kpi"] == "mql_volume" for record in sent.values())
+    restarted = CellStage(settings.cell_config(), flow.cell_table)
+    nothing = orjson.dumps({"src": 0, "d": [], "wm": HOLD})
+    again = restarted.process(0, [(1000, nothing)], DAY_START)
+    assert {record.key: {**record.record, "emitted_at": None} for record in again.records} == sent
+    assert restarted.process(0, [(1001, nothing)], DAY_START).records == []
