@@ -86,21 +86,24 @@ class CellDelta:
 
         A sample added by one and removed by the other cancels out (applying a delta removes before it adds).
         """
+        counts = self.counts
         for name, change in other.counts.items():
-            self.add(name, change)
+            counts[name] = counts.get(name, 0) + change
         self.spend_micros += other.spend_micros
+        sums = self.sums
         for name, change in other.sums.items():
-            self.add_sum(name, change)
-        for step, values in other.samples_removed.items():
-            added = self.samples_added.get(step, [])
-            for value in values:
-                if value in added:
-                    added.remove(value)
-                else:
-                    self.samples_removed.setdefault(step, []).append(value)
+            sums[name] = sums.get(name, 0) + change
+        if other.samples_removed:
+            for step, values in other.samples_removed.items():
+                added = self.samples_added.get(step, [])
+                for value in values:
+                    if value in added:
+                        added.remove(value)
+                    else:
+                        self.samples_removed.setdefault(step, []).append(value)
+            self.samples_added = {step: values for step, values in self.samples_added.items() if values}
         for step, values in other.samples_added.items():
             self.samples_added.setdefault(step, []).extend(values)
-        self.samples_added = {step: values for step, values in self.samples_added.items() if values}
 
     def add(self, name: str, change: int) -> None:
         """Change one count."""

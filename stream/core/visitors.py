@@ -29,10 +29,14 @@ class VisitorState:
     leads: dict[str, dict[str, Any]] = field(default_factory=dict)
     counted: set[str] = field(default_factory=set)
     dropped_touches: int = 0
+    touch_ids: set[str] = field(init=False)  # event ids of ``touches``, derived: duplicates are checked per view
+
+    def __post_init__(self) -> None:
+        self.touch_ids = {touch.event_id for touch in self.touches}
 
     def has_touch(self, event_id: str) -> bool:
         """Whether a page view with this id is among the kept touches."""
-        return any(touch.event_id == event_id for touch in self.touches)
+        return event_id in self.touch_ids
 
     def is_empty(self) -> bool:
         """Nothing left worth keeping."""
@@ -40,35 +44,46 @@ class VisitorState:
 
 
 def view(state: VisitorState, ts: int, channel: str | None, campaign: str | None, url: str,
-         sizes: tuple[int, ...], touch_limit: int, event_id: str = "") -> dict[CellId, CellDelta]:
+         sizes: tuple[int, ...], touch_limit: int, event_id: str = "",
+         deltas: dict[CellId, CellDelta] | None = None) -> dict[CellId, CellDelta]:
     """Record a page view: its traffic counts, first-time visitor counts, and the touch.
 
-    A view already recorded (same event id) changes nothing: the visitor's state may have been persisted
-    while the dedup entry of the same batch was not, and the view is then delivered again.
+    The counts are added to ``deltas`` (a new dict by default), which is returned. A view already recorded
+    (same event id) changes nothing: the visitor's state may have been persisted while the dedup entry of the
+    same batch was not, and the view is then delivered again.
     """
-    deltas: dict[CellId, CellDelta] = {}
-    if event_id and state.has_touch(event_id):
+    if deltas is None:
+        deltas = {}
+    if event_id and event_id in state.touch_ids:
         return deltas
     channel = channel or NO_CHANNEL
+    counted = state.counted
     for cell in cell_ids(TRAFFIC, ts, channel, None, sizes):
-        delta = deltas.setdefault(cell, CellDelta())
+        delta = deltas.get(cell)
+        if delta is None:
+            delta = deltas[cell] = CellDelta()
         delta.add("views", 1)
         bucket = f"{cell.size_ms}|{cell.start_ms}|c|{cell.channel or '*'}"
-        if bucket not in state.counted:
-            state.counted.add(bucket)
+        if bucket not in counted:
+            counted.add(bucket)
             delta.add("visitors", 1)
     for size in sizes:
         bucket = f"{size}|{window_start(ts, size)}|u|{url}"
-        if bucket not in state.counted:
-            state.counted.add(bucket)
+        if bucket not in counted:
+            counted.add(bucket)
             for cell in cell_ids(ASSET, ts, None, None, (size,), url):
                 deltas.setdefault(cell, CellDelta()).add("visitors", 1)
     touch = Touch(ts, channel, campaign, event_id)
-    insort(state.touches, touch, key=_touch_order)
-    if len(state.touches) > touch_limit:
+    touches = state.touches
+    insort(touches, touch, key=_touch_order)
+    state.touch_ids.add(event_id)
+    if len(touches) > touch_limit:
         # Keep the latest touches: a bot viewing a million pages cannot grow the state without bound.
-        state.dropped_touches += len(state.touches) - touch_limit
-        del state.touches[: len(state.touches) - touch_limit]
+        dropped = len(touches) - touch_limit
+        state.dropped_touches += dropped
+        for old in touches[:dropped]:
+            state.touch_ids.discard(old.event_id)
+        del touches[:dropped]
     return deltas
 
 

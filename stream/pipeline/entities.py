@@ -201,7 +201,7 @@ class EntityStage:
                         self._reject_late(out, topic, source_partition, source_offset, ts, watermark, raw, now_ms)
                     else:
                         out.counts.valid[topic] += 1
-                        self._route(pending, self._view(visitor, ts, attrs, event_id))
+                        self._view(visitor, ts, attrs, event_id, pending)
                     continue
                 dedup = seen_key(kind, event_id)
                 if seen.get(dedup) is not None:
@@ -280,17 +280,16 @@ class EntityStage:
         out.dead_letters.append((dead_letter_key(topic, partition, offset), dead_letter(
             topic, partition, offset, Reason.LATE, detail, raw, None, now_ms)))
 
-    def _view(self, visitor: VisitorState, ts: int, attrs: dict[str, Any], event_id: str
-              ) -> dict[CellId, CellDelta]:
+    def _view(self, visitor: VisitorState, ts: int, attrs: dict[str, Any], event_id: str,
+              pending: dict[CellId, CellDelta]) -> None:
         """A page view's traffic counts, and any change it makes to the credit of the visitor's leads."""
         cfg = self.config
         credited = attribution_facts(visitor, cfg.attribution) if visitor.leads else None
-        changes = view(visitor, ts, attrs["channel"], attrs["campaign"], attrs["url"], cfg.window_sizes_ms,
-                       cfg.attribution.touch_limit, event_id)
+        view(visitor, ts, attrs["channel"], attrs["campaign"], attrs["url"], cfg.window_sizes_ms,
+             cfg.attribution.touch_limit, event_id, pending)
         if credited is not None:
-            changes.update(attribution_deltas(credited, attribution_facts(visitor, cfg.attribution),
-                                              cfg.window_sizes_ms))
-        return changes
+            self._route(pending, attribution_deltas(credited, attribution_facts(visitor, cfg.attribution),
+                                                    cfg.window_sizes_ms))
 
     @staticmethod
     def _route(pending: dict[CellId, CellDelta], changes: dict[CellId, CellDelta]) -> None:
