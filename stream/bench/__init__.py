@@ -1,0 +1,97 @@
+"""``kpi-stream bench``: the pipeline's throughput, latency, scale-out, memory and restore time in one run.
+
+One run, all on this machine, each measurement after the previous one so that they do not compete for the CPU:
+
+1. start an embedded Tansu broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` is set) and create fresh topics, named
+   after a fresh run id, so reruns against the same broker never mix data;
+2. produce ``--events`` synthetic events (backfill mode: fixed seed, event times from a whole hour some hours
+   ago) and count them per topic;
+3. on that backlog:
+
+   (a) a raw aiokafka consumer that only decodes each value with orjson;
+   (b) the Faust floor: a bare Faust agent (``stream.bench_floor``) that only counts events;
+   the pipeline: ``python -m stream worker`` on the backlog, watched through its ``/metrics``;
+4. state restore: the pipeline worker is stopped (SIGTERM) and a new one started with its app id and data dir;
+5. two workers (unless ``--skip-two-workers``): two ``python -m stream worker`` processes in one new consumer
+   group (a fresh app id, each with its own web port and data dir) on the same backlog from its beginning;
+6. latency (unless ``--skip-latency``): a worker with a fresh app id on new, empty topics, fed live events.
+
+How each figure is measured:
+
+- raw consumer: messages / time from the start of the first poll that returned messages (so the Tansu group
+  join, ~3 s, is left out) to the last message;
+- Faust floor: events / time from its first event's arrival (faust's monitor stamps it) to its last event;
+- pipeline: produced events / time from the first ``/metrics`` poll (every 0.2 s) at which
+  ``leadgen_events_total + leadgen_events_rejected_total + leadgen_events_duplicate_total`` is non-zero to the
+  poll at which that sum reached its final value. It is final when it reaches the number produced; but a stage
+  change is counted only once its lead arrives, so some may stay pending (``leadgen_pending_leads``): once the
+  sum is at least 99 % of the events produced, it is also final when it has not changed for 3 s (and the end is
+  the poll where it last changed, not the 3 s later). After that the bench keeps polling until
+  ``leadgen_kpi_records_total`` has not grown for 3 s (30 s at most), to report when the KPI output quiesced;
+- ``peak_rss_mb``: the one-worker pipeline process's ``VmHWM`` (peak resident set) from ``/proc/<pid>/status``,
+  read just before it is stopped, in MiB; where that cannot be read, the largest ``VmRSS`` seen at the polls;
+- ``restore_seconds``: from spawning the second worker of the same app (which recovers the tables from their
+  changelogs) to the first ``/metrics`` poll (every 0.05 s) showing ``leadgen_worker_ready`` 1; it includes the
+  interpreter start and the group join, so the worker's cold start to ready is shown next to it;
+- two workers: the same rule as the pipeline, on the sum of the accounted counts over both workers' ``/metrics``
+  (the last page each answered). A rebalance at start can make a worker read some input again, so the sum may
+  pass the number produced: reaching it counts as done. ``two_worker_speedup`` is the two-worker rate divided by
+  the one-worker pipeline rate of the same run;
+- latency: once the worker reports ``leadgen_worker_ready`` 1 and assigned partitions (so the group join is not
+  counted), a confluent-kafka producer sends live events (event time = now) at ``--latency-rate`` events/s for
+  2 s of warm-up plus ``--latency-seconds``; during the latter it also sends a probe every 100 ms: a valid lead
+  whose campaign, ``probe-<n>``, no other event has. A reader assigned to every partition of the cost-per-lead
+  KPI topic (which carries a record per channel and campaign) notes when the first record whose dimensions
+  hold that campaign arrives. A probe's latency is that arrival minus the moment it was handed to the producer
+  (both on this process's monotonic clock); ``latency_p50_ms`` and ``latency_p99_ms`` are nearest-rank
+  percentiles over the probes seen. A probe not seen within 5 s of the last probe is missing. The time until a
+  ``/metrics`` gauge shows a probe is not measured: gauges have no campaign label, so no probe can be told
+  apart there.
+
+Its modules, one thing each: ``options`` (the command line), ``run`` (the phases in order and
+``run_bench``), ``backlog``, ``baselines`` ((a) and (b)), ``pipeline`` (one worker, restore, two workers),
+``latency``, ``watch`` (``/metrics`` polling), ``processes``, ``run_settings``, ``results``, ``report``, ``timing``,
+``progress`` and ``errors``.
+
+The last line printed is a JSON object with the figures; a skipped phase's figures are null.
+"""
+
+from __future__ import annotations
+
+from stream.bench.errors import BenchError
+from stream.bench.latency import PROBE_CAMPAIGN, PROBE_CHANNEL, ProbeLog, percentiles_ms, probe_event, probe_in_record
+from stream.bench.options import BenchOptions
+from stream.bench.processes import PeakRss, status_kb
+from stream.bench.progress import Progress
+from stream.bench.report import report
+from stream.bench.results import LatencyResult, PipelineResult, Produced, Rate, RawResult, Results, TwoWorkerResult
+from stream.bench.run import run_bench
+from stream.bench.timing import SETTLE_S
+from stream.bench.watch import PipelineWatch, Timeline, all_ready
+
+__all__ = [
+    "PROBE_CAMPAIGN",
+    "PROBE_CHANNEL",
+    "SETTLE_S",
+    "BenchError",
+    "BenchOptions",
+    "LatencyResult",
+    "PeakRss",
+    "PipelineResult",
+    "PipelineWatch",
+    "ProbeLog",
+    "Produced",
+    "Progress",
+    "Rate",
+    "RawResult",
+    "Results",
+    "Timeline",
+    "TwoWorkerResult",
+    "all_ready",
+    "percentiles_ms",
+    "probe_event",
+    "probe_in_record",
+    "report",
+    "run_bench",
+    "status_kb",
+]

@@ -1,0 +1,250 @@
+"""The latency phase: live traffic with probe leads, and when each probe's KPI record is read."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream.bench.errors import BenchError
+from stream.bench.options import BenchOptions
+from stream.bench.processes import ManagedProcess, worker_argv
+from stream.bench.progress import Progress
+from stream.bench.results import LatencyResult, Rate
+from stream.bench.run_settings import bench_settings, settings_env
+from stream.bench.timing import LATENCY_WARMUP_S, POLL_S, PROBE_GRACE_S, PROBE_INTERVAL_S
+from stream.bench.watch import wait_ready
+from stream.core.quantiles import nearest_rank
+from stream.settings import Settings
+
+PROBE_CAMPAIGN = "probe-"  # probe n's campaign is probe-<n>; no generated event has such a campaign
+PROBE_CHANNEL = "paid_search"  # a channel the traffic model has, so /metrics gets no extra channel label
+
+
+@dataclass
+class ProbeLog:
+    """When each probe was handed to the producer and when its first KPI record was read (``time.monotonic``)."""
+
+    sent: dict[int, float] = field(default_factory=dict)
+    seen: dict[int, float] = field(default_factory=dict)
+
+    def record_sent(self, number: int, at: float) -> None:
+        """Probe ``number`` was handed to the producer at ``at``."""
+        self.sent[number] = at
+
+    def record_seen(self, number: int, at: float) -> None:
+        """A KPI record of probe ``number`` was read at ``at``; only its first one counts."""
+        if number in self.sent:
+            self.seen.setdefault(number, at)
+
+    def latencies_us(self) -> list[int]:
+        """Latency of every probe seen, in microseconds, sorted."""
+        return sorted(round((self.seen[number] - self.sent[number]) * 1_000_000) for number in self.seen)
+
+    def missing(self) -> list[int]:
+        """The probes sent but not seen."""
+        return sorted(number for number in self.sent if number not in self.seen)
+
+
+def percentiles_ms(latencies_us: list[int], fractions: Sequence[float]) -> list[float | None]:
+    """Nearest-rank percentiles, in milliseconds, of sorted microsecond latencies (None for none)."""
+    found = [nearest_rank(latencies_us, fraction) for fraction in fractions]
+    return [None if value is None else value / 1000 for value in found]
+
+
+def probe_event(number: int, now_ms: int) -> bytes:
+    """Probe ``number``: a valid lead whose campaign no other event has."""
+    return orjson.dumps({"event_id": f"{PROBE_CAMPAIGN}{number}", "ts": now_ms, "lead_id": f"probe-lead-{number}",
+                         "channel": PROBE_CHANNEL, "campaign": f"{PROBE_CAMPAIGN}{number}"})
+
+
+def probe_in_record(value: bytes | None) -> int | None:
+    """The probe number of a KPI record whose dimensions hold a probe's campaign, else None."""
+    if not value or PROBE_CAMPAIGN.encode() not in value:  # most records are not a probe's: skip their parsing
+        return None
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    dimensions = record.get("dimensions") if isinstance(record, dict) else None
+    campaign = dimensions.get("campaign") if isinstance(dimensions, dict) else None
+    if not isinstance(campaign, str) or not campaign.startswith(PROBE_CAMPAIGN):
+        return None
+    number = campaign[len(PROBE_CAMPAIGN):]
+    return int(number) if number.isascii() and number.isdigit() else None
+
+
+class ProbeReader(threading.Thread):
+    """Reads a KPI topic from its beginning and notes when each probe's first record arrives.
+
+    It is assigned every partition rather than subscribed, so no group join delays its first read.
+    """
+
+    def __init__(self, settings: Settings, topic: str, partitions: int, probes: ProbeLog) -> None:
+        super().__init__(name="probe-reader", daemon=True)
+        self._settings, self._topic, self._partitions, self._probes = settings, topic, partitions, probes
+        self._stopping = threading.Event()
+        self.error: str | None = None
+
+    def run(self) -> None:
+        """Poll until stopped; a Kafka error ends it and is kept in ``error``."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+        from stream.kafka import confluent_config
+
+        # A short fetch wait: the broker may hold a fetch that long, which would add to every probe's latency.
+        consumer = Consumer({**confluent_config(self._settings), "group.id": f"{self._topic}-probe-reader",
+                             "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        try:
+            consumer.assign([TopicPartition(self._topic, partition, OFFSET_BEGINNING)
+                             for partition in range(self._partitions)])
+            while not self._stopping.is_set():
+                message = consumer.poll(0.05)  # poll returns as soon as a message is there, unlike consume
+                arrived = time.monotonic()
+                if message is None or message.error():
+                    continue
+                number = probe_in_record(message.value())
+                if number is not None:
+                    self._probes.record_seen(number, arrived)
+        except KafkaException as exc:
+            self.error = str(exc)
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        """Ask it to stop and wait for it."""
+        self._stopping.set()
+        self.join(timeout=10)
+
+
+class LiveProducer:
+    """A confluent-kafka producer for the latency phase, counting delivery failures.
+
+    Its linger is short: a probe waiting in the producer's batch for 20 ms (the backlog producer's linger) would
+    count as pipeline latency.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from confluent_kafka import Producer
+
+        from stream.kafka import confluent_config
+
+        self._producer = Producer({**confluent_config(settings), "linger.ms": 1})
+        self.failed: list[str] = []
+
+    def _on_delivery(self, error: Any, _: Any) -> None:
+        if error is not None:
+            self.failed.append(str(error))
+
+    def send(self, topic: str, value: bytes) -> None:
+        """Queue one message, waiting for room when the local queue is full."""
+        while True:
+            try:
+                self._producer.produce(topic, value=value, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for every queued message.
+
+        Raises:
+            BenchError: when some were not delivered.
+        """
+        remaining = self._producer.flush(timeout_s)
+        if remaining or self.failed:
+            raise BenchError(f"latency: {remaining} messages undelivered, {len(self.failed)} failed"
+                             + (f", first: {self.failed[0]}" if self.failed else ""))
+
+
+def send_live_traffic(settings: Settings, options: BenchOptions, probes: ProbeLog, worker: ManagedProcess,
+                      progress: Progress) -> Rate:
+    """Live events at ``--latency-rate`` for the warm-up and ``--latency-seconds``, with a probe every 100 ms.
+
+    Returns the live events sent (probes not counted) over the time they were sent.
+    """
+    from stream.core.events import Kind
+    from stream.generator import TrafficModel
+
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+    # time_scale as in the demo: funnel delays shrink so that stage changes come within the phase.
+    model = TrafficModel(seed=options.seed, start_ms=now_ms(), time_scale=20.0, clock_ms=now_ms)
+    events = model.events()
+    producer = LiveProducer(settings)
+    leads_topic = settings.input_topics[Kind.LEAD]
+    started = time.monotonic()
+    next_probe_at = started + LATENCY_WARMUP_S
+    end = next_probe_at + options.latency_seconds
+    sent = probe_number = 0
+    while (now := time.monotonic()) < end:
+        if now >= next_probe_at:
+            probes.record_sent(probe_number, time.monotonic())  # before the send: the reader may be quick
+            producer.send(leads_topic, probe_event(probe_number, now_ms()))
+            probe_number += 1
+            next_probe_at += PROBE_INTERVAL_S
+            worker.check()
+            progress.show(f"latency: sent {sent} events and {len(probes.sent)} probes, "
+                          f"{len(probes.seen)} probes seen")
+            continue
+        due = started + sent / options.latency_rate
+        if now >= due:
+            kind, payload = next(events)
+            producer.send(settings.input_topics[kind], payload)
+            sent += 1
+            continue
+        time.sleep(min(due, next_probe_at, end) - now)
+    seconds = time.monotonic() - started
+    producer.flush()
+    return Rate(sent, seconds)
+
+
+def measure_latency(cluster: Settings, run_id: str, options: BenchOptions, work_dir: Path,
+                    progress: Progress) -> LatencyResult:
+    """A worker on new topics fed live events with probes; how long until each probe's KPI record is read.
+
+    Raises:
+        BenchError: when the worker exits or does not start, or the probe reader fails.
+    """
+    from stream.broker import free_port
+    from stream.core.kpis import FAMILY_COST_PER_LEAD
+    from stream.kafka import ensure_topics
+
+    live = bench_settings(cluster, f"{run_id}-latency")
+    partitions = ensure_topics(live)
+    kpi_topic = live.kpi_topic(FAMILY_COST_PER_LEAD)  # a record per channel and campaign: one per probe
+    port = free_port()
+    data_dir = work_dir / "latency-data"
+    data_dir.mkdir(exist_ok=True)
+    probes = ProbeLog()
+    with ManagedProcess("latency worker", worker_argv(), settings_env(live, port, data_dir),
+                        work_dir / "latency-worker.log", work_dir) as worker:
+        wait_ready([worker], [port], "latency", progress, with_partitions=True)
+        reader = ProbeReader(live, kpi_topic, partitions[kpi_topic], probes)
+        reader.start()
+        try:
+            progress.show(f"latency: worker ready; {LATENCY_WARMUP_S:.0f} s of warm-up, then probes for "
+                          f"{options.latency_seconds:g} s", force=True)
+            traffic = send_live_traffic(live, options, probes, worker, progress)
+            last_sent = max(probes.sent.values(), default=time.monotonic())
+            while len(probes.seen) < len(probes.sent) and time.monotonic() < last_sent + PROBE_GRACE_S:
+                worker.check()
+                if reader.error is not None or not reader.is_alive():
+                    break
+                progress.show(f"latency: {len(probes.seen)}/{len(probes.sent)} probes seen")
+                time.sleep(POLL_S)
+        finally:
+            reader.stop()
+        if reader.error is not None:
+            raise BenchError(f"latency: the probe reader failed: {reader.error}")
+    p50, p99 = percentiles_ms(probes.latencies_us(), (0.5, 0.99))
+    result = LatencyResult(p50, p99, len(probes.sent), len(probes.seen), traffic)
+    progress.show(f"latency: {result.probes_seen}/{result.probes_sent} probes seen", force=True)
+    return result

@@ -1,0 +1,106 @@
+"""The phases that run the pipeline worker on the backlog: one worker, its restore, two workers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+
+from stream.bench.processes import ManagedProcess, stop_all, worker_argv
+from stream.bench.progress import Progress
+from stream.bench.results import PipelineResult, TwoWorkerResult
+from stream.bench.run_settings import settings_env
+from stream.bench.watch import PipelineWatch, Timeline, wait_ready
+from stream.settings import Settings
+
+
+def measure_pipeline(env: Mapping[str, str], port: int, expected: int, work_dir: Path,
+                     progress: Progress) -> PipelineResult:
+    """The pipeline: ``python -m stream worker`` on the backlog, watched through ``/metrics``, then stopped.
+
+    Raises:
+        BenchError: when the worker exits, does not start, or stalls.
+    """
+    with ManagedProcess("pipeline worker", worker_argv(), env, work_dir / "worker.log", work_dir) as worker, \
+            Timeline(work_dir / "pipeline-timeline.csv", "accounted,kpi_records,pending_leads") as timeline:
+        spawned = worker.spawned
+        watch = PipelineWatch([port], expected, progress, timeline)
+        watch.wait_accounted([worker], spawned)
+        rate = watch.rate()
+        first_at = watch.accounted.first_at
+        assert first_at is not None  # rate() raises otherwise
+        progress.show(f"pipeline: accounted {watch.accounted.value}/{expected} in {rate.seconds:.2f} s; "
+                      "waiting for the KPI output to quiesce", force=True)
+        kpi_settled = watch.wait_kpi_quiet([worker])
+        worker.stop()
+    last = watch.last
+    scrapes = watch.scrape_seconds
+    return PipelineResult(
+        rate=rate, accounted=watch.accounted.value, startup_s=first_at - spawned,
+        kpi_quiet_s=watch.kpi.changed_at - first_at if kpi_settled else None, kpi_records=last.kpi_records,
+        pending_leads=last.pending_leads, rejected=dict(last.rejected), duplicates=last.duplicates,
+        scrape_ms=1000 * sum(scrapes) / len(scrapes) if scrapes else 0.0,
+        middle=timeline.span(0.1 * expected, 0.9 * expected), peak_rss_mb=worker.peak_rss_mb,
+        ready_s=None if watch.ready_at is None else watch.ready_at - spawned, exit_code=worker.returncode)
+
+
+def measure_restore(env: Mapping[str, str], port: int, work_dir: Path, progress: Progress) -> float:
+    """Start a worker with the stopped pipeline worker's app id and data dir; seconds from spawn to ready.
+
+    Raises:
+        BenchError: when the worker exits or is not ready in time.
+    """
+    with ManagedProcess("restored pipeline worker", worker_argv(), env, work_dir / "restore.log",
+                        work_dir) as worker:
+        seconds = wait_ready([worker], [port], "restore", progress) - worker.spawned
+        progress.show(f"restore: worker ready {seconds:.2f} s after its spawn; stopping it", force=True)
+    return seconds
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """``count`` different free ports (two calls of ``free_port`` can return the same one)."""
+    from stream.broker import free_port
+
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def measure_two_workers(settings: Settings, app_id: str, expected: int, work_dir: Path,
+                        progress: Progress) -> TwoWorkerResult:
+    """Two pipeline workers in one new consumer group on the backlog, watched through both ``/metrics``.
+
+    Raises:
+        BenchError: when a worker exits, they do not start, or they stall.
+    """
+    from stream.kafka import ensure_topics
+
+    group = dataclasses.replace(settings, app_id=app_id)
+    ensure_topics(group)  # here, not by both workers at once
+    ports = distinct_free_ports(2)
+    workers = []
+    for number, port in enumerate(ports, start=1):
+        data_dir = work_dir / f"two-workers-{number}"
+        data_dir.mkdir(exist_ok=True)
+        workers.append(ManagedProcess(f"worker {number} of two", worker_argv(), settings_env(group, port, data_dir),
+                                      work_dir / f"two-workers-{number}.log", work_dir))
+    with ExitStack() as running:
+        for worker in workers:
+            running.enter_context(worker)
+        timeline = running.enter_context(Timeline(work_dir / "two-workers-timeline.csv",
+                                                  "accounted,kpi_records,pending_leads"))
+        spawned = workers[0].spawned
+        watch = PipelineWatch(ports, expected, progress, timeline, label="two workers")
+        watch.wait_accounted(workers, spawned)
+        rate = watch.rate()
+        first_at = watch.accounted.first_at
+        assert first_at is not None  # rate() raises otherwise
+        progress.show(f"two workers: accounted {watch.accounted.value}/{expected} in {rate.seconds:.2f} s",
+                      force=True)
+        stop_all(workers)
+    return TwoWorkerResult(rate, watch.accounted.value, first_at - spawned,
+                           tuple(worker.peak_rss_mb for worker in workers))

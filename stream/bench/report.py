@@ -1,0 +1,117 @@
+"""The bench's report: the human-readable lines and, last, the JSON line of figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from stream.bench.results import Results
+from stream.bench.timing import KPI_SETTLE_CAP_S
+
+MISSING_SHARE_WARNING = 0.01  # more missing probes than this share make the latency line say so
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, 0 when the denominator is 0."""
+    return numerator / denominator if denominator else 0.0
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    """``value`` rounded for the JSON line, None kept."""
+    return None if value is None else round(value, digits)
+
+
+def megabytes(value: float | None) -> str:
+    """A peak RSS for the human lines."""
+    return "n/a" if value is None else f"{value:.0f} MB"
+
+
+def two_worker_speedup(results: Results) -> float | None:
+    """Two workers' events/s divided by one worker's, in the same run."""
+    if results.two_workers is None:
+        return None
+    return ratio(results.two_workers.rate.per_second, results.pipeline.rate.per_second)
+
+
+def scale_and_latency_lines(results: Results) -> list[str]:
+    """The human lines of the restore, two-worker and latency phases."""
+    pipeline, two, latency = results.pipeline, results.two_workers, results.latency
+    lines = [
+        f"peak RSS:               {megabytes(pipeline.peak_rss_mb)} (the one-worker pipeline process's VmHWM, "
+        "MB = kB / 1024, read just before it was stopped)",
+        f"state restore:          {results.restore_s:.2f} s (spawn of a worker with that worker's app id and data "
+        "dir to leadgen_worker_ready 1; its cold start to ready was "
+        + ("n/a" if pipeline.ready_s is None else f"{pipeline.ready_s:.2f} s")
+        + f"; it exited with code {pipeline.exit_code} on SIGTERM)",
+    ]
+    if two is None:
+        lines.append("two workers:            skipped (--skip-two-workers)")
+    else:
+        lines += [
+            f"two workers:            {two.rate.per_second:10.0f} events/s ({two.rate.events} events in "
+            f"{two.rate.seconds:.2f} s; accounted {two.accounted} over both; start to first event "
+            f"{two.startup_s:.1f} s; peak RSS {', '.join(megabytes(peak) for peak in two.peak_rss_mb)})",
+            f"two workers / one:      {two_worker_speedup(results):.3f} (two-worker events/s "
+            f"{two.rate.per_second:.0f} / one-worker pipeline events/s {pipeline.rate.per_second:.0f})",
+        ]
+    if latency is None:
+        lines.append("latency:                skipped (--skip-latency)")
+        return lines
+    missing_share = ratio(latency.missing, latency.probes_sent)
+    percentiles = ("no probe seen" if latency.p50_ms is None or latency.p99_ms is None
+                   else f"p50 {latency.p50_ms:.0f} ms, p99 {latency.p99_ms:.0f} ms")
+    lines += [
+        f"latency:                {percentiles} (a probe lead handed to the producer to its first cost-per-lead "
+        f"KPI record read; probes seen {latency.probes_seen}/{latency.probes_sent}, missing {latency.missing}; "
+        f"live traffic {latency.traffic.per_second:.0f} events/s for {latency.traffic.seconds:.1f} s)"
+        + (f"; WARNING: {100 * missing_share:.1f} % of the probes are missing (more than "
+           f"{100 * MISSING_SHARE_WARNING:.0f} %), so the percentiles, over the probes seen, understate the latency"
+           if missing_share > MISSING_SHARE_WARNING else ""),
+        "latency to /metrics:    not measured (the gauges have no campaign label, so no probe can be told apart "
+        "there)",
+    ]
+    return lines
+
+
+def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str]:
+    """The human-readable lines and, last, the JSON line."""
+    produced, raw, floor, pipeline = results.produced, results.raw, results.floor, results.pipeline
+    total = produced.total
+    mix = ", ".join(f"{kind} {count}" for kind, count in produced.per_kind.items())
+    lines = [
+        f"events produced:        {total} ({mix}) in {produced.seconds:.1f} s",
+        f"pipeline:               {pipeline.rate.per_second:10.0f} events/s ({total} events in "
+        f"{pipeline.rate.seconds:.2f} s; accounted {pipeline.accounted}, pending leads "
+        f"{pipeline.pending_leads:.0f}; worker start to first event {pipeline.startup_s:.1f} s; "
+        + (f"{pipeline.middle.per_second:.0f}/s from 10 % to 90 % accounted)" if pipeline.middle else ")"),
+        f"(a) raw consumer:       {raw.rate.per_second:10.0f} events/s ({raw.rate.events} in {raw.rate.seconds:.2f} s; "
+        f"{raw.with_join.per_second:.0f}/s counting connection and group join; {raw.undecodable} undecodable)",
+        f"(b) faust floor ({floor_mode}): {floor.per_second:10.0f} events/s ({floor.events} in {floor.seconds:.2f} s)",
+        f"pipeline / faust floor: {ratio(pipeline.rate.per_second, floor.per_second):.3f}",
+        f"pipeline / raw:         {ratio(pipeline.rate.per_second, raw.rate.per_second):.3f}",
+        f"pipeline outcome:       duplicates {pipeline.duplicates}, rejected "
+        f"{dict(sorted(pipeline.rejected.items())) or 0}, KPI records {pipeline.kpi_records}"
+        + (f", KPI output quiet {pipeline.kpi_quiet_s:.1f} s after the first event"
+           if pipeline.kpi_quiet_s is not None else f", KPI output still growing after {KPI_SETTLE_CAP_S:.0f} s")
+        + f"; /metrics scrape {pipeline.scrape_ms:.1f} ms",
+        *scale_and_latency_lines(results),
+        f"worker logs:            {len(results.worker_problems)} error-looking lines"
+        + "".join(f"\n    {line}" for line in results.worker_problems[:10]),
+    ]
+    if work_dir is not None:
+        lines.append(f"logs kept in {work_dir}")
+    latency = results.latency
+    lines.append(orjson.dumps({
+        "events": total,
+        "pipeline_events_per_second": round(pipeline.rate.per_second, 1),
+        "raw_events_per_second": round(raw.rate.per_second, 1),
+        "faust_floor_events_per_second": round(floor.per_second, 1),
+        "pipeline_vs_faust_floor": round(ratio(pipeline.rate.per_second, floor.per_second), 4),
+        "latency_p50_ms": rounded(latency.p50_ms if latency else None, 1),
+        "latency_p99_ms": rounded(latency.p99_ms if latency else None, 1),
+        "two_worker_speedup": rounded(two_worker_speedup(results), 3),
+        "peak_rss_mb": rounded(pipeline.peak_rss_mb, 1),
+        "restore_seconds": round(results.restore_s, 2),
+    }).decode())
+    return lines

@@ -1,0 +1,100 @@
+"""What each phase of a bench run measured, and everything one run measured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A number of events handled in a number of seconds."""
+
+    events: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        """Events per second (0 when no time passed)."""
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """What the raw consumer measured."""
+
+    rate: Rate
+    with_join: Rate
+    undecodable: int
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What the pipeline measurement saw."""
+
+    rate: Rate
+    accounted: int
+    startup_s: float
+    kpi_quiet_s: float | None
+    kpi_records: int
+    pending_leads: float
+    rejected: dict[str, int]
+    duplicates: int
+    scrape_ms: float
+    middle: Rate | None  # between 10 % and 90 % accounted
+    peak_rss_mb: float | None
+    ready_s: float | None  # spawn to the first poll showing leadgen_worker_ready 1
+    exit_code: int | None  # after the bench's SIGTERM
+
+
+@dataclass(frozen=True)
+class TwoWorkerResult:
+    """What the two-worker measurement saw."""
+
+    rate: Rate
+    accounted: int  # summed over both workers; more than produced when a rebalance made one read input again
+    startup_s: float
+    peak_rss_mb: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """What the latency measurement saw."""
+
+    p50_ms: float | None
+    p99_ms: float | None
+    probes_sent: int
+    probes_seen: int
+    traffic: Rate  # the live events sent (probes not counted), over the time they were sent
+
+    @property
+    def missing(self) -> int:
+        """Probes not seen in time."""
+        return self.probes_sent - self.probes_seen
+
+
+@dataclass(frozen=True)
+class Produced:
+    """How many events were produced per topic, and how fast."""
+
+    per_topic: dict[str, int]
+    per_kind: dict[str, int]  # the same counts, by event kind (the default topic name)
+    seconds: float
+
+    @property
+    def total(self) -> int:
+        """All events produced."""
+        return sum(self.per_topic.values())
+
+
+@dataclass(frozen=True)
+class Results:
+    """Everything one run measured (None: the phase was skipped)."""
+
+    produced: Produced
+    raw: RawResult
+    floor: Rate
+    pipeline: PipelineResult
+    restore_s: float
+    two_workers: TwoWorkerResult | None
+    latency: LatencyResult | None
+    worker_problems: list[str]

@@ -1,0 +1,106 @@
+"""One bench run: the broker, the work directory and the phases in order, behind ``run_bench``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from stream.bench.backlog import produce
+from stream.bench.baselines import measure_floor, measure_raw
+from stream.bench.errors import BenchError
+from stream.bench.latency import measure_latency
+from stream.bench.options import BenchOptions
+from stream.bench.pipeline import measure_pipeline, measure_restore, measure_two_workers
+from stream.bench.processes import log_problems
+from stream.bench.progress import Progress
+from stream.bench.report import report
+from stream.bench.results import Results
+from stream.bench.run_settings import bench_settings, settings_env
+from stream.settings import Settings
+
+# The logs of the pipeline workers, in the order the phases run; a missing one (a skipped phase) has no lines.
+WORKER_LOGS = ("worker.log", "restore.log", "two-workers-1.log", "two-workers-2.log", "latency-worker.log")
+
+
+@contextmanager
+def broker_for(settings: Settings, work_dir: Path, progress: Progress) -> Iterator[Settings]:
+    """The settings pointing at the configured cluster, or at an embedded broker for the block's duration."""
+    if settings.bootstrap_servers:
+        yield settings
+        return
+    from stream.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(log_path=work_dir / "broker.log")
+    try:
+        broker.start()
+        progress.show(f"embedded Tansu broker on {broker.bootstrap_servers}", force=True)
+        yield dataclasses.replace(settings, bootstrap_servers=broker.bootstrap_servers)
+    finally:
+        broker.stop()
+
+
+@contextmanager
+def work_directory(keep: bool) -> Iterator[Path]:
+    """A temporary directory for logs and state, removed afterwards unless it is kept."""
+    path = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def run_measurements(settings: Settings, options: BenchOptions, work_dir: Path, progress: Progress) -> Results:
+    """Create the topics, produce the backlog, and run the measurements one after another."""
+    from stream.broker import free_port
+    from stream.kafka import ensure_topics
+
+    run_id = f"bench-{int(time.time())}-{os.getpid()}"
+    with broker_for(settings, work_dir, progress) as cluster:
+        bench = bench_settings(cluster, run_id)
+        progress.show(f"run id {run_id}; creating topics", force=True)
+        ensure_topics(bench)
+        produced = produce(bench, options.events, options.seed, progress)
+        raw = measure_raw(bench, run_id, produced.total, progress)
+        port = free_port()
+        env = settings_env(bench, port, work_dir)
+        floor = measure_floor(env, run_id, produced.total, work_dir, options.floor_mode, progress)
+        pipeline = measure_pipeline(env, port, produced.total, work_dir, progress)
+        restore_s = measure_restore(env, port, work_dir, progress)
+        two_workers = None if options.skip_two_workers else measure_two_workers(
+            bench, f"{run_id}-two", produced.total, work_dir, progress)
+        latency = None if options.skip_latency else measure_latency(cluster, run_id, options, work_dir, progress)
+    problems = [f"{name}: {line}" for name in WORKER_LOGS for line in log_problems(work_dir / name)]
+    return Results(produced, raw, floor, pipeline, restore_s, two_workers, latency, problems)
+
+
+def run_bench(args: list[str], settings: Settings, emit: Callable[[str], None] = print) -> int:
+    """Entry point of ``kpi-stream bench``; returns the exit code."""
+    from stream.broker import BrokerError
+    from stream.kafka import TopicError
+    from stream.produce import ProduceError
+
+    options = BenchOptions.parse(args)
+    progress = Progress()
+    with work_directory(options.keep_logs) as work_dir:
+        try:
+            results = run_measurements(settings, options, work_dir, progress)
+        except (BenchError, BrokerError, TopicError, ProduceError) as exc:
+            print(f"kpi-stream bench: {exc}", file=sys.stderr)
+            if options.keep_logs:
+                print(f"kpi-stream bench: logs in {work_dir}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("kpi-stream bench: interrupted" + (f"; logs in {work_dir}" if options.keep_logs else ""),
+                  file=sys.stderr)
+            return 130
+        for line in report(results, options.floor_mode, work_dir if options.keep_logs else None):
+            emit(line)
+    return 0
