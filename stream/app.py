@@ -13,12 +13,12 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 from aiokafka.errors import IllegalStateError
-from faust.types import TP, TableT
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from stream.core.kpis import FAMILIES
@@ -80,23 +80,30 @@ def _by_partition(events: list[faust.EventT[bytes]]) -> dict[int, list[faust.Eve
     return grouped
 
 
-def _write(table: TableT[bytes, bytes], partition: int, writes: dict[bytes, bytes | None]) -> list[Awaitable[Any]]:
-    """Apply a batch's writes to ``table`` and its changelog partition; the changelog sends, to be awaited.
+async def _write(table: faust.Table[bytes, bytes], partition: int, writes: dict[bytes, bytes | None]
+                 ) -> list[Awaitable[Any]]:
+    """Apply a batch's writes to ``table`` and send them to its changelog partition; the sends, to be awaited.
 
-    Faust sends a table's changelog records through the producer buffer and commits input offsets without
-    waiting for them, so a worker killed between the two keeps the offset and loses the state. The agents
-    here ack a batch only once its changelog records are delivered.
+    Faust's own table writes go through its producer buffer, and it commits input offsets without waiting for
+    them, so a worker killed between the two keeps the offset and loses the state. Sent here directly, each
+    write has a future the agent waits for before it acks the batch. (The callback is the one faust gives its
+    own changelog sends: it records the offset for stores that persist it.)
     """
     sent: list[Awaitable[Any]] = []
-    data = table.data
+    data, changelog = table.data, table.changelog_topic
+    on_sent = table._on_changelog_sent
     for key, value in writes.items():
         if value is None:
-            if key in data:
-                del data[key]
-                sent.append(table.send_changelog(partition, key, None, value_serializer="raw"))
+            if key not in data:
+                continue
+            del data[key]
+            sent.append(await changelog.send(key=key, value=None, partition=partition, value_serializer="raw",
+                                             key_serializer=table.key_serializer, callback=on_sent))
         else:
             data[key] = value
-            sent.append(table.send_changelog(partition, key, value))
+            sent.append(await changelog.send(key=key, value=value, partition=partition, callback=on_sent,
+                                             key_serializer=table.key_serializer,
+                                             value_serializer=table.value_serializer))
     return sent
 
 
@@ -136,6 +143,16 @@ class InFlight:
         except TimeoutError:
             return False
         return True
+
+
+async def _delivered(sends: list[Awaitable[Any]]) -> None:
+    """Wait until every send is delivered.
+
+    A stop cancels the wait but never the sends themselves: faust completes a send's future when the broker
+    answers, and a future cancelled under it makes faust's producer fail at shutdown.
+    """
+    if sends:
+        await asyncio.shield(asyncio.gather(*sends))
 
 
 def _ack(events: list[faust.EventT[bytes]]) -> None:
@@ -195,8 +212,9 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     cells_topic = app.topic(internal_topic(settings, "cells"), partitions=n, **raw)
     dead_letters = app.topic(settings.topic_dead_letters, **raw)
     kpi_topics = {family: app.topic(settings.kpi_topic(family), **raw) for family in FAMILIES}
-    entity_table = app.Table("entity-state", key_type=bytes, value_type=bytes, partitions=n)
-    cell_table = app.Table("cells", key_type=bytes, value_type=bytes, partitions=n)
+    table: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": n}
+    entity_table = cast(faust.Table[bytes, bytes], app.Table("entity-state", **table))
+    cell_table = cast(faust.Table[bytes, bytes], app.Table("cells", **table))
 
     ingest_stage = IngestStage(Validator(settings.rates, settings.max_event_bytes), n,
                                settings.idle_partition_timeout_ms, settings.max_future_skew_ms)
@@ -236,8 +254,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         pending = [await entities_topic.send(value=envelope, partition=partition)
                    for partition, items in out.envelopes.items() for envelope in encode_envelopes(items, report)]
         pending += await send_dead_letters(out.dead_letters)
-        for future in pending:  # delivered before the batch is acked and its input offsets can be committed
-            await future
+        await _delivered(pending)  # before the batch is acked and its input offsets can be committed
         ingest_stage.commit_progress(out, now)
         metrics.count(out.counts)
         for source, ts in out.observed:
@@ -254,10 +271,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
             pending += [await entities_topic.send(value=envelope, partition=target)
                         for target, envelope in out.reroutes.items()]
             pending += await send_dead_letters(out.dead_letters)
-            for future in pending:  # delivered before the state that produced them is persisted
-                await future
-            for future in _write(entity_table, partition, out.writes):
-                await future
+            await _delivered(pending)  # before the state that produced them is persisted
+            await _delivered(await _write(entity_table, partition, out.writes))
             metrics.count(out.counts)
             if out.watermark is not None:
                 metrics.watermark.labels("entities").set(out.watermark / 1000)
@@ -270,15 +285,13 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
             out = cell_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
                                      now_ms())
             # State first, then the records derived from it (see CellStage).
-            for future in _write(cell_table, partition, out.writes):
-                await future
+            await _delivered(await _write(cell_table, partition, out.writes))
             pending = []
             for record in out.records:
                 topic = kpi_topics[record.family]
                 pending.append(await topic.send(key=record.key.encode(), value=orjson.dumps(record.record)))
                 metrics.kpi_records.labels(topic.get_topic_name()).inc()
-            for future in pending:
-                await future
+            await _delivered(pending)
             metrics.count(out.counts)
             metrics.show_cells(out.touched.items(), settings.funnel)
             if out.watermark is not None:

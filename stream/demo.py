@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -172,6 +173,9 @@ def run_demo(args: list[str], settings: Settings) -> int:
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--seed", type=int, default=int(time.time()), help="traffic seed")
     options = parser.parse_args(args)
+    # Ctrl-C stops everything even when started from a shell that ignores SIGINT for its background jobs
+    # (Python then installs no handler of its own, and the demo would run on).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="kpi-demo-"))
     env = {var: os.environ[var] for var, _, _ in ENVIRONMENT.values() if var in os.environ}

@@ -26,7 +26,7 @@ def test_demo_shows_live_kpis_and_ctrl_c_stops_everything() -> None:
     env["COLUMNS"] = "140"
     demo = subprocess.Popen([sys.executable, "-m", "stream", "demo", "--rate", "300", "--seed", "3"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(45)
+    time.sleep(35)
     demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
     output, _ = demo.communicate(timeout=90)
     text = output.decode(errors="replace")
