@@ -18,8 +18,8 @@ class ProduceError(RuntimeError):
 class BatchProducer:
     """A producer tuned for throughput (linger and batching), counting deliveries and failures."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer({**config, "linger.ms": 20, "batch.num.messages": 10000,
+    def __init__(self, config: dict[str, Any], linger_ms: int = 20) -> None:
+        self._producer = Producer({**config, "linger.ms": linger_ms, "batch.num.messages": 10000,
                                    "queue.buffering.max.messages": 500000, "compression.type": "none"})
         self.delivered = 0
         self.failed: list[str] = []

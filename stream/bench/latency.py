@@ -7,7 +7,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -122,47 +121,6 @@ class ProbeReader(threading.Thread):
         self.join(timeout=10)
 
 
-class LiveProducer:
-    """A confluent-kafka producer for the latency phase, counting delivery failures.
-
-    Its linger is short: a probe waiting in the producer's batch for 20 ms (the backlog producer's linger) would
-    count as pipeline latency.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        from confluent_kafka import Producer
-
-        from stream.kafka import confluent_config
-
-        self._producer = Producer({**confluent_config(settings), "linger.ms": 1})
-        self.failed: list[str] = []
-
-    def _on_delivery(self, error: Any, _: Any) -> None:
-        if error is not None:
-            self.failed.append(str(error))
-
-    def send(self, topic: str, value: bytes) -> None:
-        """Queue one message, waiting for room when the local queue is full."""
-        while True:
-            try:
-                self._producer.produce(topic, value=value, on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self._producer.poll(0)
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait for every queued message.
-
-        Raises:
-            BenchError: when some were not delivered.
-        """
-        remaining = self._producer.flush(timeout_s)
-        if remaining or self.failed:
-            raise BenchError(f"latency: {remaining} messages undelivered, {len(self.failed)} failed"
-                             + (f", first: {self.failed[0]}" if self.failed else ""))
-
-
 def send_live_traffic(settings: Settings, options: BenchOptions, probes: ProbeLog, worker: ManagedProcess,
                       progress: Progress) -> Rate:
     """Live events at ``--latency-rate`` for the warm-up and ``--latency-seconds``, with a probe every 100 ms.
@@ -171,6 +129,8 @@ def send_live_traffic(settings: Settings, options: BenchOptions, probes: ProbeLo
     """
     from stream.core.events import Kind
     from stream.generator import TrafficModel
+    from stream.kafka import confluent_config
+    from stream.produce import BatchProducer
 
     def now_ms() -> int:
         return int(time.time() * 1000)
@@ -178,7 +138,9 @@ def send_live_traffic(settings: Settings, options: BenchOptions, probes: ProbeLo
     # time_scale as in the demo: funnel delays shrink so that stage changes come within the phase.
     model = TrafficModel(seed=options.seed, start_ms=now_ms(), time_scale=20.0, clock_ms=now_ms)
     events = model.events()
-    producer = LiveProducer(settings)
+    # A short linger: a probe waiting in the producer's batch for 20 ms (the backlog producer's linger) would
+    # count as pipeline latency. Undelivered messages raise ProduceError, which the bench reports.
+    producer = BatchProducer(confluent_config(settings), linger_ms=1)
     leads_topic = settings.input_topics[Kind.LEAD]
     started = time.monotonic()
     next_probe_at = started + LATENCY_WARMUP_S
