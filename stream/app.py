@@ -73,10 +73,11 @@ class OffsetGuard:
             self.last.pop(tp, None)
 
 
-def _by_partition(events: list[faust.EventT[bytes]]) -> dict[int, list[faust.EventT[bytes]]]:
-    grouped: dict[int, list[faust.EventT[bytes]]] = defaultdict(list)
+def _by_partition(events: list[faust.EventT[bytes]]) -> dict[int, list[tuple[int, bytes]]]:
+    """(offset, value) of each event, per partition, in order: what the entity and cell stages take."""
+    grouped: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
     for event in events:
-        grouped[event.message.partition].append(event)
+        grouped[event.message.partition].append((event.message.offset, event.message.value or b""))
     return grouped
 
 
@@ -93,17 +94,15 @@ async def _write(table: faust.Table[bytes, bytes], partition: int, writes: dict[
     data, changelog = table.data, table.changelog_topic
     on_sent = table._on_changelog_sent
     for key, value in writes.items():
-        if value is None:
-            if key not in data:
-                continue
-            del data[key]
-            sent.append(await changelog.send(key=key, value=None, partition=partition, value_serializer="raw",
-                                             key_serializer=table.key_serializer, callback=on_sent))
-        else:
+        if value is not None:
             data[key] = value
-            sent.append(await changelog.send(key=key, value=value, partition=partition, callback=on_sent,
-                                             key_serializer=table.key_serializer,
-                                             value_serializer=table.value_serializer))
+        elif key in data:
+            del data[key]
+        else:
+            continue
+        sent.append(await changelog.send(key=key, value=value, partition=partition, callback=on_sent,
+                                         key_serializer=table.key_serializer,
+                                         value_serializer=table.value_serializer if value is not None else "raw"))
     return sent
 
 
@@ -264,8 +263,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     async def entity_batch(events: list[faust.EventT[bytes]]) -> None:
         started = time.perf_counter()
         for partition, group in _by_partition(guards["entities"].fresh(events)).items():
-            out = entity_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
-                                       now_ms())
+            out = entity_stage.process(partition, group, now_ms())
             pending = [await cells_topic.send(value=envelope, partition=target)
                        for target, envelopes in out.envelopes.items() for envelope in envelopes]
             pending += [await entities_topic.send(value=envelope, partition=target)
@@ -282,8 +280,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     async def cell_batch(events: list[faust.EventT[bytes]]) -> None:
         started = time.perf_counter()
         for partition, group in _by_partition(guards["cells"].fresh(events)).items():
-            out = cell_stage.process(partition, [(e.message.offset, e.message.value or b"") for e in group],
-                                     now_ms())
+            out = cell_stage.process(partition, group, now_ms())
             # State first, then the records derived from it (see CellStage).
             await _delivered(await _write(cell_table, partition, out.writes))
             pending = []

@@ -79,31 +79,32 @@ class CellStage:
         for partition in partitions:
             self._index.pop(partition, None)
 
-    def _partition_index(self, partition: int) -> _PartitionIndex:
-        index = self._index.get(partition)
-        if index is not None:
-            return index
+    def _restore(self, partition: int) -> tuple[_PartitionIndex, list[tuple[CellId, CellState]]]:
+        """Index a newly owned partition from the table, with the state of each of its cells."""
         sources = frozenset(str(source) for source in range(self.config.partitions))
         index = _PartitionIndex(restore_join(self._cells, partition, sources))
+        restored = []
         for key, value in self._cells.items():
             if key.startswith(WATERMARK_KEY_PREFIX):
                 continue
             cell = CellId(*orjson.loads(key))
             if partition_for(cell.routing_key(), self.config.partitions) == partition:
-                (index.final_cells if orjson.loads(value)["f"] else index.open_cells).add(cell)
+                state = CellState.from_doc(orjson.loads(value))
+                (index.final_cells if state.final else index.open_cells).add(cell)
+                restored.append((cell, state))
         self._index[partition] = index
-        return index
+        return index, restored
 
     def process(self, partition: int, envelopes: list[tuple[int, bytes]], now_ms: int) -> CellOutput:
         """Apply the delta envelopes read from one cell partition, in offset order, and emit what changed."""
         cfg = self.config
-        restored = partition not in self._index
-        index = self._partition_index(partition)
         table, progress = BatchWrites(self._cells), BatchWrites(self._cells)
         out = CellOutput()
-        if restored:
+        index = self._index.get(partition)
+        if index is None:
+            index, restored = self._restore(partition)
             # Records of the last change before a stop may not have gone out (see CellStage): send them again.
-            for cell, state in self._restored_cells(index):
+            for cell, state in restored:
                 out.records.extend(current_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                    cfg.economics))
         states: dict[CellId, CellState] = {}
@@ -162,12 +163,6 @@ class CellStage:
         # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
         out.writes = {**table.take(), **progress.take()}
         return out
-
-    def _restored_cells(self, index: _PartitionIndex) -> Iterable[tuple[CellId, CellState]]:
-        for cell in index.open_cells | index.final_cells:
-            stored = self._cells.get(cell_key(cell))
-            if stored is not None:
-                yield cell, CellState.from_doc(orjson.loads(stored))
 
     def _load(self, states: dict[CellId, CellState], table: BatchWrites, cell: CellId) -> CellState:
         state = states.get(cell)
