@@ -30,7 +30,7 @@ from stream.pipeline.entities import EntityStage
 from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope, encode_envelopes
 from stream.pipeline.routing import source_name
 from stream.settings import Settings
-from stream.transport import KpiApp
+from stream.transport import Consumer, KpiApp
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,29 @@ async def _delivered(sends: list[Awaitable[Any]]) -> None:
         await asyncio.shield(asyncio.gather(*sends))
 
 
-def _ack(events: list[faust.EventT[bytes]]) -> None:
-    for event in events:
-        event.ack()
+def current_events(events: list[faust.EventT[bytes]], generation: int | None, flowing: bool
+                   ) -> list[faust.EventT[bytes]]:
+    """The events of a batch fetched in the consumer group's current generation, while events flow.
+
+    A batch is collected before the agent sees it, so a rebalance can come between the two: faust clears the
+    agents' queues when partitions are revoked, but not the batch being collected. Its events would then be
+    processed after the revocation, while the partitions' new owner (or this worker, recovering the tables
+    again) rebuilds their state from the changelogs: the stale batch would write state the recovery
+    overwrites or interleaves with, and send cell deltas at positions the cell stage then takes as already
+    applied when the new owner sends the correct ones. Left unacked, these events are read again from the
+    committed offsets by whoever owns their partitions now. ``flowing`` is false from the revocation until
+    the new assignment, when the generation changes, and once the worker stops.
+    """
+    if not flowing:
+        return []
+    return [event for event in events if event.message.generation_id == generation]
+
+
+def _ack(app: faust.App, events: list[faust.EventT[bytes]]) -> None:
+    """Mark handled events safe to commit (the consumer takes no other acks: see ``Consumer.ack``)."""
+    with cast(Consumer, app.consumer).acking():
+        for event in events:
+            event.ack()
 
 
 def build_app(settings: Settings, input_partitions: dict[str, int], registry: CollectorRegistry | None = None,
@@ -235,10 +255,17 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         """An agent that hands ``handle`` batches of events and acks them once it returns."""
 
         async def run(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
-            async for events in stream.noack_take(settings.batch_max, within=within):
+            async for taken in stream.noack_take(settings.batch_max, within=within):
+                events = current_events(taken, app.consumer_generation_id, app.flow_control.is_active())
+                if len(events) < len(taken):
+                    log.info("%d of %d events of a batch were fetched before partitions were revoked (rebalance "
+                             "or stop): left unprocessed, to be read again from the committed offsets",
+                             len(taken) - len(events), len(taken))
+                if not events:
+                    continue
                 async with in_flight.batch():
                     await handle(events)
-                    _ack(events)  # only after success: a failed batch is processed again after a restart
+                    _ack(app, events)  # only after success: a failed batch is processed again after a restart
 
         return run
 
@@ -249,9 +276,13 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                                  e.message.offset, e.message.key, e.message.value) for e in fresh]
         now = now_ms()
         out = ingest_stage.process(messages, now)
-        report = ingest_stage.progress.report(owned_sources(), now)
+        # Every entity partition gets the progress this batch makes, with the batch's events for it: once the
+        # batch is acked its input offsets can be committed, and a next owner of those input partitions may find
+        # nothing more there to report progress from. The shared progress that the timer reports moves on only
+        # after the events are delivered, so no report gets ahead of them.
+        report = ingest_stage.progress.report_after(out.observed, owned_sources(), now)
         pending = [await entities_topic.send(value=envelope, partition=partition)
-                   for partition, items in out.envelopes.items() for envelope in encode_envelopes(items, report)]
+                   for partition in range(n) for envelope in encode_envelopes(out.envelopes.get(partition, []), report)]
         pending += await send_dead_letters(out.dead_letters)
         await _delivered(pending)  # before the batch is acked and its input offsets can be committed
         ingest_stage.commit_progress(out, now)

@@ -49,6 +49,22 @@ class SourceProgress:
             self._partitions.pop(partition, None)
             self._first_reported.pop(partition, None)
 
+    def report_after(self, observed: Iterable[tuple[str, int]], owned: Iterable[str], now_ms: int
+                     ) -> dict[str, int | None]:
+        """The report as it will be once ``observed`` (partition, event time) is recorded, leaving this as it is.
+
+        The messages that carry a batch's events carry this report too, so that progress is never behind the
+        input offsets a batch commits: a worker stopped after its last batch of a partition must not take the
+        progress of those events with it, as the next owner finds nothing more to read there.
+        """
+        ahead = SourceProgress(self.idle_timeout_ms,
+                               {name: _PartitionProgress(known.max_ts, known.last_seen_ms)
+                                for name, known in self._partitions.items()},
+                               dict(self._first_reported))
+        for partition, ts in observed:
+            ahead.observe(partition, ts, now_ms)
+        return ahead.report(owned, now_ms)
+
     def report(self, owned: Iterable[str], now_ms: int) -> dict[str, int | None]:
         """Progress of each owned partition: HOLD, then None, for one that has never had an event."""
         report: dict[str, int | None] = {}

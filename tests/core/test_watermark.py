@@ -70,6 +70,18 @@ def test_never_seen_partition_holds_then_is_left_out():
     assert progress.report(["p0"], 1_000 + IDLE + 10) == {"p0": 42_000}
 
 
+def test_report_after_a_batch_covers_its_events_and_changes_nothing_yet():
+    progress = progress_with(("p0", 5_000, 0), ("p1", 6_000, 0))
+    batch = [("p0", 9_000), ("p0", 7_000), ("p2", 3_000)]
+    ahead = progress.report_after(batch, ["p0", "p1", "p2", "p3"], 2_000)
+    assert ahead == {"p0": 9_000, "p1": 6_000, "p2": 3_000, "p3": HOLD}
+    # Nothing is recorded until the batch is delivered: the periodic report still shows the progress before it.
+    assert progress.report(["p0", "p1", "p2"], 2_000) == {"p0": 5_000, "p1": 6_000, "p2": HOLD}
+    for partition, ts in batch:
+        progress.observe(partition, ts, 2_000)
+    assert progress.report(["p0", "p1", "p2", "p3"], 2_000) == ahead
+
+
 def test_join_holds_while_a_source_holds_and_releases_when_it_turns_idle():
     join = WatermarkJoin(expected=frozenset({"a", "b"}))
     join.update({"a": 100_000, "b": HOLD})
