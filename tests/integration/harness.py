@@ -52,6 +52,7 @@ class Worker:
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = int(env["KPI_WEB_PORT"])
+        self.host = env.get("KPI_WEB_HOST", "127.0.0.1")
         self.log_path = log_path
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         with log_path.open("ab") as log:
@@ -60,13 +61,13 @@ class Worker:
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics, keyed by (name, sorted labels)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{self.host}:{self.port}/metrics", timeout=5) as response:
             text = response.read().decode()
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{self.host}:{self.port}/metrics", timeout=5) as response:
             return response.read().decode()
 
     def total(self, name: str) -> float:

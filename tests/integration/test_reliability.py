@@ -25,20 +25,26 @@ def _counts(worker: Worker) -> dict[str, float]:
     return counts
 
 
-def _kill_when(worker: Worker, accounted: float) -> dict[str, float]:
-    """SIGKILL the worker once it has handled ``accounted`` input messages; its counters just before."""
+def _kill_when(worker: Worker, accounted: float, sig: int = signal.SIGKILL) -> dict[str, float]:
+    """Signal the worker (SIGKILL) once it has handled ``accounted`` input messages; its counters just before."""
     # Input read again after an earlier kill counts towards the progress here too; a worker left with little
     # to do is killed after a few seconds anyway.
     deadline = time.monotonic() + 5
     worker.wait_until(lambda: time.monotonic() > deadline or worker.accounted() >= accounted,
                       what=f"{accounted:.0f} events accounted")
     counts = _counts(worker)
-    worker.process.send_signal(signal.SIGKILL)
-    worker.process.wait(timeout=10)
+    if sig == signal.SIGKILL:
+        worker.process.send_signal(sig)
+        worker.process.wait(timeout=10)
+    else:
+        assert worker.stop(sig) == 0, worker.log_tail()
     return counts
 
 
-def test_sigkill_at_several_points_gives_exact_final_kpis(bootstrap: str, names: Names, tmp_path: Path) -> None:
+def test_sigkill_and_sigterm_at_several_points_give_exact_final_kpis(
+        bootstrap: str, names: Names, tmp_path: Path) -> None:
+    """Three workers in turn are stopped in the middle of a backlog, with batches in flight: the first and the
+    third by SIGKILL, the second by SIGTERM (a graceful stop). The fourth finishes; the final KPIs are exact."""
     messages, expected = mixed(seed=13)
     sent_beats = beats(names)
     # A backlog read in small batches, so that each kill lands while batches are in flight.
@@ -46,11 +52,12 @@ def test_sigkill_at_several_points_gives_exact_final_kpis(bootstrap: str, names:
     counted: list[dict[str, float]] = []
     recoveries: list[float] = []
     killed_at = None
-    for label, share in (("first", 0.15), ("second", 0.3), ("third", 0.3)):
+    stops = (("first", 0.15, signal.SIGKILL), ("second", 0.3, signal.SIGTERM), ("third", 0.3, signal.SIGKILL))
+    for label, share, sig in stops:
         worker = start_worker(names, bootstrap, tmp_path, label=label, KPI_BATCH_MAX="20")
         if killed_at is not None:
             recoveries.append(time.monotonic() - killed_at)
-        counted.append(_kill_when(worker, share * sent))
+        counted.append(_kill_when(worker, share * sent, sig))
         killed_at = time.monotonic()
     last = start_worker(names, bootstrap, tmp_path, label="last")
     recoveries.append(time.monotonic() - killed_at)
@@ -69,7 +76,7 @@ def test_sigkill_at_several_points_gives_exact_final_kpis(bootstrap: str, names:
     totals = {name: sum(c[name] for c in counted) for name in ACCOUNTING_COUNTERS}
     # The counters are per process: input a killed worker had not committed is read again by the next one and
     # counted again, mostly as duplicates (its event ids were kept); the KPI topics above are the exact account.
-    print(f"\nSIGKILL x3: recovery (kill to ready) {', '.join(f'{r:.1f}' for r in recoveries)} s; "
+    print(f"\nSIGKILL, SIGTERM, SIGKILL: recovery (stop to ready) {', '.join(f'{r:.1f}' for r in recoveries)} s; "
           f"counters summed over the 4 processes {totals} for {sent} messages (expected valid "
           f"{expected['valid'] + len(sent_beats)}, duplicate {expected['duplicate']}, rejected "
           f"{expected['rejected']}); "

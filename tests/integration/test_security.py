@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -128,8 +129,13 @@ def test_worker_over_tls_gives_exact_kpis_and_never_shows_the_sasl_password(
     messages, expected = mixed(seed=31)
     before = proxy.connections
     worker = start_worker(names, bootstrap, tmp_path, KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CA_FILE=str(ca),
-                          KAFKA_SASL_USERNAME="kpi", KAFKA_SASL_PASSWORD=PASSWORD, KPI_LOG_LEVEL="debug")
+                          KAFKA_SASL_USERNAME="kpi", KAFKA_SASL_PASSWORD=PASSWORD, KPI_LOG_LEVEL="debug",
+                          KPI_WEB_HOST="127.0.0.2")
     try:
+        # /metrics answers on the configured address only (all of 127.0.0.0/8 reaches this host).
+        assert worker.total("leadgen_worker_ready") == 1
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", worker.port), timeout=5).close()
         sent_beats = beats(names)
         sent = produce(config, as_input(names, messages, seed=8)) + produce(config, sent_beats)
         wait_for_finals(worker, sent)
