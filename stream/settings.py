@@ -98,7 +98,9 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "processing_guarantee": ("KPI_PROCESSING_GUARANTEE", "at_least_once",
                              "`at_least_once` (results made idempotent) or `exactly_once` (Kafka transactions; "
                              "not supported by the embedded Tansu broker)."),
-    "store": ("KPI_STORE", "memory://", "Faust table store URL (`memory://`, or `rocksdb://` with rocksdict)."),
+    "store": ("KPI_STORE", "memory://", "Faust table store URL. Only `memory://` is supported: Faust's RocksDB "
+              "store files each write under the partition of the stream event being processed, and the agents "
+              "write whole batches of several partitions at once, so `rocksdb://` is refused."),
     "data_dir": ("KPI_DATA_DIR", "./kpi-data", "Directory for table stores that keep files."),
     "session_timeout": ("KPI_SESSION_TIMEOUT", "6s",
                         "Consumer group session timeout (group joins wait about half of it)."),
@@ -261,7 +263,7 @@ class Settings:
             verify_changelog_end=_boolean(raw, "verify_changelog_end"),
             watermark_interval_ms=_duration(raw, "watermark_interval"),
             processing_guarantee=_choice(raw, "processing_guarantee", PROCESSING_GUARANTEES),
-            store=_nonempty(raw, "store"),
+            store=_store(raw),
             data_dir=_nonempty(raw, "data_dir"),
             session_timeout_ms=_duration(raw, "session_timeout"),
             heartbeat_interval_ms=_duration(raw, "heartbeat_interval"),
@@ -271,6 +273,16 @@ class Settings:
 
 def _var(name: str) -> str:
     return ENVIRONMENT[name][0]
+
+
+def _store(raw: dict[str, str]) -> str:
+    store = _nonempty(raw, "store")
+    if not store.startswith("memory://"):
+        raise SettingsError(
+            f"{_var('store')}={store!r} is not supported: only memory:// is. Faust's other stores file each "
+            "write under the partition of the stream event being processed, and the agents write whole batches "
+            "of several partitions at once, so their state would land in the wrong partitions")
+    return store
 
 
 def _nonempty(raw: dict[str, str], name: str) -> str:

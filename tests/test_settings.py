@@ -168,6 +168,7 @@ def test_rates_and_currency_override():
         ({"KPI_LOG_LEVEL": "verbose"}, "KPI_LOG_LEVEL"),
         ({"KPI_APP_ID": "  "}, "KPI_APP_ID"),
         ({"KPI_TOPIC_SPEND": ""}, "KPI_TOPIC_SPEND"),
+        ({"KPI_STORE": "rocksdb://"}, "KPI_STORE"),
     ],
     ids=[
         "duration-words",
@@ -211,6 +212,7 @@ def test_rates_and_currency_override():
         "log-level",
         "app-id-blank",
         "topic-empty",
+        "store-rocksdb",
     ],
 )
 def test_bad_value_names_its_variable(env, variable):
