@@ -69,15 +69,16 @@ def assert_final_kpis_exact(bootstrap: Broker, names: Names, messages: list[tupl
     return records
 
 
-def wait_for_finals(worker: Worker, expected_total: int) -> None:
-    worker.wait_until(lambda: worker.accounted() >= expected_total, what=f"{expected_total} accounted events")
-    wait_for_watermark(worker)
+def wait_for_finals(worker: Worker, expected_total: int, timeout_s: float = 120.0) -> None:
+    worker.wait_until(lambda: worker.accounted() >= expected_total, timeout_s,
+                      what=f"{expected_total} accounted events")
+    wait_for_watermark(worker, timeout_s)
 
 
-def wait_for_watermark(worker: Worker) -> None:
+def wait_for_watermark(worker: Worker, timeout_s: float = 120.0) -> None:
     """Wait until both stages' watermarks pass the data and KPI records stop flowing."""
     worker.wait_until(lambda: worker.total("leadgen_watermark_timestamp_seconds") >= 2 * HEARTBEAT_TS / 1000,
-                      what="the watermark of both stages to pass the data")
+                      timeout_s, what="the watermark of both stages to pass the data")
     worker.wait_quiet("leadgen_kpi_records_total")
 
 

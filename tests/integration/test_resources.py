@@ -5,6 +5,8 @@ Run with ``-s`` to see the series count and the worker's peak memory that ``docs
 
 from __future__ import annotations
 
+import os
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,7 +19,9 @@ from tests.integration.outcome import beats, wait_for_finals
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DISTINCT = 1_000  # campaigns, channels; assets twice as many
+# Campaigns and channels; assets twice as many. CI runs 1,000 to stay within its time budget; the scale
+# is KPI_TEST_FLOOD_DISTINCT=100000 (about 400,000 events).
+DISTINCT = int(os.environ.get("KPI_TEST_FLOOD_DISTINCT", "1000"))
 BOT_VIEWS = 3_000
 CAMPAIGN_LIMIT, CHANNEL_LIMIT = 20, 50  # the defaults (KPI_CAMPAIGN_LABEL_LIMIT, and the channel fold)
 
@@ -46,8 +50,10 @@ def test_flood_of_distinct_labels_and_a_bot_keeps_series_and_memory_bounded(
     sent_beats = beats(names)
     worker = start_worker(names, bootstrap, tmp_path)
     try:
+        started = time.monotonic()
         sent = produce(bootstrap, messages) + produce(bootstrap, sent_beats)
-        wait_for_finals(worker, sent)
+        wait_for_finals(worker, sent, timeout_s=max(120.0, sent / 500))
+        took = time.monotonic() - started
         assert worker.total("leadgen_events_total") == sent
         text = worker.metrics_text()
         status = Path(f"/proc/{worker.process.pid}/status").read_text()
@@ -66,6 +72,7 @@ def test_flood_of_distinct_labels_and_a_bot_keeps_series_and_memory_bounded(
     assert not any(value.startswith("/asset/") or value.startswith("/bot/") for vs in values.values() for value in vs)
     assert len(samples) < 5_000
     peak_mb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
-    assert peak_mb < 500
     print(f"\nflood: {len(messages)} events, {DISTINCT} campaigns, {DISTINCT} channels, {2 * DISTINCT} assets, "
-          f"a bot with {BOT_VIEWS} views: {len(samples)} series on /metrics, worker peak RSS {peak_mb:.0f} MB")
+          f"a bot with {BOT_VIEWS} views: {len(samples)} series on /metrics, worker peak RSS {peak_mb:.0f} MB, "
+          f"produced to all final in {took:.0f} s")
+    assert peak_mb < 500
