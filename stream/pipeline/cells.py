@@ -117,13 +117,15 @@ class CellStage:
             for cell_fields, where, delta_doc in envelope["d"]:
                 cell = CellId(*cell_fields)
                 state = self._load(states, table, cell)
-                if state.final or is_closed(cfg.closes_at(cell), watermark, cfg.allowed_lateness_ms):
-                    # Only reachable when a lead's contribution lands in a closed window (its other events came
-                    # later than the lateness): counted, not applied, so a final record never changes.
-                    out.counts.late_contributions[cell.family] += 1
-                    continue
                 if state.applied.get(source, -1) >= where:
+                    # Read again after a restart: a replay, whether or not its window has closed since.
                     out.counts.replayed_deltas += 1
+                    continue
+                if state.final or is_closed(cfg.closes_at(cell), watermark, cfg.allowed_lateness_ms):
+                    # A lead's contribution landing in a closed window (its other events came later than the
+                    # lateness), or a replay reaching a cell already dropped: counted, not applied, so a final
+                    # record never changes.
+                    out.counts.late_contributions[cell.family] += 1
                     continue
                 delta = CellDelta.from_doc(delta_doc)
                 state.apply(delta)

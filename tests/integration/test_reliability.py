@@ -74,8 +74,9 @@ def test_sigkill_and_sigterm_at_several_points_give_exact_final_kpis(
         assert not last.errors(), last.errors()
     finally:
         assert last.stop() == 0, last.log_tail()
-    # Nothing lost, nothing counted twice: every KPI key's last record equals the batch computation.
-    assert not any(c["late_contributions"] for c in counted), counted
+    # Nothing lost, nothing counted twice: every KPI key's last record equals the batch computation. (Late cell
+    # contributions are not asserted here: input read again after a stop can reach cells that closed, and were
+    # dropped, since it was first applied. The exact final records are the check that none was lost.)
     assert_final_kpis_exact(bootstrap, names, messages, sent_beats, restarted=True)
     # Every rejected message is dead-lettered; a batch replayed after a kill may send its dead letters again.
     dead = Counter(dead_letter_sources(bootstrap, names))
@@ -87,7 +88,8 @@ def test_sigkill_and_sigterm_at_several_points_give_exact_final_kpis(
           f"counters summed over the 4 processes {totals} for {sent} messages (expected valid "
           f"{expected['valid'] + len(sent_beats)}, duplicate {expected['duplicate']}, rejected "
           f"{expected['rejected']}); "
-          f"dead letters re-sent: {sum(dead.values()) - len(dead)}")
+          f"dead letters re-sent: {sum(dead.values()) - len(dead)}; late cell contributions (replays reaching "
+          f"dropped cells) {sum(c['late_contributions'] for c in counted):.0f}")
 
 
 def test_sigkill_one_of_two_workers_and_a_third_joining_gives_exact_final_kpis(
