@@ -61,10 +61,8 @@ class Worker:
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics, keyed by (name, sorted labels)."""
-        with urllib.request.urlopen(f"http://{self.host}:{self.port}/metrics", timeout=5) as response:
-            text = response.read().decode()
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+                for family in text_string_to_metric_families(self.metrics_text()) for s in family.samples}
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"http://{self.host}:{self.port}/metrics", timeout=5) as response:
