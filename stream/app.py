@@ -21,6 +21,7 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from stream.batching import ready_batches
 from stream.core.kpis import FAMILIES
 from stream.core.validation import Validator
 from stream.kafka import faust_credentials, internal_topic
@@ -230,7 +231,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     entities_topic = app.topic(internal_topic(settings, "entities"), partitions=n, **raw)
     cells_topic = app.topic(internal_topic(settings, "cells"), partitions=n, **raw)
     dead_letters = app.topic(settings.topic_dead_letters, **raw)
-    kpi_topics = {family: app.topic(settings.kpi_topic(family), **raw) for family in FAMILIES}
+    kpi_topic_names = {family: settings.kpi_topic(family) for family in FAMILIES}
     table: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": n}
     entity_table = cast(faust.Table[bytes, bytes], app.Table("entity-state", **table))
     cell_table = cast(faust.Table[bytes, bytes], app.Table("cells", **table))
@@ -243,7 +244,6 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     cell_stage = CellStage(settings.cell_config(), cell_table)
     in_flight = InFlight()
     guards = {"ingest": OffsetGuard(), "entities": OffsetGuard(), "cells": OffsetGuard()}
-    within = settings.batch_interval_ms / 1000
 
     def owned_sources() -> list[str]:
         return [source_name(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in kind_of]
@@ -254,8 +254,10 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     def agent(handle: Callable[[list[faust.EventT[bytes]]], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         """An agent that hands ``handle`` batches of events and acks them once it returns."""
 
-        async def run(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
-            async for taken in stream.noack_take(settings.batch_max, within=within):
+        async def run(stream: Any) -> None:  # a faust.Stream
+            events_in = stream.noack()  # acked by ``_ack`` once the batch is handled
+            queue = events_in.channel.queue  # what the stream's iterator reads from
+            async for taken in ready_batches(events_in.events(), lambda: not queue.empty(), settings.batch_max):
                 events = current_events(taken, app.consumer_generation_id, app.flow_control.is_active())
                 if len(events) < len(taken):
                     log.info("%d of %d events of a batch were fetched before partitions were revoked (rebalance "
@@ -292,16 +294,25 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
 
     async def entity_batch(events: list[faust.EventT[bytes]]) -> None:
+        # The partitions of a batch are processed first and their outputs delivered together: each partition's
+        # cell deltas still reach the broker before its state is persisted, but with two round trips per batch
+        # rather than two per partition.
         started = time.perf_counter()
-        for partition, group in _by_partition(guards["entities"].fresh(events)).items():
-            out = entity_stage.process(partition, group, now_ms())
-            pending = [await cells_topic.send(value=envelope, partition=target)
-                       for target, envelopes in out.envelopes.items() for envelope in envelopes]
+        outs = [(partition, entity_stage.process(partition, group, now_ms()))
+                for partition, group in _by_partition(guards["entities"].fresh(events)).items()]
+        pending: list[Awaitable[Any]] = []
+        for _, out in outs:
+            pending += [await cells_topic.send(value=envelope, partition=target)
+                        for target, envelopes in out.envelopes.items() for envelope in envelopes]
             pending += [await entities_topic.send(value=envelope, partition=target)
                         for target, envelope in out.reroutes.items()]
             pending += await send_dead_letters(out.dead_letters)
-            await _delivered(pending)  # before the state that produced them is persisted
-            await _delivered(await _write(entity_table, partition, out.writes))
+        await _delivered(pending)  # before the state that produced them is persisted
+        written: list[Awaitable[Any]] = []
+        for partition, out in outs:
+            written += await _write(entity_table, partition, out.writes)
+        await _delivered(written)
+        for _, out in outs:
             metrics.count(out.counts)
             if out.watermark is not None:
                 metrics.watermark.labels("entities").set(out.watermark / 1000)
@@ -310,16 +321,27 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
 
     async def cell_batch(events: list[faust.EventT[bytes]]) -> None:
         started = time.perf_counter()
-        for partition, group in _by_partition(guards["cells"].fresh(events)).items():
-            out = cell_stage.process(partition, group, now_ms())
-            # State first, then the records derived from it (see CellStage).
-            await _delivered(await _write(cell_table, partition, out.writes))
-            pending = []
+        outs = [(partition, cell_stage.process(partition, group, now_ms()))
+                for partition, group in _by_partition(guards["cells"].fresh(events)).items()]
+        # State first, then the records derived from it (see CellStage), for all of the batch's partitions at once.
+        written: list[Awaitable[Any]] = []
+        for partition, out in outs:
+            written += await _write(cell_table, partition, out.writes)
+        await _delivered(written)
+        # Straight to the producer: faust's ``Topic.send`` wraps each record in its own message, future and
+        # callback objects, which was 9 % of the worker's time at 2,000 events/s.
+        pending: list[Awaitable[Any]] = []
+        send = app.producer.send
+        per_topic: defaultdict[str, int] = defaultdict(int)
+        for _, out in outs:
             for record in out.records:
-                topic = kpi_topics[record.family]
-                pending.append(await topic.send(key=record.key.encode(), value=orjson.dumps(record.record)))
-                metrics.kpi_records.labels(topic.get_topic_name()).inc()
-            await _delivered(pending)
+                topic = kpi_topic_names[record.family]
+                pending.append(await send(topic, record.key.encode(), orjson.dumps(record.record), None, None, None))
+                per_topic[topic] += 1
+        await _delivered(pending)
+        for topic, sent in per_topic.items():
+            metrics.kpi_records.labels(topic).inc(sent)
+        for _, out in outs:
             metrics.count(out.counts)
             metrics.show_cells(out.touched.items(), settings.funnel)
             if out.watermark is not None:

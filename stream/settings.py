@@ -82,10 +82,9 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
                         "`invalid_field`: one event stamped in year 9999 would otherwise carry its partition's "
                         "event time, and with it every window, years ahead."),
     "max_event_bytes": ("KPI_MAX_EVENT_BYTES", "65536", "Larger input messages are rejected as `too_large`."),
-    "batch_max": ("KPI_BATCH_MAX", "5000", "Most events an agent takes in one batch."),
-    "batch_interval": ("KPI_BATCH_INTERVAL", "200ms",
-                       "Longest an agent waits to fill a batch; bounds update latency and sets how much "
-                       "KPI updates are coalesced."),
+    "batch_max": ("KPI_BATCH_MAX", "5000",
+                  "Most events an agent takes in one batch. A batch ends sooner, as soon as no more events are "
+                  "waiting, so it never holds an event back for company."),
     "fetch_max_wait": ("KPI_FETCH_MAX_WAIT", "100ms",
                        "Longest a consumer fetch waits for data on an idle topic (Faust hard-codes 1.5 s); "
                        "bounds the latency of each hop of the pipeline."),
@@ -106,6 +105,13 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
                         "Consumer group session timeout (group joins wait about half of it)."),
     "heartbeat_interval": ("KPI_HEARTBEAT_INTERVAL", "1s", "Consumer group heartbeat interval."),
     "log_level": ("KPI_LOG_LEVEL", "info", "Log level: debug, info, warning or error."),
+}
+
+
+# Variables of earlier versions that no longer have an effect; a deployment that still sets one is told so
+# rather than left to believe it is in force.
+REMOVED = {
+    "KPI_BATCH_INTERVAL": "batches end as soon as no more events are waiting (KPI_BATCH_MAX caps their size)",
 }
 
 
@@ -154,7 +160,6 @@ class Settings:
     max_future_skew_ms: int
     max_event_bytes: int
     batch_max: int
-    batch_interval_ms: int
     fetch_max_wait_ms: int
     verify_changelog_end: bool
     watermark_interval_ms: int
@@ -219,6 +224,9 @@ class Settings:
             SettingsError: naming the first variable with a value that cannot be used.
         """
         env = os.environ if environ is None else environ
+        for var, why in REMOVED.items():
+            if var in env:
+                raise SettingsError(f"{var} is no longer a setting: {why}; unset it")
         raw = {name: env.get(var, default).strip() for name, (var, default, _) in ENVIRONMENT.items()}
         return cls(
             bootstrap_servers=raw["bootstrap_servers"],
@@ -258,7 +266,6 @@ class Settings:
             max_future_skew_ms=_duration(raw, "max_future_skew"),
             max_event_bytes=_integer(raw, "max_event_bytes", 64, 100 * 1024 * 1024),
             batch_max=_integer(raw, "batch_max", 1, 100_000),
-            batch_interval_ms=_duration(raw, "batch_interval"),
             fetch_max_wait_ms=_duration(raw, "fetch_max_wait"),
             verify_changelog_end=_boolean(raw, "verify_changelog_end"),
             watermark_interval_ms=_duration(raw, "watermark_interval"),

@@ -48,7 +48,6 @@ def defaults():
         ("idle_partition_timeout_ms", 10 * SECOND),
         ("max_event_bytes", 65_536),
         ("batch_max", 5_000),
-        ("batch_interval_ms", 200),
         ("watermark_interval_ms", 500),
         ("processing_guarantee", "at_least_once"),
         ("store", "memory://"),
@@ -131,7 +130,7 @@ def test_rates_and_currency_override():
         ({"KPI_VERIFY_CHANGELOG_END": "maybe"}, "KPI_VERIFY_CHANGELOG_END"),
         ({"KPI_DEDUP_RETENTION": "1w"}, "KPI_DEDUP_RETENTION"),
         ({"KPI_UNKNOWN_LEAD_TIMEOUT": "0s"}, "KPI_UNKNOWN_LEAD_TIMEOUT"),
-        ({"KPI_BATCH_INTERVAL": "-200ms"}, "KPI_BATCH_INTERVAL"),
+        ({"KPI_BATCH_INTERVAL": "200ms"}, "KPI_BATCH_INTERVAL"),  # removed: refused, not ignored
         ({"KPI_IDLE_PARTITION_TIMEOUT": ""}, "KPI_IDLE_PARTITION_TIMEOUT"),
         ({"KPI_WINDOW_SIZES": "7m"}, "KPI_WINDOW_SIZES"),
         ({"KPI_WINDOW_SIZES": "1h,7h"}, "KPI_WINDOW_SIZES"),
@@ -274,7 +273,7 @@ def test_describe_is_human_readable(defaults):
     shown = defaults.describe()
     assert shown["window_sizes_ms"] == ["1h", "1d"]
     assert shown["allowed_lateness_ms"] == "10m"
-    assert shown["batch_interval_ms"] == "200ms"
+    assert shown["watermark_interval_ms"] == "500ms"
     assert shown["rates"] == {"reporting_currency": "USD", "rates": {}}
     assert shown["campaign_labels"] == []
     assert shown["web_port"] == 6066
@@ -284,3 +283,8 @@ def test_describe_is_human_readable(defaults):
 
 def test_repr_does_not_show_the_password(with_secret):
     assert PASSWORD not in repr(with_secret)
+
+
+def test_a_removed_variable_is_refused_with_what_replaced_it():
+    with pytest.raises(SettingsError, match="KPI_BATCH_INTERVAL is no longer a setting: batches end as soon as"):
+        Settings.from_env({"KPI_BATCH_INTERVAL": "200ms"})
