@@ -219,6 +219,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         # A batch cut short by shutdown was not acked, so it is processed again after the restart; results are
         # idempotent, so there is no need to wait for in-flight events (which hangs when an agent failed).
         stream_wait_empty=False,
+        stream_buffer_maxsize=settings.stream_buffer,
         web_bind=settings.web_host,
         web_port=settings.web_port,
         Worker=QuietWorker,

@@ -48,6 +48,7 @@ def defaults():
         ("idle_partition_timeout_ms", 10 * SECOND),
         ("max_event_bytes", 65_536),
         ("batch_max", 5_000),
+        ("stream_buffer", 256),
         ("watermark_interval_ms", 500),
         ("processing_guarantee", "at_least_once"),
         ("store", "memory://"),
@@ -130,7 +131,9 @@ def test_rates_and_currency_override():
         ({"KPI_VERIFY_CHANGELOG_END": "maybe"}, "KPI_VERIFY_CHANGELOG_END"),
         ({"KPI_DEDUP_RETENTION": "1w"}, "KPI_DEDUP_RETENTION"),
         ({"KPI_UNKNOWN_LEAD_TIMEOUT": "0s"}, "KPI_UNKNOWN_LEAD_TIMEOUT"),
-        ({"KPI_BATCH_INTERVAL": "200ms"}, "KPI_BATCH_INTERVAL"),  # removed: refused, not ignored
+        ({"KPI_BATCH_INTERVAL": "200ms"}, "KPI_BATCH_INTERVAL"),
+        ({"KPI_STREAM_BUFFER": "0"}, "KPI_STREAM_BUFFER"),
+        ({"KPI_WATERMARK_INTERVAL": "-500ms"}, "KPI_WATERMARK_INTERVAL"),  # removed: refused, not ignored
         ({"KPI_IDLE_PARTITION_TIMEOUT": ""}, "KPI_IDLE_PARTITION_TIMEOUT"),
         ({"KPI_WINDOW_SIZES": "7m"}, "KPI_WINDOW_SIZES"),
         ({"KPI_WINDOW_SIZES": "1h,7h"}, "KPI_WINDOW_SIZES"),
@@ -174,6 +177,8 @@ def test_rates_and_currency_override():
         "verify-not-boolean",
         "duration-weeks",
         "duration-zero",
+        "batch-interval-removed",
+        "stream-buffer-zero",
         "duration-negative",
         "duration-empty",
         "window-7m",

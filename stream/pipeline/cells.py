@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import orjson
 
+from stream.core import jsonbytes
 from stream.core.cells import COHORT, CONVERSION_TIME, CellDelta, CellId, CellState
 from stream.core.kpis import KpiRecord, changed_records, current_records
 from stream.core.watermark import WatermarkJoin, is_closed
@@ -56,7 +57,7 @@ class _PartitionIndex:
 
 def cell_key(cell: CellId) -> bytes:
     """Key of a cell in the cell table."""
-    return orjson.dumps(list(cell))
+    return jsonbytes.dumps(list(cell))
 
 
 class CellStage:
@@ -160,7 +161,7 @@ class CellStage:
             state = states[cell]
             out.records.extend(changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                cfg.economics))
-            table.set(cell_key(cell), orjson.dumps(state.to_doc()))
+            table.set(cell_key(cell), jsonbytes.dumps(state.to_doc()))
             out.touched[cell] = state
         # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
         out.writes = {**table.take(), **progress.take()}

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from stream.core import jsonbytes
 from stream.core.cells import CellDelta, CellId, deltas_for_facts, deltas_for_spend
 from stream.core.deadletter import dead_letter, dead_letter_key
 from stream.core.events import Kind, Reason
@@ -210,7 +211,7 @@ class EntityStage:
                 if late:
                     self._reject_late(out, topic, source_partition, source_offset, ts, watermark, raw, now_ms)
                     continue
-                seen.set(dedup, orjson.dumps([ts, partition]))
+                seen.set(dedup, jsonbytes.dumps([ts, partition]))
                 heapq.heappush(index.seen_by_time, (ts, dedup))
                 if kind == Kind.SPEND:
                     out.counts.valid[topic] += 1
@@ -236,9 +237,9 @@ class EntityStage:
         if watermark is not None:
             hold = self._expire(index, partition, watermark, leads, seen, cache, out, now_ms)
         for key, state in cache.items():
-            leads.set(key, orjson.dumps(to_doc(state)) if state.arrived or state.pending else None)
+            leads.set(key, jsonbytes.dumps(to_doc(state)) if state.arrived or state.pending else None)
         for key, visitor in visitors.items():
-            leads.set(key, None if visitor.is_empty() else orjson.dumps(visitor_doc(visitor)))
+            leads.set(key, None if visitor.is_empty() else jsonbytes.dumps(visitor_doc(visitor)))
         out.watermark = watermark
         # No watermark yet holds the cell stage back (HOLD), where None would leave this partition out.
         reported = HOLD if watermark is None else watermark if hold is None else min(watermark, hold)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from stream.core import jsonbytes
 from stream.core.watermark import WatermarkJoin
 
 # Tables keep each owned partition's watermark state under a reserved key beside their own keys.
@@ -82,4 +83,4 @@ def restore_join(store: Store, partition: int, expected: frozenset[str], name: s
 
 def persist_join(writes: BatchWrites, partition: int, join: WatermarkJoin, name: str = "") -> None:
     """Write the partition's watermark join with the batch."""
-    writes.set(watermark_key(partition, name), orjson.dumps({"p": join.progress, "f": join.floor}))
+    writes.set(watermark_key(partition, name), jsonbytes.dumps({"p": join.progress, "f": join.floor}))
