@@ -59,8 +59,11 @@ class TrafficModel:
     bad_share: float = 0.01
     time_scale: float = 1.0  # >1 compresses funnel delays (the live demo uses 20: minutes become seconds)
     clock_ms: Callable[[], int] | None = None  # live mode: event time is this clock, not simulated ticks
+    lead_rate: float | None = None  # share of visits that become a lead; None: each channel's own rate (2.5-6 %)
 
     def __post_init__(self) -> None:
+        if self.lead_rate is not None and not 0 <= self.lead_rate <= 1:
+            raise ValueError(f"lead_rate is a share of visits, between 0 and 1, not {self.lead_rate}")
         self._random = random.Random(self.seed)  # noqa: S311 - synthetic data, not security
         self._ids = itertools.count()
         self._schedule: list[_Scheduled] = []
@@ -89,7 +92,7 @@ class TrafficModel:
         if spend:
             key = (channel, campaign)
             self._spend_due[key] = self._spend_due.get(key, 0.0) + spend * rand.uniform(0.7, 1.3)
-        if rand.random() < conversion:
+        if rand.random() < (conversion if self.lead_rate is None else self.lead_rate):
             out.append(self._lead(channel, campaign, visitor))
         return out
 

@@ -20,8 +20,9 @@ def start_ms_hours_ago(hours: int) -> int:
     return (int(time.time() * 1000) // hour_ms - hours) * hour_ms
 
 
-def produce(settings: Settings, events: int, seed: int, progress: Progress) -> Produced:
-    """Produce the synthetic backlog and count what was delivered per topic.
+def produce(settings: Settings, events: int, seed: int, progress: Progress, lead_rate: float | None = None
+            ) -> Produced:
+    """Produce the synthetic backlog and count what was delivered per topic (``lead_rate``: see TrafficModel).
 
     Raises:
         BenchError: when not every event was delivered.
@@ -30,7 +31,7 @@ def produce(settings: Settings, events: int, seed: int, progress: Progress) -> P
     from stream.kafka import confluent_config
     from stream.produce import BatchProducer
 
-    model = TrafficModel(seed=seed, start_ms=start_ms_hours_ago(HOURS_AGO))
+    model = TrafficModel(seed=seed, start_ms=start_ms_hours_ago(HOURS_AGO), lead_rate=lead_rate)
     producer = BatchProducer(confluent_config(settings))
     per_topic: Counter[str] = Counter()
     started = time.monotonic()

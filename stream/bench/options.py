@@ -24,6 +24,7 @@ class BenchOptions:
     skip_two_workers: bool = False
     latency_rate: int = DEFAULT_LATENCY_RATE
     latency_seconds: float = DEFAULT_LATENCY_SECONDS
+    lead_rate: float | None = None
 
     @classmethod
     def parse(cls, args: list[str]) -> BenchOptions:
@@ -50,6 +51,9 @@ class BenchOptions:
         parser.add_argument("--latency-seconds", type=float, default=DEFAULT_LATENCY_SECONDS,
                             help=f"how long the latency phase sends probes, after {LATENCY_WARMUP_S:.0f} s of "
                                  f"warm-up (default {DEFAULT_LATENCY_SECONDS})")
+        parser.add_argument("--lead-rate", type=float, default=None,
+                            help="share of the backlog's visits that become a lead (default: each channel's own "
+                                 "rate, 2.5-6 %%, about 12,000 leads per million events; 1 gives about 180,000)")
         options = parser.parse_args(args)
         if options.events < 1:
             parser.error("--events must be at least 1")
@@ -57,5 +61,7 @@ class BenchOptions:
             parser.error("--latency-rate must be at least 1")
         if options.latency_seconds < PROBE_INTERVAL_S:
             parser.error(f"--latency-seconds must be at least {PROBE_INTERVAL_S}")
+        if options.lead_rate is not None and not 0 <= options.lead_rate <= 1:
+            parser.error("--lead-rate is a share of visits, between 0 and 1")
         return cls(options.events, options.seed, options.keep_logs, options.floor_mode, options.skip_latency,
-                   options.skip_two_workers, options.latency_rate, options.latency_seconds)
+                   options.skip_two_workers, options.latency_rate, options.latency_seconds, options.lead_rate)

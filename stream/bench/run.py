@@ -67,7 +67,7 @@ def run_measurements(settings: Settings, options: BenchOptions, work_dir: Path, 
         bench = bench_settings(cluster, run_id)
         progress.show(f"run id {run_id}; creating topics", force=True)
         ensure_topics(bench)
-        produced = produce(bench, options.events, options.seed, progress)
+        produced = produce(bench, options.events, options.seed, progress, options.lead_rate)
         raw = measure_raw(bench, run_id, produced.total, progress)
         port = free_port()
         env = settings_env(bench, port, work_dir)

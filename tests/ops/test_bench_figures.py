@@ -280,8 +280,14 @@ def test_options_default_to_every_phase() -> None:
         True, True, 500, 5.0)
 
 
-@pytest.mark.parametrize("args", [["--latency-rate", "0"], ["--latency-seconds", "0"]])
-def test_options_refuse_an_empty_latency_phase(args: list[str]) -> None:
+def test_lead_rate_defaults_to_the_channels_own_rates() -> None:
+    assert BenchOptions.parse([]).lead_rate is None
+    assert BenchOptions.parse(["--lead-rate", "1"]).lead_rate == 1.0
+
+
+@pytest.mark.parametrize("args", [["--latency-rate", "0"], ["--latency-seconds", "0"], ["--lead-rate", "1.5"],
+                                  ["--lead-rate", "-0.1"]])
+def test_options_refuse_an_empty_latency_phase_or_a_lead_rate_outside_0_to_1(args: list[str]) -> None:
     with pytest.raises(SystemExit):
         BenchOptions.parse(args)
 
