@@ -53,7 +53,7 @@ class BenchOptions:
                                  f"warm-up (default {DEFAULT_LATENCY_SECONDS})")
         parser.add_argument("--lead-rate", type=float, default=None,
                             help="share of the backlog's visits that become a lead (default: each channel's own "
-                                 "rate, 2.5-6 %%, about 12,000 leads per million events; 1 gives about 180,000)")
+                                 "rate, 2.5-6 %%, about 12,000 leads per million events; 1 gives about 195,000)")
         options = parser.parse_args(args)
         if options.events < 1:
             parser.error("--events must be at least 1")
