@@ -355,11 +355,35 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     app.agent(entities_topic, name="entities")(agent(entity_batch))
     app.agent(cells_topic, name="cells")(agent(cell_batch))
 
+    async def unread_sources() -> list[str]:
+        """Owned input partitions with messages the ingest agent has not handled: fetched or not, they are not idle.
+
+        Unknown counts as unread: a partition not fetched yet, or whose position cannot be had at once.
+        """
+        consumer = cast(Consumer, app.consumer)
+        handled = guards["ingest"].last
+        unread = []
+        for tp in consumer.assignment():
+            if tp.topic not in kind_of:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+                position = None if highwater is None else await asyncio.wait_for(consumer.position(tp), 1.0)
+            except (AssertionError, IllegalStateError):
+                continue  # revoked by a rebalance since assignment() was read (aiokafka raises either)
+            except TimeoutError:
+                position = None
+            if (highwater is None or position is None or position < highwater
+                    or consumer.delivered.get(tp, -1) > handled.get(tp, -1)):
+                unread.append(source_name(tp.topic, tp.partition))
+        return unread
+
     async def report_progress() -> None:
         """Input progress reaches every entity partition even when no event does (idle partitions advance)."""
         owned = owned_sources()
         if not owned:
             return
+        ingest_stage.progress.mark_busy(await unread_sources(), now_ms())
         envelope = encode_envelope([], ingest_stage.progress.report(owned, now_ms()))
         for partition in range(n):
             await entities_topic.send(value=envelope, partition=partition)

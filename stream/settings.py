@@ -75,8 +75,10 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
                    "customer lifetime value and payback period; empty: off."),
     "gross_margin": ("KPI_GROSS_MARGIN", "", "Gross margin as a fraction (e.g. `0.8`); see KPI_CHURN_RATE."),
     "idle_partition_timeout": ("KPI_IDLE_PARTITION_TIMEOUT", "10s",
-                               "Processing time after which a silent input partition stops holding the "
-                               "watermark back and advances with the clock."),
+                               "Processing time after which a caught-up input partition (nothing left to "
+                               "read, no new event) stops holding the watermark back and advances with the "
+                               "clock. A partition with messages still unread never counts as idle, however "
+                               "long its fetches take (a backlog read unevenly, a broker that stalls)."),
     "max_future_skew": ("KPI_MAX_FUTURE_SKEW", "7d",
                         "Events whose `ts` is further ahead of the processing clock are rejected as "
                         "`invalid_field`: one event stamped in year 9999 would otherwise carry its partition's "

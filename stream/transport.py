@@ -140,10 +140,13 @@ class Consumer(faust_aiokafka.Consumer):
         self._jumps: dict[TP, tuple[int, int]] = {}  # the jump a partition was read again for, per partition
         self._acking = False
         self._read_offset = _ReadOffsets(self._stale)
+        # The last offset handed to the streams, per partition: what an agent has still to take from its queue.
+        self.delivered: dict[TP, int] = {}
         deliver = self.callback
 
         async def on_message(message: Any) -> None:
             if message.tp not in self._stale:
+                self.delivered[message.tp] = message.offset
                 await deliver(message)
 
         self.callback = on_message
@@ -177,6 +180,7 @@ class Consumer(faust_aiokafka.Consumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self._stale.difference_update(revoked)
         for tp in revoked:
+            self.delivered.pop(tp, None)
             self._reseek.pop(tp, None)
             self._jumps.pop(tp, None)
         await super().on_partitions_revoked(revoked)

@@ -8,6 +8,13 @@ progress then advances with the processing clock from its last event time.
 A partition that has had no event at all holds the watermark for
 ``idle_timeout_ms`` after it was first reported (its first events may simply
 not be fetched yet), then is left out until it has one.
+
+Idle means caught up: a partition whose messages are there but not yet read
+(a backlog read unevenly, or a broker that stalled) is marked busy
+(:meth:`SourceProgress.mark_busy`), and its idle time counts only from when it
+was last known to have nothing more to read. Otherwise a stall longer than the
+timeout would let the others' progress close windows that its unread events
+still belong to.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ class SourceProgress:
     idle_timeout_ms: int
     _partitions: dict[str, _PartitionProgress] = field(default_factory=dict)
     _first_reported: dict[str, int] = field(default_factory=dict)
+    # When the partitions with unread messages were last marked (None: never, and idle time runs with the clock).
+    _checked_ms: int | None = None
 
     def observe(self, partition: str, ts: int, now_ms: int) -> None:
         """Record a valid event's time on ``partition``."""
@@ -42,6 +51,20 @@ class SourceProgress:
             known.last_seen_ms = now_ms
             if ts > known.max_ts:
                 known.max_ts = ts
+
+    def mark_busy(self, partitions: Iterable[str], now_ms: int) -> None:
+        """``partitions`` have messages not read yet: none of them is idle, nor starts being idle, before now.
+
+        Once marked, idle time runs only up to the last mark: while the marking stops (its timer blocked on a
+        broker that stalls, or the process paused) nothing is known to be idle that was not before.
+        """
+        self._checked_ms = now_ms if self._checked_ms is None else max(self._checked_ms, now_ms)
+        for partition in partitions:
+            known = self._partitions.get(partition)
+            if known is None:
+                self._first_reported[partition] = now_ms
+            elif now_ms > known.last_seen_ms:
+                known.last_seen_ms = now_ms
 
     def forget(self, partitions: Iterable[str]) -> None:
         """Drop partitions this worker no longer owns."""
@@ -60,7 +83,7 @@ class SourceProgress:
         ahead = SourceProgress(self.idle_timeout_ms,
                                {name: _PartitionProgress(known.max_ts, known.last_seen_ms)
                                 for name, known in self._partitions.items()},
-                               dict(self._first_reported))
+                               dict(self._first_reported), self._checked_ms)
         for partition, ts in observed:
             ahead.observe(partition, ts, now_ms)
         return ahead.report(owned, now_ms)
@@ -68,13 +91,14 @@ class SourceProgress:
     def report(self, owned: Iterable[str], now_ms: int) -> dict[str, int | None]:
         """Progress of each owned partition: HOLD, then None, for one that has never had an event."""
         report: dict[str, int | None] = {}
+        until = now_ms if self._checked_ms is None else min(now_ms, self._checked_ms)
         for partition in owned:
             known = self._partitions.get(partition)
             if known is None:
                 since = self._first_reported.setdefault(partition, now_ms)
-                report[partition] = HOLD if now_ms - since < self.idle_timeout_ms else None
+                report[partition] = HOLD if until - since < self.idle_timeout_ms else None
                 continue
-            idle_for = now_ms - known.last_seen_ms - self.idle_timeout_ms
+            idle_for = until - known.last_seen_ms - self.idle_timeout_ms
             report[partition] = known.max_ts + idle_for if idle_for > 0 else known.max_ts
         return report
 

@@ -178,6 +178,10 @@ class EntityStage:
         for offset, raw_envelope in envelopes:
             envelope = orjson.loads(raw_envelope)
             watermark = combined_watermark(index)
+            # Lateness is judged by this partition's own input progress, not by the combined watermark (lower
+            # while a peer lags): the progress reported to the peers is the own one, so an event accepted here
+            # must not be late by it, or a peer could close its window before the lead value sent with it came.
+            own = index.join.watermark()
             for item in envelope["ev"]:
                 kind, event_id, ts, key, attrs, topic, source_partition, source_offset, raw = item
                 if kind == LEAD_VALUE:
@@ -191,7 +195,7 @@ class EntityStage:
                     self._route(pending, attribution_deltas(
                         before, attribution_facts(visitor, cfg.attribution), cfg.window_sizes_ms))
                     continue
-                late = is_closed(earliest_window_end(ts, cfg.window_sizes_ms), watermark, cfg.allowed_lateness_ms)
+                late = is_closed(earliest_window_end(ts, cfg.window_sizes_ms), own, cfg.allowed_lateness_ms)
                 if kind == Kind.PAGE_VIEW:
                     # Page views (most of the traffic) are deduplicated against the visitor's own touches, which
                     # keep their event ids: one state record per visitor instead of one dedup record per view.
@@ -199,7 +203,7 @@ class EntityStage:
                     if visitor.has_touch(event_id):
                         out.counts.duplicate[topic] += 1
                     elif late:
-                        self._reject_late(out, topic, source_partition, source_offset, ts, watermark, raw, now_ms)
+                        self._reject_late(out, topic, source_partition, source_offset, ts, own, raw, now_ms)
                     else:
                         out.counts.valid[topic] += 1
                         self._view(visitor, ts, attrs, event_id, pending)
@@ -209,7 +213,7 @@ class EntityStage:
                     out.counts.duplicate[topic] += 1
                     continue
                 if late:
-                    self._reject_late(out, topic, source_partition, source_offset, ts, watermark, raw, now_ms)
+                    self._reject_late(out, topic, source_partition, source_offset, ts, own, raw, now_ms)
                     continue
                 seen.set(dedup, jsonbytes.dumps([ts, partition]))
                 heapq.heappush(index.seen_by_time, (ts, dedup))

@@ -70,6 +70,35 @@ def test_never_seen_partition_holds_then_is_left_out():
     assert progress.report(["p0"], 1_000 + IDLE + 10) == {"p0": 42_000}
 
 
+def test_a_partition_with_unread_messages_is_not_idle_however_long_it_is_silent():
+    # p0 delivered an event at 0, then its fetches stopped (a broker stall, or a backlog read unevenly) while
+    # messages were still there to read; p1 was never fetched at all. Marked busy at 1 s steps until 30 s.
+    progress = progress_with(("p0", 5_000, 0))
+    for now in range(0, 30_001, 1_000):
+        progress.mark_busy(["p0", "p1"], now)
+    assert progress.report(["p0", "p1"], 30_000) == {"p0": 5_000, "p1": HOLD}
+    # Caught up from 30 s on (no longer marked): idle after the timeout, counted from the last mark.
+    for now in range(31_000, 30_000 + IDLE + 2_001, 1_000):
+        progress.mark_busy([], now)
+    assert progress.report(["p0", "p1"], 30_000 + IDLE + 2_000) == {"p0": 7_000, "p1": None}
+
+
+def test_idle_time_runs_only_up_to_the_last_mark():
+    # The marking stopped at 5 s (its timer blocked on a stalled broker): at 60 s nothing is taken as idle that
+    # was not idle at 5 s, whatever the clock says.
+    progress = progress_with(("p0", 5_000, 0))
+    progress.mark_busy(["p1"], 5_000)
+    assert progress.report(["p0", "p1"], 60_000) == {"p0": 5_000, "p1": HOLD}
+    assert progress.report_after([], ["p0", "p1"], 60_000) == {"p0": 5_000, "p1": HOLD}
+    progress.mark_busy([], 60_000)
+    assert progress.report(["p0", "p1"], 60_000) == {"p0": 5_000 + 60_000 - IDLE, "p1": None}
+
+
+def test_without_marks_idle_time_runs_with_the_clock():
+    progress = progress_with(("p0", 5_000, 0))
+    assert progress.report(["p0"], IDLE + 1_000) == {"p0": 6_000}
+
+
 def test_report_after_a_batch_covers_its_events_and_changes_nothing_yet():
     progress = progress_with(("p0", 5_000, 0), ("p1", 6_000, 0))
     batch = [("p0", 9_000), ("p0", 7_000), ("p2", 3_000)]

@@ -6,11 +6,12 @@ import json
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.eventset import mixed
+from tests.eventset import doc, mixed
 from tests.integration.harness import Names, produce, read_topic, start_worker
 from tests.integration.outcome import (
     as_input,
@@ -118,3 +119,32 @@ def test_two_workers_in_one_group_match_batch_computation(bootstrap: str, names:
         for worker in workers:
             assert worker.stop() == 0, worker.log_tail()
     assert_final_kpis_exact(bootstrap, names, messages, sent_beats)
+
+
+def test_caught_up_partitions_go_idle_so_live_windows_close(bootstrap: str, names: Names, tmp_path: Path) -> None:
+    """Live page views on one input partition, every other partition empty: once all are caught up the
+    watermark moves on with the clock, and the window becomes final with no heartbeat to push it.
+
+    The other side of "a partition with unread messages is never idle": the worker's marking must let go of
+    partitions that have nothing left to read, or live windows would never close on a quiet topic.
+    """
+    worker = start_worker(names, bootstrap, tmp_path, KPI_WINDOW_SIZES="10s", KPI_ALLOWED_LATENESS="1s",
+                          KPI_IDLE_PARTITION_TIMEOUT="2s")
+    try:
+        now_ms = int(time.time() * 1000)
+        views = [(names.topic("page-views"), 0, doc(f"live-{i}", now_ms + i, visitor_id=f"v{i}", url="/pricing",
+                                                     channel="email")) for i in range(5)]
+        produce(bootstrap, views)
+        window_start = now_ms - now_ms % 10_000
+        final_after_s = (window_start + 10_000 + 1_000) / 1000
+        worker.wait_until(lambda: min(
+            (value for (name, _), value in worker.metrics().items() if name == "leadgen_watermark_timestamp_seconds"),
+            default=0) >= final_after_s, 60, what="the watermark of both stages to pass the live window")
+        worker.wait_quiet("leadgen_kpi_records_total")
+        assert not worker.errors(), worker.errors()
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    finals = [json.loads(value) for _, value in read_topic(bootstrap, names.topic("kpi-traffic"))]
+    counted = [r for r in finals if r["kpi"] == "page_views" and r["window"]["size"] == "10s" and r["final"]
+               and r["dimensions"] == {"channel": "email"}]
+    assert [r["value"] for r in counted] == [5.0], finals

@@ -1,0 +1,187 @@
+"""The three stages run as the worker runs them: each partition a queue, read in batches, in a random order.
+
+``LocalFlow`` hands every message on at once, depth first, so a message one stage sends is in the next stage
+before anything else happens. On the broker the stages run concurrently: input partitions are fetched unevenly,
+each internal partition is read when its consumer gets to it, lead values rerouted between entity partitions
+arrive after other partitions' progress, and the processing clock jumps when the broker stalls. This scheduler
+picks the next step at random among all of those, so the watermark protocol is exercised in orders the
+depth-first flow never produces.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.core.events import Kind
+from stream.core.validation import Validator
+from stream.pipeline.cells import CellStage
+from stream.pipeline.counts import BatchCounts
+from stream.pipeline.entities import EntityStage
+from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope, encode_envelopes
+from stream.pipeline.routing import source_name
+from stream.pipeline.state import apply_writes
+from stream.settings import Settings
+
+KINDS = {kind.value: kind for kind in Kind}
+
+
+@dataclass(slots=True)
+class _Log:
+    """One partition of a topic: its messages and the offset of the next one read."""
+
+    messages: list[Any] = field(default_factory=list)
+    read: int = 0
+
+    def append(self, message: Any) -> None:
+        self.messages.append(message)
+
+    def waiting(self) -> int:
+        return len(self.messages) - self.read
+
+    def take(self, most: int) -> list[tuple[int, Any]]:
+        taken = [(offset, self.messages[offset]) for offset in range(self.read, min(self.read + most,
+                                                                                      len(self.messages)))]
+        self.read += len(taken)
+        return taken
+
+
+@dataclass(slots=True)
+class ScheduledFlow:
+    """Input, entity and cell partitions as queues; :meth:`run` drains them in a random order."""
+
+    settings: Settings
+    input_partitions: int
+    rand: random.Random
+    stall_chance: float = 0.002  # per step: the processing clock jumps as after a broker stall
+    clock_ms: int = 0
+    counts: BatchCounts = field(default_factory=BatchCounts)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    stalls: int = 0
+    ingest: IngestStage = field(init=False)
+    entities: EntityStage = field(init=False)
+    cells: CellStage = field(init=False)
+    _inputs: dict[tuple[str, int], _Log] = field(default_factory=dict)
+    _entity_logs: list[_Log] = field(default_factory=list)
+    _cell_logs: list[_Log] = field(default_factory=list)
+    _entity_table: dict[bytes, bytes] = field(default_factory=dict)
+    _cell_table: dict[bytes, bytes] = field(default_factory=dict)
+    _next_tick_ms: int = 0
+
+    def __post_init__(self) -> None:
+        cfg = self.settings
+        self.ingest = IngestStage(Validator(cfg.rates, cfg.max_event_bytes), cfg.partitions,
+                                  cfg.idle_partition_timeout_ms, cfg.max_future_skew_ms)
+        self._inputs = {(topic, p): _Log() for topic in cfg.input_topics.values()
+                        for p in range(self.input_partitions)}
+        sources = frozenset(source_name(topic, p) for topic, p in self._inputs)
+        self.entities = EntityStage(cfg.entity_config(sources), self._entity_table)
+        self.cells = CellStage(cfg.cell_config(), self._cell_table)
+        self._entity_logs = [_Log() for _ in range(cfg.partitions)]
+        self._cell_logs = [_Log() for _ in range(cfg.partitions)]
+
+    def produce(self, topic_kind: str, raw: bytes, partition: int) -> None:
+        """Append one message to an input partition (``topic_kind`` as in the contract: 'leads', ...)."""
+        kind = KINDS[topic_kind]
+        self._inputs[(self.settings.input_topics[kind], partition)].append((kind, raw))
+
+    def _owned(self) -> list[str]:
+        return [source_name(topic, p) for topic, p in self._inputs]
+
+    def _advance_clock(self) -> None:
+        if self.rand.random() < self.stall_chance:
+            self.stall(self.rand.randint(15_000, 40_000))
+        else:
+            self.clock_ms += self.rand.randint(0, 40)
+
+    def stall(self, duration_ms: int) -> None:
+        """The broker stops answering for ``duration_ms``: nothing moves, but the worker's timer goes on."""
+        self.clock_ms += duration_ms
+        self.stalls += 1
+        self._mark_busy()
+
+    def _mark_busy(self) -> None:
+        """What the worker's timer does from the lag it sees: partitions with messages left are not idle."""
+        busy = [source_name(topic, p) for (topic, p), log in self._inputs.items() if log.waiting()]
+        self.ingest.progress.mark_busy(busy, self.clock_ms)
+
+    def _ingest_step(self) -> None:
+        """One fetch: a few input partitions, some messages of each, as one ingest batch."""
+        ready = [key for key, log in self._inputs.items() if log.waiting()]
+        chosen = self.rand.sample(ready, k=self.rand.randint(1, len(ready)))
+        batch = []
+        for topic, partition in chosen:
+            for offset, (kind, raw) in self._inputs[(topic, partition)].take(self.rand.randint(1, 12)):
+                batch.append(InputMessage(kind, topic, partition, offset, None, raw))
+        now = self.clock_ms
+        out = self.ingest.process(batch, now)
+        report = self.ingest.progress.report_after(out.observed, self._owned(), now)
+        for partition in range(self.settings.partitions):
+            for envelope in encode_envelopes(out.envelopes.get(partition, []), report):
+                self._entity_logs[partition].append(envelope)
+        self.ingest.commit_progress(out, now)
+        self.counts.merge(out.counts)
+        self.dead_letters.extend(record for _, record in out.dead_letters)
+
+    def _tick(self) -> None:
+        """The worker's periodic progress report to every entity partition."""
+        self._mark_busy()
+        envelope = encode_envelope([], self.ingest.progress.report(self._owned(), self.clock_ms))
+        for log in self._entity_logs:
+            log.append(envelope)
+
+    def _entity_step(self, partition: int) -> None:
+        taken = self._entity_logs[partition].take(self.rand.randint(1, 8))
+        out = self.entities.process(partition, taken, self.clock_ms)
+        for target, envelopes in out.envelopes.items():
+            for envelope in envelopes:
+                self._cell_logs[target].append(envelope)
+        for target, envelope in out.reroutes.items():
+            self._entity_logs[target].append(envelope)
+        apply_writes(self._entity_table, out.writes)
+        self.counts.merge(out.counts)
+        self.dead_letters.extend(record for _, record in out.dead_letters)
+
+    def _cell_step(self, partition: int) -> None:
+        taken = self._cell_logs[partition].take(self.rand.randint(1, 8))
+        out = self.cells.process(partition, taken, self.clock_ms)
+        apply_writes(self._cell_table, out.writes)
+        for record in out.records:
+            self.records[record.key] = record.record
+        self.counts.merge(out.counts)
+
+    def step(self) -> bool:
+        """Run one randomly chosen step; False when nothing waits anywhere."""
+        self._advance_clock()
+        if self.clock_ms >= self._next_tick_ms:
+            self._tick()
+            self._next_tick_ms = self.clock_ms + self.settings.watermark_interval_ms
+        steps: list[Any] = []
+        if any(log.waiting() for log in self._inputs.values()):
+            steps.append(self._ingest_step)
+        steps += [lambda p=p: self._entity_step(p) for p, log in enumerate(self._entity_logs) if log.waiting()]
+        steps += [lambda p=p: self._cell_step(p) for p, log in enumerate(self._cell_logs) if log.waiting()]
+        if not steps:
+            return False
+        self.rand.choice(steps)()
+        return True
+
+    def run(self) -> None:
+        """Drain every queue, then let the periodic reports settle the last watermarks."""
+        while self.step():
+            pass
+        for _ in range(3):
+            self.clock_ms += self.settings.watermark_interval_ms
+            self._tick()
+            while self.step():
+                pass
+
+
+def queue_all(flow: ScheduledFlow, messages: list[tuple[str, bytes]], seed: int) -> None:
+    """Put ``messages`` on the input partitions at random (the message key is never trusted), in order."""
+    rand = random.Random(seed)
+    for topic_kind, raw in messages:
+        flow.produce(topic_kind, raw, rand.randrange(flow.input_partitions))
+
