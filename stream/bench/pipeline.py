@@ -11,6 +11,7 @@ from stream.bench.processes import ManagedProcess, stop_all, worker_argv
 from stream.bench.progress import Progress
 from stream.bench.results import PipelineResult, TwoWorkerResult
 from stream.bench.run_settings import settings_env
+from stream.bench.timing import RESTORE_TIMEOUT_S
 from stream.bench.watch import PipelineWatch, Timeline, wait_ready
 from stream.settings import Settings
 
@@ -53,7 +54,7 @@ def measure_restore(env: Mapping[str, str], port: int, work_dir: Path, progress:
     """
     with ManagedProcess("restored pipeline worker", worker_argv(), env, work_dir / "restore.log",
                         work_dir) as worker:
-        seconds = wait_ready([worker], [port], "restore", progress) - worker.spawned
+        seconds = wait_ready([worker], [port], "restore", progress, timeout_s=RESTORE_TIMEOUT_S) - worker.spawned
         progress.show(f"restore: worker ready {seconds:.2f} s after its spawn; stopping it", force=True)
     return seconds
 

@@ -4,6 +4,7 @@ POLL_S = 0.2  # /metrics and status polling interval
 SETTLE_S = 3.0  # how long a count must stay unchanged to be final
 SETTLE_SHARE = 0.99  # the accounted share of produced events from which a settled count is accepted
 STARTUP_TIMEOUT_S = 120.0  # subprocess start to first event
+RESTORE_TIMEOUT_S = 900.0  # a restarted worker replaying its changelogs (130 s after a lead-heavy million)
 STALL_TIMEOUT_S = 60.0  # no progress for this long: give up
 KPI_SETTLE_CAP_S = 30.0  # longest wait for the KPI output to quiesce
 READY_POLL_S = 0.05  # polling while a worker starts: restore_seconds is read off it, so finer than POLL_S

@@ -14,7 +14,18 @@ from stream.core.kpis import KpiRecord, changed_records, current_records
 from stream.core.watermark import WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.routing import partition_for
-from stream.pipeline.state import WATERMARK_KEY_PREFIX, BatchWrites, Store, persist_join, restore_join
+from stream.pipeline.state import (
+    CHUNK_BYTES,
+    CHUNK_KEY_PREFIX,
+    WATERMARK_KEY_PREFIX,
+    BatchWrites,
+    Store,
+    orphan_chunks,
+    persist_join,
+    read_value,
+    restore_join,
+    write_value,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +81,10 @@ class CellStage:
     when the partition is restored.
     """
 
-    def __init__(self, config: CellConfig, cells: Store) -> None:
+    def __init__(self, config: CellConfig, cells: Store, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.config = config
         self._cells = cells
+        self._chunk_bytes = chunk_bytes  # a cell's stored state larger than this is written in parts
         self._index: dict[int, _PartitionIndex] = {}
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -85,12 +97,12 @@ class CellStage:
         sources = frozenset(str(source) for source in range(self.config.partitions))
         index = _PartitionIndex(restore_join(self._cells, partition, sources))
         restored = []
-        for key, value in self._cells.items():
-            if key.startswith(WATERMARK_KEY_PREFIX):
+        for key, _ in self._cells.items():
+            if key.startswith((WATERMARK_KEY_PREFIX, CHUNK_KEY_PREFIX)):
                 continue
             cell = CellId(*orjson.loads(key))
             if partition_for(cell.routing_key(), self.config.partitions) == partition:
-                state = CellState.from_doc(orjson.loads(value))
+                state = CellState.from_doc(orjson.loads(read_value(self._cells, key) or b""))
                 (index.final_cells if state.final else index.open_cells).add(cell)
                 restored.append((cell, state))
         self._index[partition] = index
@@ -108,6 +120,9 @@ class CellStage:
             for cell, state in restored:
                 out.records.extend(current_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                    cfg.economics))
+            for key in orphan_chunks(self._cells):
+                if self._owns_chunk(key, partition):
+                    table.set(key, None)
         states: dict[CellId, CellState] = {}
         changed: set[CellId] = set()
         smallest = cfg.window_sizes_ms[0]
@@ -149,7 +164,7 @@ class CellStage:
                          if is_closed(cfg.closes_at(c) + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
                 index.final_cells.discard(cell)
                 states.pop(cell, None)
-                table.set(cell_key(cell), None)
+                write_value(table, cell_key(cell), None)
             for cell in [c for c in index.open_cells
                          if is_closed(cfg.closes_at(c), watermark, cfg.allowed_lateness_ms)]:
                 state = self._load(states, table, cell)
@@ -161,16 +176,20 @@ class CellStage:
             state = states[cell]
             out.records.extend(changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                cfg.economics))
-            table.set(cell_key(cell), jsonbytes.dumps(state.to_doc()))
+            write_value(table, cell_key(cell), jsonbytes.dumps(state.to_doc()), self._chunk_bytes)
             out.touched[cell] = state
         # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
         out.writes = {**table.take(), **progress.take()}
         return out
 
+    def _owns_chunk(self, key: bytes, partition: int) -> bool:
+        cell_fields = key[len(CHUNK_KEY_PREFIX):].split(b":", 2)[2]
+        return partition_for(CellId(*orjson.loads(cell_fields)).routing_key(), self.config.partitions) == partition
+
     def _load(self, states: dict[CellId, CellState], table: BatchWrites, cell: CellId) -> CellState:
         state = states.get(cell)
         if state is None:
-            stored = table.get(cell_key(cell))
+            stored = read_value(table, cell_key(cell))
             state = CellState.from_doc(orjson.loads(stored)) if stored is not None else CellState()
             states[cell] = state
         return state

@@ -20,13 +20,22 @@ from stream.core.watermark import WatermarkJoin
 
 # Tables keep each owned partition's watermark state under a reserved key beside their own keys.
 WATERMARK_KEY_PREFIX = b"\x00wm:"
+# The parts of a value too large for one changelog message (see ``write_value``), under reserved keys too.
+CHUNK_KEY_PREFIX = b"\x00ck:"
+# Largest value written as one record: well under the 1 MB a Kafka message may have by default.
+CHUNK_BYTES = 512 * 1024
+_CHUNKED = b"#"  # first byte of a stored value that names its chunks; JSON documents start with '{' or '['
 
 
-class Store(Protocol):
-    """The read side of a table (a Faust table or a dict in tests); keys and values are bytes."""
+class Reader(Protocol):
+    """Reads by key: a table, or a batch's writes over it."""
 
     def get(self, key: Any, /) -> Any:
         """The stored value, or None."""
+
+
+class Store(Reader, Protocol):
+    """The read side of a table (a Faust table or a dict in tests); keys and values are bytes."""
 
     def items(self) -> Iterable[tuple[Any, Any]]:
         """All stored (key, value) pairs."""
@@ -47,7 +56,8 @@ class BatchWrites:
         return stored
 
     def set(self, key: bytes, value: bytes | None) -> None:
-        """Write (or delete, with None) at the end of the batch."""
+        """Write (or delete, with None) at the end of the batch, after the writes set before this one."""
+        self.pending.pop(key, None)
         self.pending[key] = value
 
     def take(self) -> dict[bytes, bytes | None]:
@@ -84,3 +94,61 @@ def restore_join(store: Store, partition: int, expected: frozenset[str], name: s
 def persist_join(writes: BatchWrites, partition: int, join: WatermarkJoin, name: str = "") -> None:
     """Write the partition's watermark join with the batch."""
     writes.set(watermark_key(partition, name), jsonbytes.dumps({"p": join.progress, "f": join.floor}))
+
+
+def chunk_key(key: bytes, generation: int, index: int) -> bytes:
+    """Reserved key of one part of a chunked value."""
+    return CHUNK_KEY_PREFIX + b"%d:%d:" % (generation, index) + key
+
+
+def _chunk_ref(stored: bytes | None) -> tuple[int, int] | None:
+    """(generation, number of chunks) of a stored chunked value; None for a plain one."""
+    if stored is None or not stored.startswith(_CHUNKED):
+        return None
+    generation, count = stored[1:].split(b":")
+    return int(generation), int(count)
+
+
+def read_value(store: Reader, key: bytes) -> bytes | None:
+    """A value as written by ``write_value``: whole again if it was chunked."""
+    stored: bytes | None = store.get(key)
+    ref = _chunk_ref(stored)
+    if ref is None:
+        return stored
+    generation, count = ref
+    return b"".join(store.get(chunk_key(key, generation, index)) for index in range(count))
+
+
+def write_value(writes: BatchWrites, key: bytes, value: bytes | None, limit: int = CHUNK_BYTES) -> None:
+    """Write ``value`` (None: delete it) under ``key``, in parts of at most ``limit`` bytes if it is larger.
+
+    A value grows past what one Kafka message may carry (a busy window's time-to-conversion samples: 1.1 MB
+    for a day of 195,000 leads), and a changelog write of it fails. Its parts go under keys of a new
+    generation, then the key itself names them, then the parts of the previous generation are deleted: in the
+    changelog's order, a restart finds either the old value whole or the new one whole.
+    """
+    previous = _chunk_ref(writes.get(key))
+    if value is not None and len(value) > limit:
+        generation = previous[0] + 1 if previous is not None else 1
+        count = -(-len(value) // limit)
+        for index in range(count):
+            writes.set(chunk_key(key, generation, index), value[index * limit:(index + 1) * limit])
+        writes.set(key, _CHUNKED + b"%d:%d" % (generation, count))
+    else:
+        writes.set(key, value)
+    if previous is not None:
+        old_generation, old_count = previous
+        for index in range(old_count):
+            writes.set(chunk_key(key, old_generation, index), None)
+
+
+def orphan_chunks(store: Store) -> list[bytes]:
+    """Chunk keys no stored value names: left by a stop between writing a new value and deleting the old parts."""
+    chunks: list[bytes] = []
+    named: set[bytes] = set()
+    for key, value in store.items():
+        if key.startswith(CHUNK_KEY_PREFIX):
+            chunks.append(key)
+        elif (ref := _chunk_ref(value)) is not None:
+            named.update(chunk_key(key, ref[0], index) for index in range(ref[1]))
+    return [key for key in chunks if key not in named]

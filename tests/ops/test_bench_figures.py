@@ -44,7 +44,7 @@ HOUR_MS = 3_600_000
 
 
 def metrics_page(events: int = 0, rejected: int = 0, duplicates: int = 0, ready: int = 1,
-                 partitions: dict[str, int] | None = None) -> str:
+                 partitions: dict[str, int] | None = None, lag: dict[str, int] | None = None) -> str:
     """A worker's /metrics page with the series the bench reads, spread over labels as the worker does."""
     registry = CollectorRegistry()
     valid = Counter("leadgen_events", "", ["topic"], registry=registry)
@@ -57,6 +57,9 @@ def metrics_page(events: int = 0, rejected: int = 0, duplicates: int = 0, ready:
     assigned = Gauge("leadgen_assigned_partitions", "", ["topic"], registry=registry)
     for topic, count in (partitions or {}).items():
         assigned.labels(topic).set(count)
+    unread = Gauge("leadgen_consumer_lag_messages", "", ["topic"], registry=registry)
+    for topic, messages in (lag or {}).items():
+        unread.labels(topic).set(messages)
     return generate_latest(registry).decode()
 
 
@@ -241,6 +244,16 @@ def test_done_when_99_percent_accounted_and_settled(tmp_path: Path) -> None:
     watched.record({1: metrics_page(events=600), 2: metrics_page(events=392)}, now=21.0 + SETTLE_S)
     assert watched.all_accounted(21.0 + SETTLE_S)
     assert watched.rate() == Rate(1000, 1.0)  # to the poll where it last changed, not the settling time
+
+
+def test_a_count_settled_above_99_percent_is_not_done_while_messages_are_left_to_read(tmp_path: Path) -> None:
+    # A lead-heavy backlog finishes in batches seconds apart: 996 of 1,000 and quiet, but 4 still unread.
+    watched = watch(tmp_path, [1], expected=1000)
+    watched.record({1: metrics_page(events=996, lag={"entities": 3, "leads": 1})}, now=1.0)
+    watched.record({1: metrics_page(events=996, lag={"entities": 3, "leads": 1})}, now=1.0 + 10 * SETTLE_S)
+    assert not watched.all_accounted(1.0 + 10 * SETTLE_S)
+    watched.record({1: metrics_page(events=996, lag={"entities": 0, "leads": 0})}, now=2.0 + 10 * SETTLE_S)
+    assert watched.all_accounted(2.0 + 10 * SETTLE_S)
 
 
 def test_below_99_percent_a_settled_count_is_not_done(tmp_path: Path) -> None:
