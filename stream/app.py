@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from stream.batching import ready_batches
 from stream.core.kpis import FAMILIES
 from stream.core.validation import Validator
-from stream.kafka import faust_credentials, internal_topic
+from stream.kafka import MAX_REQUEST_BYTES, faust_credentials, internal_topic
 from stream.metrics import Metrics
 from stream.pipeline.cells import CellStage
 from stream.pipeline.entities import EntityStage
@@ -215,6 +215,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
         consumer_auto_offset_reset="earliest",
         producer_linger=0.005,  # faust's default of 0 sends tiny batches
+        producer_max_request_size=MAX_REQUEST_BYTES,
         table_standby_replicas=0,
         # A batch cut short by shutdown was not acked, so it is processed again after the restart; results are
         # idempotent, so there is no need to wait for in-flight events (which hangs when an agent failed).

@@ -47,6 +47,11 @@ def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | Non
     return None
 
 
+# Largest message the worker's producer sends (faust's default is 1,000,000): dead letters of input messages
+# near Kafka's default 1 MB limit are larger than that.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
 def internal_topic(settings: Settings, name: str) -> str:
     """Internal topics are named after the app id, so a new app id never reads an old one's records."""
     return f"{settings.app_id}-{name}"
@@ -56,7 +61,8 @@ def topic_plan(settings: Settings) -> dict[str, dict[str, str]]:
     """Every topic the service reads or writes (but Faust's changelogs), with its configuration."""
     compact = {"cleanup.policy": "compact"}
     plan: dict[str, dict[str, str]] = {topic: {} for topic in settings.input_topics.values()}
-    plan[settings.topic_dead_letters] = {}
+    # A dead letter carries the refused message whole (a third more as base64): room for a 1 MB one and more.
+    plan[settings.topic_dead_letters] = {"max.message.bytes": str(MAX_REQUEST_BYTES)}
     for family in FAMILIES:
         # The last record per key is the current truth, so KPI topics can be compacted.
         plan[settings.kpi_topic(family)] = compact

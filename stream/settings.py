@@ -19,6 +19,8 @@ SECRET_FIELDS = frozenset({"sasl_password"})
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+# Largest accepted event: inside an internal message its JSON text takes up to twice its size.
+MAX_EVENT_BYTES_LIMIT = 256 * 1024
 
 # name -> (environment variable, default, meaning); the README's settings table is generated from this.
 ENVIRONMENT: dict[str, tuple[str, str, str]] = {
@@ -83,7 +85,9 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
                         "Events whose `ts` is further ahead of the processing clock are rejected as "
                         "`invalid_field`: one event stamped in year 9999 would otherwise carry its partition's "
                         "event time, and with it every window, years ahead."),
-    "max_event_bytes": ("KPI_MAX_EVENT_BYTES", "65536", "Larger input messages are rejected as `too_large`."),
+    "max_event_bytes": ("KPI_MAX_EVENT_BYTES", "65536", "Larger input messages are rejected as `too_large`. At "
+                        "most 262144: an accepted event travels inside the pipeline's internal messages, which "
+                        "must stay under the 1 MB a Kafka message may have by default."),
     "batch_max": ("KPI_BATCH_MAX", "5000",
                   "Most events an agent takes in one batch. A batch ends sooner, as soon as no more events are "
                   "waiting, so it never holds an event back for company."),
@@ -271,7 +275,7 @@ class Settings:
             gross_margin=_fraction(raw, "gross_margin"),
             idle_partition_timeout_ms=_duration(raw, "idle_partition_timeout"),
             max_future_skew_ms=_duration(raw, "max_future_skew"),
-            max_event_bytes=_integer(raw, "max_event_bytes", 64, 100 * 1024 * 1024),
+            max_event_bytes=_integer(raw, "max_event_bytes", 64, MAX_EVENT_BYTES_LIMIT),
             batch_max=_integer(raw, "batch_max", 1, 100_000),
             stream_buffer=_integer(raw, "stream_buffer", 1, 100_000),
             fetch_max_wait_ms=_duration(raw, "fetch_max_wait"),

@@ -76,3 +76,23 @@ def test_dead_letter_key_is_one_per_source_message():
     assert dead_letter_key("leads", 3, 42) == "leads:3:42"
     assert dead_letter_key("leads", 3, 42) != dead_letter_key("leads", 3, 43)
     assert dead_letter_key("leads", 3, 42) != dead_letter_key("leads", 4, 42)
+
+
+def _original(record):
+    return record["payload"].encode() if "payload" in record else base64.b64decode(record["payload_base64"])
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        (b'{"event_id": "e1"}', "payload"),  # ordinary JSON: readable text
+        (b"\x01" * 3000, "payload_base64"),  # six bytes each as JSON text
+        (b'"' * 3000, "payload_base64"),  # two bytes each
+        (b"\xff" * 3000, "payload_base64"),  # not UTF-8
+        ("caf\u00e9 \u2713".encode(), "payload"),  # UTF-8 that JSON keeps as it is
+    ],
+)
+def test_a_dead_letter_is_never_more_than_a_third_larger_than_its_message(value, field):
+    record = dead_letter("leads", 0, 1, Reason.TOO_LARGE, "x", value, None, 0)
+    assert field in record and _original(record) == value
+    assert len(json.dumps(record, ensure_ascii=False).encode()) <= 4 * -(-len(value) // 3) + 300

@@ -45,6 +45,11 @@ def hostile(topic: str, rand: random.Random) -> list[tuple[bytes, str]]:
         (good.replace(b'"ts": ' + str(TS).encode(), b'"ts": NaN'), "invalid_json"),
         (good.replace(b'"ts": ' + str(TS).encode(), b'"ts": 1e999'), "invalid_json"),  # Infinity
         (b"x" * 900_000, "too_large"),  # close to 1 MB, the clients' default message limit
+        # Payloads whose dead letter is larger than the message itself: as JSON text, each control character
+        # takes six bytes and each quote two; bytes that are not UTF-8 go as base64, a third more.
+        (b"\x01" * 900_000, "too_large"),
+        (b'"' * 900_000, "too_large"),
+        (b"\xff" + rand.randbytes(899_999), "too_large"),
         (json.dumps([_doc(topic, 1).decode()]).encode(), "not_object"),
         (_doc(topic, 2, **{field: "x" * 5000}), "invalid_field"),  # huge string
         (_doc(topic, 3, **{field: 12345}), "invalid_field"),  # number where a string belongs
