@@ -83,6 +83,38 @@ class EntityOutput:
     watermark: int | None = None
 
 
+# Event ids kept for deduplication are forgotten by the minute of their event time.
+EXPIRY_BUCKET_MS = 60_000
+
+
+@dataclass(slots=True)
+class ExpiryIndex:
+    """Keys grouped by the minute of their event time, to forget them once a horizon has passed that minute.
+
+    A list slot per key (the key object is the table's own) instead of a (time, key) tuple in a heap: about
+    90 bytes less per kept event id, 35 MB for the 400,000 ids of a lead-heavy million events.
+    """
+
+    buckets: dict[int, list[bytes]] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)  # heap of the bucket numbers in ``buckets``
+
+    def add(self, ts: int, key: bytes) -> None:
+        """Remember ``key`` under the minute of ``ts``."""
+        bucket = ts // EXPIRY_BUCKET_MS
+        keys = self.buckets.get(bucket)
+        if keys is None:
+            self.buckets[bucket] = keys = []
+            heapq.heappush(self.order, bucket)
+        keys.append(key)
+
+    def expire(self, horizon: int) -> list[bytes]:
+        """Forget and return the keys of every minute that ended at or before ``horizon``."""
+        expired: list[bytes] = []
+        while self.order and (self.order[0] + 1) * EXPIRY_BUCKET_MS <= horizon:
+            expired += self.buckets.pop(heapq.heappop(self.order))
+        return expired
+
+
 @dataclass(slots=True)
 class _PartitionIndex:
     """In-memory indexes of one owned partition, rebuilt from the tables after (re)assignment."""
@@ -90,7 +122,7 @@ class _PartitionIndex:
     join: WatermarkJoin  # over every input partition
     peers: WatermarkJoin  # over the other entity partitions, which send this one lead values
     pending_leads: set[bytes] = field(default_factory=set)
-    seen_by_time: list[tuple[int, bytes]] = field(default_factory=list)  # heap
+    seen_by_time: ExpiryIndex = field(default_factory=ExpiryIndex)
     last_sent_watermark: int | None = None
     last_peer_report: int | None = None
 
@@ -156,8 +188,7 @@ class EntityStage:
             elif key.startswith(_SEEN_PREFIX):
                 ts, owner = orjson.loads(value)
                 if owner == partition:
-                    index.seen_by_time.append((ts, key))
-        heapq.heapify(index.seen_by_time)
+                    index.seen_by_time.add(ts, key)
         self._index[partition] = index
         return index
 
@@ -216,7 +247,7 @@ class EntityStage:
                     self._reject_late(out, topic, source_partition, source_offset, ts, own, raw, now_ms)
                     continue
                 seen.set(dedup, jsonbytes.dumps([ts, partition]))
-                heapq.heappush(index.seen_by_time, (ts, dedup))
+                index.seen_by_time.add(ts, dedup)
                 if kind == Kind.SPEND:
                     out.counts.valid[topic] += 1
                     out.counts.spend_micros[(attrs["channel"], attrs["campaign"])] += attrs["amount"]
@@ -419,10 +450,7 @@ class EntityStage:
                 index.pending_leads.discard(key)
             else:
                 hold = _earliest_close(hold, state, cfg)
-        horizon = watermark - cfg.dedup_retention_ms
-        heap = index.seen_by_time
-        while heap and heap[0][0] < horizon:
-            _, key = heapq.heappop(heap)
+        for key in index.seen_by_time.expire(watermark - cfg.dedup_retention_ms):
             seen.set(key, None)
         return hold
 
