@@ -96,3 +96,24 @@ def test_a_dead_letter_is_never_more_than_a_third_larger_than_its_message(value,
     record = dead_letter("leads", 0, 1, Reason.TOO_LARGE, "x", value, None, 0)
     assert field in record and _original(record) == value
     assert len(json.dumps(record, ensure_ascii=False).encode()) <= 4 * -(-len(value) // 3) + 300
+
+
+def test_a_value_or_key_too_long_for_one_message_is_cut_and_says_so():
+    value, key = b"\x01" * 3_500_000, b"k" * 100_000
+    record = dead_letter("leads", 2, 9, Reason.TOO_LARGE, "x", value, key, 0)
+    validate_dead_letter(record)
+    assert base64.b64decode(record["payload_base64"]) == value[:2 * 1024 * 1024]
+    assert record["payload_bytes"] == 3_500_000 and record["payload_truncated"] is True
+    assert base64.b64decode(record["key_base64"]) == key[:64 * 1024]
+    assert record["key_bytes"] == 100_000 and record["key_truncated"] is True
+    assert len(json.dumps(record).encode()) < 3 * 1024 * 1024  # under the producer's 4 MiB requests
+    # Up to the limit nothing is cut, and nothing says so.
+    whole = dead_letter("leads", 2, 9, Reason.TOO_LARGE, "x", value[:2 * 1024 * 1024], None, 0)
+    assert _original(whole) == value[:2 * 1024 * 1024] and "payload_truncated" not in whole
+
+
+def test_the_schema_refuses_a_cut_value_without_its_size():
+    record = dead_letter("leads", 2, 9, Reason.TOO_LARGE, "x", b"\x01" * 3_000_000, None, 0)
+    del record["payload_bytes"]
+    with pytest.raises(fastjsonschema.JsonSchemaException):
+        validate_dead_letter(record)

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from tests.eventset import DAY_START, MINUTE, mixed
 from tests.integration.harness import INPUTS, Names, produce, read_topic, start_worker
@@ -103,3 +104,25 @@ def test_hostile_input_on_every_topic_is_dead_lettered_precisely_and_harms_nothi
     got = Counter((record["topic"], _payload_bytes(record), record["reason"])
                   for record in (json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters"))))
     assert not want - got, sorted((topic, raw[:60], reason) for topic, raw, reason in want - got)
+
+
+def test_a_message_too_large_for_a_whole_dead_letter_is_cut_and_harms_nothing(
+        bootstrap: str, names: Names, tmp_path: Path) -> None:
+    """The embedded broker takes messages of any size (Kafka refuses more than 1 MB by default): 3.5 MB of
+    control characters would make a 4.7 MB dead letter even as base64, over what the worker's producer sends."""
+    huge = b"\x01" * 3_500_000
+    good = json.dumps({"event_id": "after-huge", "ts": TS, **VALID["leads"]}).encode()
+    worker = start_worker(names, bootstrap, tmp_path)
+    try:
+        producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 8_000_000})
+        producer.produce(names.topic("leads"), value=huge, partition=0)
+        producer.produce(names.topic("leads"), value=good, partition=0)
+        assert producer.flush(30) == 0
+        worker.wait_until(lambda: worker.total("leadgen_events_rejected_total") == 1
+                          and worker.total("leadgen_events_total") == 1, 60, what="both messages accounted")
+        assert not worker.errors(), worker.errors()
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    [record] = [json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters"))]
+    assert (record["reason"], record["payload_bytes"], record["payload_truncated"]) == ("too_large", len(huge), True)
+    assert base64.b64decode(record["payload_base64"]) == huge[:2 * 1024 * 1024]
