@@ -76,10 +76,27 @@ def wait_for_finals(worker: Worker, expected_total: int, timeout_s: float = 120.
 
 
 def wait_for_watermark(worker: Worker, timeout_s: float = 120.0) -> None:
-    """Wait until both stages' watermarks pass the data and KPI records stop flowing."""
+    """Wait until both stages' watermarks pass the data, nothing is left to read, and KPI records stop flowing.
+
+    A stage's watermark gauge is set by the last batch of any of the worker's partitions, so it can show the
+    heartbeats while another partition still has messages to read (one just taken over, say): the scale-out
+    test once stopped its workers 5.5 s after the third took over partitions, with the last credit changes of
+    an hour not applied. The worker's consumer lag (measured every 5 s) must be 0 too.
+    """
     worker.wait_until(lambda: worker.total("leadgen_watermark_timestamp_seconds") >= 2 * HEARTBEAT_TS / 1000,
                       timeout_s, what="the watermark of both stages to pass the data")
+    worker.wait_until(lambda: _lag(worker) == 0, timeout_s, what="nothing left to read")
     worker.wait_quiet("leadgen_kpi_records_total")
+    worker.wait_until(lambda: _lag(worker) == 0, timeout_s, what="nothing left to read")
+
+
+def _lag(worker: Worker) -> float:
+    """Messages the worker has left to read over every partition it owns (-1 while it does not answer)."""
+    try:
+        samples = worker.metrics()
+    except OSError:
+        return -1.0
+    return sum(value for (name, _), value in samples.items() if name == "leadgen_consumer_lag_messages")
 
 
 def dead_letter_sources(bootstrap: Broker, names: Names) -> list[tuple[str, int, int]]:
