@@ -356,26 +356,41 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     app.agent(entities_topic, name="entities")(agent(entity_batch))
     app.agent(cells_topic, name="cells")(agent(cell_batch))
 
+    async def next_to_handle(tp: TP, guard: OffsetGuard, timeout_s: float | None = None) -> int | None:
+        """The offset of the next message of ``tp`` the agent behind ``guard`` has to handle: one past the last it
+        handled, or the consumer's position before it has handled any (None when that takes over ``timeout_s``).
+
+        Raises:
+            AssertionError, IllegalStateError: ``tp`` was revoked by a rebalance (aiokafka raises either).
+        """
+        if tp in guard.last:
+            return guard.last[tp] + 1
+        try:
+            position: int | None = await asyncio.wait_for(app.consumer.position(tp), timeout_s)
+        except TimeoutError:
+            return None
+        return position
+
     async def unread_sources() -> list[str]:
         """Owned input partitions with messages the ingest agent has not handled: fetched or not, they are not idle.
 
-        Unknown counts as unread: a partition not fetched yet, or whose position cannot be had at once.
+        Unknown counts as unread: a partition not fetched yet, or whose position cannot be had at once. The
+        messages fetched but still queued for the agent (its stream buffer full on a backlog) are past the
+        consumer's position, so a partition the agent has handled messages of is judged by the last it handled.
         """
         consumer = cast(Consumer, app.consumer)
-        handled = guards["ingest"].last
+        guard = guards["ingest"]
         unread = []
         for tp in consumer.assignment():
             if tp.topic not in kind_of:
                 continue
             try:
                 highwater = consumer.highwater(tp)
-                position = None if highwater is None else await asyncio.wait_for(consumer.position(tp), 1.0)
+                next_offset = None if highwater is None else await next_to_handle(tp, guard, 1.0)
             except (AssertionError, IllegalStateError):
-                continue  # revoked by a rebalance since assignment() was read (aiokafka raises either)
-            except TimeoutError:
-                position = None
-            if (highwater is None or position is None or position < highwater
-                    or consumer.delivered.get(tp, -1) > handled.get(tp, -1)):
+                continue  # revoked by a rebalance since assignment() was read
+            if (highwater is None or next_offset is None or next_offset < highwater
+                    or consumer.delivered.get(tp, -1) > guard.last.get(tp, -1)):
                 unread.append(source_name(tp.topic, tp.partition))
         return unread
 
@@ -405,9 +420,9 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                     highwater = app.consumer.highwater(tp)
                     if highwater is None:
                         continue
-                    next_offset = guard.last[tp] + 1 if tp in guard.last else await app.consumer.position(tp)
+                    next_offset = await next_to_handle(tp, guard)
                 except (AssertionError, IllegalStateError):
-                    continue  # revoked by a rebalance since assignment() was read (aiokafka raises either)
+                    continue  # revoked by a rebalance since assignment() was read
                 lag[tp.topic] += max(highwater - (next_offset or 0), 0)
         metrics.consumer_lag.clear()
         for topic, messages in lag.items():
