@@ -56,6 +56,7 @@ class Metrics:
     spend: Counter
     late_contributions: Counter
     replayed_deltas: Counter
+    folded_deltas: Counter
     kpi_records: Counter
     cost_per_lead: Gauge
     conversion_ratio: Gauge
@@ -100,6 +101,9 @@ class Metrics:
             replayed_deltas=Counter("leadgen_replayed_deltas",
                                     "Cell updates recognised as replays after a restart and skipped.",
                                     registry=registry),
+            folded_deltas=Counter("leadgen_folded_deltas",
+                                  "Cell updates whose channel, campaign, page or owner went to `other` "
+                                  "(KPI_VALUE_LIMIT).", registry=registry),
             kpi_records=Counter("leadgen_kpi_records", "KPI records sent, by topic.", ["topic"], registry=registry),
             cost_per_lead=Gauge("leadgen_cost_per_lead",
                                 "Cost per lead of the latest event-time window of each size, in the reporting "
@@ -164,6 +168,8 @@ class Metrics:
             self.late_contributions.labels(family).inc(n)
         if counts.replayed_deltas:
             self.replayed_deltas.inc(counts.replayed_deltas)
+        if counts.folded_deltas:
+            self.folded_deltas.inc(counts.folded_deltas)
         for from_stage, to_stage, channel, duration_ms in counts.conversion_samples:
             self.time_to_conversion.labels(from_stage, to_stage, self.channels.fold(channel)).observe(
                 duration_ms / 1000)

@@ -60,6 +60,10 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
                         "Empty: the first KPI_CAMPAIGN_LABEL_LIMIT campaigns seen keep theirs."),
     "campaign_label_limit": ("KPI_CAMPAIGN_LABEL_LIMIT", "20",
                              "With no allow-list, how many campaigns keep their label; the rest are `other`."),
+    "value_limit": ("KPI_VALUE_LIMIT", "500",
+                    "KPI topics: how many channels (campaigns, pages, owners) of one window keep their own "
+                    "records per KPI family; the values after that are folded into `other`. Bounds memory "
+                    "when a source floods distinct values."),
     "dedup_retention": ("KPI_DEDUP_RETENTION", "24h",
                         "How long (event time, behind the watermark) an event_id is remembered for deduplication."),
     "unknown_lead_timeout": ("KPI_UNKNOWN_LEAD_TIMEOUT", "1h",
@@ -158,6 +162,7 @@ class Settings:
     replication_factor: int
     campaign_labels: frozenset[str]
     campaign_label_limit: int
+    value_limit: int
     dedup_retention_ms: int
     unknown_lead_timeout_ms: int
     cohort_window_ms: int
@@ -194,7 +199,7 @@ class Settings:
         if self.churn_rate is not None and self.gross_margin is not None:
             economics = (self.churn_rate, self.gross_margin)
         return CellConfig(self.partitions, self.window_sizes_ms, self.allowed_lateness_ms, self.funnel,
-                          self.rates.reporting_currency, self.cohort_window_ms, economics)
+                          self.rates.reporting_currency, self.cohort_window_ms, economics, self.value_limit)
 
     @property
     def input_topics(self) -> dict[Kind, str]:
@@ -265,6 +270,7 @@ class Settings:
             replication_factor=_integer(raw, "replication_factor", 1, 100),
             campaign_labels=frozenset(filter(None, (c.strip() for c in raw["campaign_labels"].split(",")))),
             campaign_label_limit=_integer(raw, "campaign_label_limit", 0, 10_000),
+            value_limit=_integer(raw, "value_limit", 1, 100_000),
             dedup_retention_ms=_duration(raw, "dedup_retention"),
             unknown_lead_timeout_ms=_duration(raw, "unknown_lead_timeout"),
             cohort_window_ms=_duration(raw, "cohort_window"),

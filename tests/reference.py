@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 FUNNEL = ("lead", "mql", "sal", "sql", "opportunity", "won")
 STAGES = {"mql", "sal", "sql", "opportunity", "won", "lost"}
@@ -369,3 +370,50 @@ def mismatches(got: dict[Key, tuple[object, object]], want: dict[Key, tuple[obje
         if a != b:
             found.append(f"{key}: streamed {a}, reference {b}")
     return found
+
+
+FOLDED = ("channel", "campaign", "asset", "owner")  # the dimensions a value limit folds
+OTHER = "other"
+
+
+def _shape(key: Key) -> tuple[Any, ...]:
+    """A record key with the folded dimensions' values left out: the records that share a level."""
+    kpi, size, start, dims = key
+    return kpi, size, start, tuple((name, value if name not in FOLDED else "*") for name, value in dims)
+
+
+def _add(total: list[float], parts: tuple[object, object]) -> None:
+    for i, part in enumerate(parts):
+        if isinstance(part, int | float):
+            total[i] += part
+
+
+def assert_folded_exact(got: dict[Key, tuple[object, object]], want: dict[Key, tuple[object, object]],
+                        limit: int) -> None:
+    """KPI_VALUE_LIMIT: records naming a value equal the reference, and per level the named and `other`
+    records together hold its total; no level of a window has more records than the limit allows."""
+    named = {key: parts for key, parts in got.items() if OTHER not in dict(key[3]).values()}
+    # A record that names a value is exact.
+    assert not mismatches(named, {key: want[key] for key in named if key in want}), mismatches(
+        named, {key: want[key] for key in named if key in want})
+    assert all(key in want for key in named)
+    # Per level, named and `other` records together hold everything (revenue shares: their numerators).
+    sums_got: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    sums_want: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    records: Counter[tuple[Any, ...]] = Counter()
+    for key, parts in got.items():
+        _add(sums_got[_shape(key)], parts if key[0] != "revenue_contribution" else (parts[0], 0))
+        records[_shape(key)] += 1
+    for key, parts in want.items():
+        _add(sums_want[_shape(key)], parts if key[0] != "revenue_contribution" else (parts[0], 0))
+    assert set(sums_got) == set(sums_want)
+    for shape, total in sums_want.items():
+        # Attribution credits are rounded to micro-units per record, the reference's are exact.
+        tolerance = 1e-4 if shape[0].startswith("attributed_") else 1e-6
+        assert all(abs(a - b) <= tolerance * max(1.0, abs(b)) for a, b in zip(sums_got[shape], total, strict=True)), (
+            shape, sums_got[shape], total)
+    # No level of a window has more records than the limit allows (campaigns: twice, and each `other`).
+    for shape, n in records.items():
+        dims = dict(shape[3])
+        assert n <= (2 * limit + 1 if "campaign" in dims else limit + 1 if set(dims) & set(FOLDED) else 1), (
+            shape, n)

@@ -7,6 +7,7 @@ is read, never stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -33,6 +34,9 @@ TRAFFIC = "v"  # page views and distinct visitors: all traffic / channel
 ASSET = "a"  # distinct visitors of a page and leads created on it, key = page or asset
 ATTRIBUTION = "m"  # credited leads, pipeline and revenue per touch channel (+campaign), key = model
 NO_CHANNEL = "(none)"  # channel of page views that name none
+KEYED = (ASSET, OWNER)  # families whose key is a dimension value (a page, an owner)
+# The value a channel, campaign, page or owner is reported under once its window has as many values as the limit.
+OTHER = "other"
 
 
 class CellId(NamedTuple):
@@ -50,9 +54,51 @@ class CellId(NamedTuple):
         """Exclusive end of the window."""
         return self.start_ms + self.size_ms
 
+    @property
+    def level(self) -> str:
+        """Roll-up level: all traffic, per channel, per channel and campaign, or per key (page, owner)."""
+        if self.campaign is not None:
+            return "campaign"
+        if self.channel is not None:
+            return "channel"
+        return "key" if self.family in KEYED else "all"
+
+    def group(self) -> tuple[str, str, str]:
+        """The cells whose dimension values compete for the same own cells: one family at one level.
+
+        An attribution cell's key is its model, not a dimension value, so each model is a group of its own.
+        """
+        return self.family, self.level, (self.key or "") if self.family == ATTRIBUTION else ""
+
     def routing_key(self) -> str:
-        """All windows of one dimension set share a partition, so its owner sees its whole history."""
-        return f"{self.family}\x00{self.channel or ''}\x00{self.campaign or ''}\x00{self.key or ''}"
+        """All cells of one group and window size share a partition: its owner sees every window of every
+        dimension value in it, so it alone decides which values keep their own cells and holds the ``other`` cell
+        they fold into. (Each window size apart spreads the load; the metrics gauges of one size and value still
+        come from one worker.)"""
+        family, level, model = self.group()
+        return f"{family}\x00{level}\x00{model}\x00{self.size_ms}"
+
+
+def place(cell: CellId, known: Callable[[CellId], bool], taken: int, limit: int) -> CellId:
+    """The cell a delta for ``cell`` goes to when its group's window already has ``taken`` cells.
+
+    A value keeps its own cell once it has one, and gets one while the window has fewer than ``limit``; after
+    that it is folded into ``other``. A campaign goes to its channel's ``other`` campaign while the window has
+    fewer than twice the limit (or that cell exists already), then to channel and campaign ``other``: a window
+    of a group holds at most ``limit + 1`` cells (``2 * limit + 1`` at the campaign level). The decision depends
+    only on the cells already there, so a replayed delta goes where it went before; once folded, a value stays
+    folded for the window, so a retraction finds what it retracts.
+    """
+    if cell.level == "all" or known(cell) or taken < limit:
+        return cell
+    if cell.level == "campaign":
+        own_channel = cell._replace(campaign=OTHER)
+        if known(own_channel) or taken < 2 * limit:
+            return own_channel
+        return cell._replace(channel=OTHER, campaign=OTHER)
+    if cell.level == "channel":
+        return cell._replace(channel=OTHER)
+    return cell._replace(key=OTHER)
 
 
 def cell_ids(family: str, ts: int, channel: str | None, campaign: str | None, sizes: tuple[int, ...],
@@ -216,6 +262,38 @@ class CellState:
     emitted: dict[str, list[Any]] = field(default_factory=dict)
     final: bool = False
     sums: dict[str, int] = field(default_factory=dict)
+    folded: dict[str, list[Any]] = field(default_factory=dict)
+
+    def is_replay(self, source: str, where: int, tag: str = "") -> bool:
+        """Whether the delta at ``where`` from ``source`` is in already.
+
+        Upstream sends one delta per cell per position, but deltas of several values folded into one cell (see
+        ``place``) share one: ``tag`` names the value a folded delta came for ("" for the cell's own), and
+        ``folded`` keeps, per source, ``[position, tags...]`` of those taken at the last position.
+        """
+        last = self.applied.get(source, -1)
+        if where != last:
+            return where < last
+        entry = self.folded.get(source)
+        if entry is None or entry[0] != last:
+            return tag == ""  # only the cell's own delta was taken at that position
+        return tag in entry[1:]
+
+    def mark_applied(self, source: str, where: int, tag: str = "") -> None:
+        """Record a delta as taken (after ``is_replay`` said it was not)."""
+        last = self.applied.get(source, -1)
+        self.applied[source] = where
+        if where > last:
+            if tag:
+                self.folded[source] = [where, tag]
+            elif self.folded:
+                self.folded.pop(source, None)
+            return
+        entry = self.folded.get(source)
+        if entry is None or entry[0] != where:
+            self.folded[source] = [where, "", tag]  # the cell's own delta came first
+        else:
+            entry.append(tag)
 
     def apply(self, delta: CellDelta) -> None:
         """Fold one delta in."""
@@ -235,10 +313,44 @@ class CellState:
 
     def to_doc(self) -> dict[str, Any]:
         """JSON form for the cell table."""
-        return {"c": self.counts, "s": self.spend_micros, "t": self.samples, "p": self.applied,
-                "e": self.emitted, "f": self.final, "m": self.sums}
+        doc = {"c": self.counts, "s": self.spend_micros, "t": self.samples, "p": self.applied,
+               "e": self.emitted, "f": self.final, "m": self.sums}
+        if self.folded:
+            doc["x"] = self.folded
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> CellState:
         """Inverse of :meth:`to_doc`."""
-        return cls(doc["c"], doc["s"], doc["t"], doc["p"], doc["e"], doc["f"], doc.get("m", {}))
+        return cls(doc["c"], doc["s"], doc["t"], doc["p"], doc["e"], doc["f"], doc.get("m", {}), doc.get("x", {}))
+
+
+def fold_tag(named: CellId, cell: CellId) -> str:
+    """What tells a folded delta's value apart in ``CellState.folded``; "" for a cell's own delta."""
+    if named == cell:
+        return ""
+    return f"{named.channel or ''}\x00{named.campaign or ''}\x00{named.key or ''}"
+
+
+def fold_share_names(delta: CellDelta, sums: dict[str, int], limit: int) -> None:
+    """Fold the revenue-share names of ``delta`` that ``sums`` has no room for into ``other`` names, in place.
+
+    A revenue-share cell holds one sum per channel and per channel and campaign, so its names are dimension
+    values too: a name keeps its sum once it has one, and gets one while the cell has fewer than ``limit``
+    channels (campaigns: twice the limit, counted with the channels), as ``place`` decides for cells.
+    """
+    folded: dict[str, int] = {}
+    for name, change in delta.sums.items():
+        target = name
+        if name != SHARE_ALL and name not in sums:
+            taken = len(sums) - (SHARE_ALL in sums)
+            if taken >= limit:
+                channel, _, campaign = name.partition("\x00")
+                if campaign:
+                    own_channel = share_name(channel, OTHER)
+                    target = own_channel if own_channel in sums or taken < 2 * limit else share_name(OTHER, OTHER)
+                else:
+                    target = OTHER
+            sums.setdefault(target, 0)  # taken now, so the names after it count it
+        folded[target] = folded.get(target, 0) + change
+    delta.sums = folded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -9,7 +10,17 @@ from decimal import Decimal
 import orjson
 
 from stream.core import jsonbytes
-from stream.core.cells import COHORT, CONVERSION_TIME, CellDelta, CellId, CellState
+from stream.core.cells import (
+    COHORT,
+    CONVERSION_TIME,
+    SHARE,
+    CellDelta,
+    CellId,
+    CellState,
+    fold_share_names,
+    fold_tag,
+    place,
+)
 from stream.core.kpis import KpiRecord, changed_records, current_records
 from stream.core.watermark import WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
@@ -39,6 +50,7 @@ class CellConfig:
     reporting_currency: str
     cohort_window_ms: int = 90 * 86_400_000
     economics: tuple[Decimal, Decimal] | None = None  # (churn rate, gross margin) for lifetime value
+    value_limit: int = 500  # own cells per window of a group (see ``place``); the rest go to ``other``
 
     def closes_at(self, cell: CellId) -> int:
         """Event time after which (plus the lateness) a cell can no longer change.
@@ -64,6 +76,29 @@ class _PartitionIndex:
     join: WatermarkJoin
     open_cells: set[CellId] = field(default_factory=set)
     final_cells: set[CellId] = field(default_factory=set)
+    taken: Counter[tuple[tuple[str, str, str], int, int]] = field(default_factory=Counter)  # cells per group window
+
+    def known(self, cell: CellId) -> bool:
+        """Whether the cell exists (open, or final and not yet dropped)."""
+        return cell in self.open_cells or cell in self.final_cells
+
+    def add(self, cell: CellId) -> None:
+        """Count a new open cell in its group's window."""
+        if not self.known(cell):
+            self.taken[_window_of(cell)] += 1
+            self.open_cells.add(cell)
+
+    def drop(self, cell: CellId) -> None:
+        """Forget a final cell."""
+        self.final_cells.discard(cell)
+        window = _window_of(cell)
+        self.taken[window] -= 1
+        if self.taken[window] <= 0:
+            del self.taken[window]
+
+
+def _window_of(cell: CellId) -> tuple[tuple[str, str, str], int, int]:
+    return cell.group(), cell.size_ms, cell.start_ms
 
 
 def cell_key(cell: CellId) -> bytes:
@@ -104,6 +139,7 @@ class CellStage:
             if partition_for(cell.routing_key(), self.config.partitions) == partition:
                 state = CellState.from_doc(orjson.loads(read_value(self._cells, key) or b""))
                 (index.final_cells if state.final else index.open_cells).add(cell)
+                index.taken[_window_of(cell)] += 1
                 restored.append((cell, state))
         self._index[partition] = index
         return index, restored
@@ -131,9 +167,16 @@ class CellStage:
             source = str(envelope["src"])
             watermark = index.join.watermark()
             for cell_fields, where, delta_doc in envelope["d"]:
-                cell = CellId(*cell_fields)
+                named = CellId(*cell_fields)
+                if named in index.open_cells:
+                    cell, tag = named, ""  # most deltas: an open cell of a value that has one
+                else:
+                    cell = place(named, index.known, index.taken[_window_of(named)], cfg.value_limit)
+                    tag = fold_tag(named, cell)
+                    if tag:
+                        out.counts.folded_deltas += 1
                 state = self._load(states, table, cell)
-                if state.applied.get(source, -1) >= where:
+                if state.is_replay(source, where, tag):
                     # Read again after a restart: a replay, whether or not its window has closed since.
                     out.counts.replayed_deltas += 1
                     continue
@@ -144,10 +187,12 @@ class CellStage:
                     out.counts.late_contributions[cell.family] += 1
                     continue
                 delta = CellDelta.from_doc(delta_doc)
+                if cell.family == SHARE:
+                    fold_share_names(delta, state.sums, cfg.value_limit)
                 state.apply(delta)
-                state.applied[source] = where
+                state.mark_applied(source, where, tag)
                 changed.add(cell)
-                index.open_cells.add(cell)
+                index.add(cell)
                 if cell.family == CONVERSION_TIME and cell.size_ms == smallest and cell.channel is not None:
                     for step, values in delta.samples_added.items():
                         from_stage, to_stage = step.split(">")
@@ -162,7 +207,7 @@ class CellStage:
             # Only cells final before this batch are dropped, so each one's final record has gone out.
             for cell in [c for c in index.final_cells
                          if is_closed(cfg.closes_at(c) + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
-                index.final_cells.discard(cell)
+                index.drop(cell)
                 states.pop(cell, None)
                 write_value(table, cell_key(cell), None)
             for cell in [c for c in index.open_cells

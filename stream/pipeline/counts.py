@@ -18,6 +18,7 @@ class BatchCounts:
     spend_micros: Counter[tuple[str, str | None]] = field(default_factory=Counter)  # (channel, campaign)
     late_contributions: Counter[str] = field(default_factory=Counter)  # cell family
     replayed_deltas: int = 0
+    folded_deltas: int = 0  # deltas whose value went to an ``other`` cell (the value limit)
     conversion_samples: list[tuple[str, str, str, int]] = field(default_factory=list)  # from, to, channel, ms
 
     def merge(self, other: BatchCounts) -> None:
@@ -30,4 +31,5 @@ class BatchCounts:
         self.spend_micros.update(other.spend_micros)
         self.late_contributions.update(other.late_contributions)
         self.replayed_deltas += other.replayed_deltas
+        self.folded_deltas += other.folded_deltas
         self.conversion_samples.extend(other.conversion_samples)

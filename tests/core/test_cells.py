@@ -6,14 +6,22 @@ import orjson
 import pytest
 
 from stream.core.cells import (
+    ASSET,
+    ATTRIBUTION,
     CONVERSION_TIME,
     FUNNEL,
+    OTHER,
+    OWNER,
+    SHARE_ALL,
     CellDelta,
     CellId,
     CellState,
     cell_ids,
     deltas_for_facts,
     deltas_for_spend,
+    fold_share_names,
+    place,
+    share_name,
     step_name,
 )
 from stream.core.funnel import Attribution, ConversionFact, StageFact
@@ -94,12 +102,88 @@ def test_cell_end_is_start_plus_size():
     assert CellId(FUNNEL, DAY, D22, None, None).end_ms == utc_ms(2026, 11, 23)
 
 
-def test_routing_key_groups_windows_of_one_dimension_set():
+def test_routing_key_groups_every_window_and_value_of_one_family_at_one_level_and_size():
     hour = CellId(FUNNEL, HOUR, H8, "email", "q4")
-    day = CellId(FUNNEL, DAY, D22, "email", "q4")
-    assert hour.routing_key() == day.routing_key()
+    assert hour.routing_key() == CellId(FUNNEL, HOUR, H8 + 5 * HOUR, "email", "q4").routing_key()
+    assert hour.routing_key() != CellId(FUNNEL, DAY, D22, "email", "q4").routing_key()
+    # Every value of the level, and the `other` cells it folds into, share the partition that decides.
+    assert hour.routing_key() == CellId(FUNNEL, HOUR, H8, "paid_social", "spring").routing_key()
+    assert hour.routing_key() == CellId(FUNNEL, HOUR, H8, OTHER, OTHER).routing_key()
     assert hour.routing_key() != CellId(FUNNEL, HOUR, H8, "email", None).routing_key()
     assert hour.routing_key() != CellId(CONVERSION_TIME, HOUR, H8, "email", "q4").routing_key()
+    assert CellId(ASSET, HOUR, H8, None, None, "/a").routing_key() == CellId(ASSET, HOUR, H8 + HOUR, None, None,
+                                                                              "/b").routing_key()
+    # An attribution cell's key is its model: each model decides for itself.
+    assert (CellId(ATTRIBUTION, HOUR, H8, "email", None, "linear").routing_key()
+            != CellId(ATTRIBUTION, HOUR, H8, "email", None, "first_touch").routing_key())
+
+
+def _place(cell, known, taken, limit=2):
+    return place(cell, lambda c: c in known, taken, limit)
+
+
+def test_place_gives_own_cells_up_to_the_limit_then_folds_into_other():
+    email, paid = CellId(FUNNEL, HOUR, H8, "email", None), CellId(FUNNEL, HOUR, H8, "paid", None)
+    assert _place(email, set(), 0) == email
+    assert _place(paid, {email}, 1) == paid
+    assert _place(CellId(FUNNEL, HOUR, H8, "web", None), {email, paid}, 2) == CellId(FUNNEL, HOUR, H8, OTHER, None)
+    # A value that has its cell keeps it, however full the window.
+    assert _place(email, {email, paid}, 7) == email
+    # All traffic is never folded.
+    everything = CellId(FUNNEL, HOUR, H8, None, None)
+    assert _place(everything, set(), 99) == everything
+    page = CellId(ASSET, HOUR, H8, None, None, "/pricing")
+    assert _place(page, set(), 2) == page._replace(key=OTHER)
+    owner = CellId(OWNER, HOUR, H8, None, None, "ann")
+    assert _place(owner, set(), 1) == owner
+    assert _place(owner, set(), 2) == owner._replace(key=OTHER)
+
+
+def test_place_folds_a_campaign_into_its_channel_then_into_channel_and_campaign_other():
+    q4 = CellId(FUNNEL, HOUR, H8, "email", "q4")
+    assert _place(q4, set(), 1) == q4
+    assert _place(q4, set(), 2) == q4._replace(campaign=OTHER)
+    assert _place(q4, set(), 3) == q4._replace(campaign=OTHER)
+    # Twice the limit: only a channel whose `other` campaign exists keeps it.
+    assert _place(q4, {q4._replace(campaign=OTHER)}, 9) == q4._replace(campaign=OTHER)
+    assert _place(q4, set(), 4) == q4._replace(channel=OTHER, campaign=OTHER)
+
+
+def test_replays_are_told_apart_from_other_values_folded_at_the_same_position():
+    state = CellState()
+    assert not state.is_replay("0", 5)
+    state.mark_applied("0", 5)
+    assert state.is_replay("0", 5) and state.is_replay("0", 4) and not state.is_replay("0", 6)
+    # Two values folded into this cell by the same upstream position, after its own delta.
+    assert not state.is_replay("0", 5, "a")
+    state.mark_applied("0", 5, "a")
+    assert state.is_replay("0", 5, "a") and state.is_replay("0", 5) and not state.is_replay("0", 5, "b")
+    state.mark_applied("0", 5, "b")
+    assert state.is_replay("0", 5, "b")
+    # Survives the table round trip; a later position starts afresh; sources are separate.
+    again = CellState.from_doc(orjson.loads(orjson.dumps(state.to_doc())))
+    assert again.is_replay("0", 5, "a") and not again.is_replay("1", 5, "a")
+    again.mark_applied("0", 6, "c")
+    assert again.is_replay("0", 6, "c") and not again.is_replay("0", 6) and again.is_replay("0", 5, "zzz")
+    again.mark_applied("0", 7)
+    assert again.folded == {} and again.is_replay("0", 7) and not again.is_replay("0", 7, "c")
+
+
+def test_revenue_share_names_fold_like_cells():
+    sums: dict[str, int] = {SHARE_ALL: 0}
+    first = CellDelta(sums={SHARE_ALL: 10, "email": 4, "paid": 6})
+    fold_share_names(first, sums, 2)
+    assert first.sums == {SHARE_ALL: 10, "email": 4, "paid": 6}
+    state = CellState(sums=sums)
+    state.apply(first)
+    later = CellDelta(sums={SHARE_ALL: 5, "web": 2, "email": 1, "ads": 2, share_name("email", "q4"): 1})
+    fold_share_names(later, state.sums, 2)
+    assert later.sums == {SHARE_ALL: 5, OTHER: 4, "email": 1, share_name("email", OTHER): 1}
+    state.apply(later)
+    # Twice the limit reached (email, paid, other, email/other): a new channel's campaign goes to other/other.
+    last = CellDelta(sums={share_name("web", "x"): 3, share_name("email", "y"): 2})
+    fold_share_names(last, state.sums, 2)
+    assert last.sums == {share_name(OTHER, OTHER): 3, share_name("email", OTHER): 2}
 
 
 def test_step_name():

@@ -80,10 +80,11 @@ def _arrival(events: list[tuple[int, str, bytes]], seed: int) -> list[tuple[str,
     return messages
 
 
-def _stream(messages: list[tuple[str, bytes]], seed: int) -> LocalFlow:
+def _stream(messages: list[tuple[str, bytes]], seed: int, env: dict[str, str] | None = None) -> LocalFlow:
+    """The messages through a local flow in batches of 1 to 4, then heartbeats past the data (``env``: settings)."""
     clock = [DAY_START]
     flow = LocalFlow(
-        Settings.from_env({"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "2"}),
+        Settings.from_env({"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "2", **(env or {})}),
         clock=lambda: clock[0],
         input_partitions=1,
     )
