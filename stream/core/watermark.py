@@ -5,9 +5,10 @@ own maximum event time, so a partition read ahead of the others on a backlog
 does not make their events late. A partition with no new events for
 ``idle_timeout_ms`` of processing time stops holding the others back: its
 progress then advances with the processing clock from its last event time.
-A partition that has had no event at all holds the watermark for
-``idle_timeout_ms`` after it was first reported (its first events may simply
-not be fetched yet), then is left out until it has one.
+A partition that has had no event since its current owner took it (ever, or
+since a restart or a rebalance) holds the watermark for ``idle_timeout_ms``
+after it was first reported (its events may simply not be fetched yet), then
+is left out until it has one.
 
 Idle means caught up: a partition whose messages are there but not yet read
 (a backlog read unevenly, or a broker that stalled) is marked busy
@@ -110,7 +111,8 @@ class WatermarkJoin:
     Progress per source only moves forward (a restarted upstream re-reading
     old events cannot pull the watermark back), and the watermark holds until
     every expected source has reported at least once. A source reporting None
-    (no events at all) is left out of the minimum; one reporting HOLD holds it.
+    (idle, and no event since its current owner took it) is left out of the
+    minimum, whatever it reported before; one reporting HOLD holds it.
     """
 
     expected: frozenset[str]
@@ -130,7 +132,10 @@ class WatermarkJoin:
                 continue
             known = self.progress[source]
             if value is None:
-                if known == HOLD:  # the hold period ended with no event: stop holding
+                # No event since its owner took it, and nothing left to read there: its hold period ended, or
+                # it changed owners while idle (the new owner has no event time of its own to advance it
+                # from). Either way it stops holding the others back until it has events again.
+                if known is not None:
                     self.progress[source] = None
                     changed = True
             elif known is None or value > known:

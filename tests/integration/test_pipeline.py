@@ -7,12 +7,13 @@ import shutil
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.eventset import doc, mixed
-from tests.integration.harness import Names, produce, read_topic, start_worker
+from tests.integration.harness import Names, Worker, produce, read_topic, start_worker
 from tests.integration.outcome import (
     as_input,
     assert_final_kpis_exact,
@@ -148,3 +149,44 @@ def test_caught_up_partitions_go_idle_so_live_windows_close(bootstrap: str, name
     counted = [r for r in finals if r["kpi"] == "page_views" and r["window"]["size"] == "10s" and r["final"]
                and r["dimensions"] == {"channel": "email"}]
     assert [r["value"] for r in counted] == [5.0], finals
+
+
+def test_a_partition_idle_when_it_changes_owner_does_not_hold_the_watermark(
+        bootstrap: str, names: Names, tmp_path: Path) -> None:
+    """A page-view partition has one event, then none: when a new worker takes it over (here, after a stop),
+    it has no event time of its own for it. Once it is caught up there, the partition must stop holding the
+    watermark at the last progress its old owner reported, or no later live window would ever close."""
+    sizes = {"KPI_WINDOW_SIZES": "5s", "KPI_ALLOWED_LATENESS": "1s", "KPI_IDLE_PARTITION_TIMEOUT": "2s"}
+
+    def views(prefix: str, at_ms: int, partitions: tuple[int, ...]) -> list[tuple[str, int, bytes]]:
+        return [(names.topic("page-views"), p, doc(f"{prefix}-{p}", at_ms + p, visitor_id=f"{prefix}{p}",
+                                                   url="/pricing", channel="email")) for p in partitions]
+
+    def passes(worker: Worker, at_ms: int) -> None:
+        final_after_s = (at_ms - at_ms % 5_000 + 5_000 + 1_000) / 1000
+        worker.wait_until(lambda: min(
+            (value for (name, _), value in worker.metrics().items() if name == "leadgen_watermark_timestamp_seconds"),
+            default=0) >= final_after_s, 60, what="the watermark of both stages to pass the live window")
+
+    first = start_worker(names, bootstrap, tmp_path, label="first", **sizes)
+    try:
+        before_ms = int(time.time() * 1000)
+        produce(bootstrap, views("before", before_ms, (0, 1, 2)))
+        passes(first, before_ms)
+        assert not first.errors(), first.errors()
+    finally:
+        assert first.stop() == 0, first.log_tail()
+    second = start_worker(names, bootstrap, tmp_path, label="second", **sizes)
+    try:
+        after_ms = int(time.time() * 1000)
+        produce(bootstrap, views("after", after_ms, (0, 1)))  # partition 2 stays idle
+        passes(second, after_ms)
+        second.wait_quiet("leadgen_kpi_records_total")
+        assert not second.errors(), second.errors()
+    finally:
+        assert second.stop() == 0, second.log_tail()
+    records = [json.loads(value) for _, value in read_topic(bootstrap, names.topic("kpi-traffic"))]
+    start = datetime.fromtimestamp((after_ms - after_ms % 5_000) / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    final = [r for r in records if r["kpi"] == "page_views" and r["window"]["size"] == "5s"
+             and r["window"]["start"] == start and r["dimensions"] == {"channel": "email"} and r["final"]]
+    assert [r["value"] for r in final] == [2.0], records
