@@ -9,6 +9,7 @@ import time
 
 import orjson
 
+from stream import redact
 from stream.settings import ENVIRONMENT, Settings, SettingsError
 
 OWN_COMMANDS = ("demo", "generate", "topics", "settings", "bench")
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"kpi-stream: bad setting: {exc}", file=sys.stderr)
         return 2
+    # Before any log record is made: the Kafka client logs its SASL request, password and all, at debug level.
+    redact.install(settings.secrets())
     if args and args[0] in OWN_COMMANDS:
         return _own_command(args[0], args[1:], settings)
     return _faust(args, settings)

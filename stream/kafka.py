@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ssl
+import time
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream.core.kpis import FAMILIES
@@ -79,12 +81,23 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, int]
     Raises:
         TopicError: when the cluster cannot be reached or a topic is unusable.
     """
-    admin = AdminClient(confluent_config(settings))
+    problems: list[KafkaError] = []  # what the client met on the way (a refused login, say)
+    config: dict[str, Any] = {**confluent_config(settings), "error_cb": problems.append}
+    admin = AdminClient(config)
     plan = topic_plan(settings)
-    try:
-        existing = admin.list_topics(timeout=timeout_s).topics
-    except Exception as exc:  # librdkafka raises KafkaException with the broker's reason
-        raise TopicError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            existing = admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic()))).topics
+            break
+        except Exception as exc:  # librdkafka raises KafkaException with the broker's reason
+            admin.poll(0)  # serves the error callbacks
+            # A failed metadata request says only "transport failure"; a refused login is the reason to show,
+            # at once: waiting longer will not change it.
+            refused = [problem.str() for problem in problems if problem.code() == KafkaError._AUTHENTICATION]
+            if refused or time.monotonic() >= deadline:
+                reason = refused[-1] if refused else str(exc)
+                raise TopicError(f"cannot reach Kafka at {settings.bootstrap_servers}: {reason}") from exc
     missing = [NewTopic(name, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
                         config=config) for name, config in plan.items() if name not in existing]
     if missing:

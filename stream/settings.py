@@ -211,6 +211,10 @@ class Settings:
         """Output topic of a KPI family."""
         return f"{self.kpi_topic_prefix}{family}"
 
+    def secrets(self) -> list[str]:
+        """The values that must never be shown or logged."""
+        return [value for name in sorted(SECRET_FIELDS) if (value := getattr(self, name))]
+
     def describe(self) -> dict[str, Any]:
         """The settings as shown to people: secrets masked."""
         shown: dict[str, Any] = {}
