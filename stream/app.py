@@ -31,6 +31,7 @@ from stream.pipeline.entities import EntityStage
 from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope, encode_envelopes
 from stream.pipeline.routing import source_name
 from stream.settings import Settings
+from stream.store import DiskStore  # noqa: F401 - registers KPI_STORE=disk://
 from stream.transport import Consumer, KpiApp
 
 log = logging.getLogger(__name__)

@@ -111,9 +111,11 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "processing_guarantee": ("KPI_PROCESSING_GUARANTEE", "at_least_once",
                              "`at_least_once` (results made idempotent) or `exactly_once` (Kafka transactions; "
                              "not supported by the embedded Tansu broker)."),
-    "store": ("KPI_STORE", "memory://", "Faust table store URL. Only `memory://` is supported: Faust's RocksDB "
-              "store files each write under the partition of the stream event being processed, and the agents "
-              "write whole batches of several partitions at once, so `rocksdb://` is refused."),
+    "store": ("KPI_STORE", "memory://",
+              "Where the tables' keys and values live: `memory://` (Python dicts) or `disk://` (RocksDB files "
+              "under KPI_DATA_DIR, emptied at start and restored from the changelogs like memory, so worker "
+              "memory holds only the stages' indexes). Faust's `rocksdb://` is refused: it files each write "
+              "under the partition of the current stream event, and the agents write batches of several."),
     "data_dir": ("KPI_DATA_DIR", "./kpi-data", "Directory for table stores that keep files."),
     "session_timeout": ("KPI_SESSION_TIMEOUT", "6s",
                         "Consumer group session timeout (group joins wait about half of it)."),
@@ -306,11 +308,12 @@ def _var(name: str) -> str:
 
 def _store(raw: dict[str, str]) -> str:
     store = _nonempty(raw, "store")
-    if not store.startswith("memory://"):
+    if store not in ("memory://", "disk://"):
         raise SettingsError(
-            f"{_var('store')}={store!r} is not supported: only memory:// is. Faust's other stores file each "
-            "write under the partition of the stream event being processed, and the agents write whole batches "
-            "of several partitions at once, so their state would land in the wrong partitions")
+            f"{_var('store')}={store!r} is not supported: use memory:// or disk://. Faust's own RocksDB store "
+            "(rocksdb://) files each write under the partition of the stream event being processed, and the "
+            "agents write whole batches of several partitions at once, so their state would land in the wrong "
+            "partitions")
     return store
 
 

@@ -295,3 +295,8 @@ def test_repr_does_not_show_the_password(with_secret):
 def test_a_removed_variable_is_refused_with_what_replaced_it():
     with pytest.raises(SettingsError, match="KPI_BATCH_INTERVAL is no longer a setting: batches end as soon as"):
         Settings.from_env({"KPI_BATCH_INTERVAL": "200ms"})
+
+
+@pytest.mark.parametrize("store", ["memory://", "disk://"])
+def test_the_two_stores_are_accepted(store):
+    assert Settings.from_env({"KPI_STORE": store}).store == store
