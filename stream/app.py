@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,26 @@ from stream.store import DiskStore  # noqa: F401 - registers KPI_STORE=disk://
 from stream.transport import Consumer, KpiApp
 
 log = logging.getLogger(__name__)
+
+# Exit status of a worker stopped because a batch failed in a way no input explains (a defect, or a resource
+# gone): a supervisor restarts it, and the batch is read again from the committed offsets.
+EXIT_BATCH_FAILED = 70
+
+
+def _fail_stop(stage: str) -> None:
+    """Stop the process now, as a SIGKILL would, after logging why.
+
+    Faust's answer to an agent that raises is to start the agent again on the events after the failed batch.
+    Those are processed and acked while the failed batch's are not, and its events come back only after the
+    next restart, maybe behind windows the watermark closed meanwhile: they would be late. Stopping at once
+    leaves everything from the failed batch on to be read again, which the stages treat as replays (the crash
+    tests kill workers at any point). The error is logged with its traceback first.
+    """
+    log.critical("a %s batch failed with an error no input explains; stopping the worker (exit status %d) so "
+                 "that a restart reads it again from the committed offsets", stage, EXIT_BATCH_FAILED,
+                 exc_info=True)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
 
 
 # Loggers that write whole message values at DEBUG. Input payloads may hold personal data (e-mail addresses,
@@ -255,7 +276,13 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         return [await dead_letters.send(key=key.encode(), value=orjson.dumps(record)) for key, record in records]
 
     def agent(handle: Callable[[list[faust.EventT[bytes]]], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
-        """An agent that hands ``handle`` batches of events and acks them once it returns."""
+        """An agent that hands ``handle`` batches of events and acks them once it returns.
+
+        A batch that raises stops the worker (``_fail_stop``), unless the worker is already stopping: then
+        the error comes from the producer or consumer going away, and the batch, left unacked, is read again
+        after the restart anyway.
+        """
+        stage = handle.__name__.removesuffix("_batch")
 
         async def run(stream: Any) -> None:  # a faust.Stream
             events_in = stream.noack()  # acked by ``_ack`` once the batch is handled
@@ -269,7 +296,12 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                 if not events:
                     continue
                 async with in_flight.batch():
-                    await handle(events)
+                    try:
+                        await handle(events)
+                    except Exception:
+                        if app.should_stop:
+                            raise
+                        _fail_stop(stage)
                     _ack(app, events)  # only after success: a failed batch is processed again after a restart
 
         return run

@@ -5,6 +5,7 @@ Run with ``-s`` to see the figures that ``docs/reliability.md`` quotes (recovery
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -172,3 +173,67 @@ def test_broker_paused_for_20_seconds_mid_stream_gives_exact_final_kpis(names: N
     assert counts["leadgen_events_rejected_total"] == expected["rejected"], counts
     assert sent == len(payload) + len(sent_beats)
     print(f"\nbroker stall 20 s: all windows final {caught_up:.1f} s after the broker resumed; counters {counts}")
+
+
+# Loaded by the worker's interpreter at start-up (``sitecustomize`` on its PYTHONPATH): the cell stage fails its
+# third batch that carries deltas, as a defect would.
+_FAULT = '''
+import stream.pipeline.cells as cells
+
+_process = cells.CellStage.process
+_calls = [0]
+
+
+def process(self, partition, envelopes, now_ms):
+    if any(b'"d":[[' in raw for _, raw in envelopes):
+        _calls[0] += 1
+        if _calls[0] == 3:
+            raise RuntimeError("injected fault in the cell stage")
+    return _process(self, partition, envelopes, now_ms)
+
+
+cells.CellStage.process = process
+'''
+
+
+def test_a_batch_that_fails_stops_the_worker_and_a_restart_gives_exact_final_kpis(
+        bootstrap: str, names: Names, tmp_path: Path) -> None:
+    """An error no input explains stops the worker at once (exit status 70) rather than letting Faust go on past
+    the failed batch; the batch is read again after the restart and the final KPIs are exact.
+
+    Both workers keep their tables on disk (``KPI_STORE=disk://``): the stopped one's files are left behind
+    (it exits as a SIGKILL would), the next worker removes them, restores from the changelogs, and deletes its
+    own files when it stops."""
+    messages, expected = mixed(seed=21)
+    sent_beats = beats(names)
+    fault = tmp_path / "fault"
+    fault.mkdir()
+    (fault / "sitecustomize.py").write_text(_FAULT)
+    path = os.pathsep.join(filter(None, [str(fault), os.environ.get("PYTHONPATH")]))
+    data = tmp_path / "data"
+    store = {"KPI_STORE": "disk://", "KPI_DATA_DIR": str(data), **RETENTION}
+    faulty = start_worker(names, bootstrap, tmp_path, label="faulty", KPI_BATCH_MAX="20", PYTHONPATH=path, **store)
+    started = time.monotonic()
+    produce(bootstrap, as_input(names, messages, seed=5))
+    produce(bootstrap, sent_beats)
+    assert faulty.process.wait(timeout=60) == 70, faulty.log_tail()
+    stopped = time.monotonic() - started
+    log = faulty.log_path.read_text(errors="replace")
+    assert "injected fault in the cell stage" in log and "a cell batch failed" in log, faulty.log_tail()
+    left = sorted(path.name for path in data.rglob(f"disk-{faulty.process.pid}-*"))
+    assert left == [f"disk-{faulty.process.pid}-cells", f"disk-{faulty.process.pid}-entity-state"], left
+    last = start_worker(names, bootstrap, tmp_path, label="last", **store)
+    try:
+        wait_for_watermark(last)
+        assert not last.errors(), last.errors()
+        assert not list(data.rglob(f"disk-{faulty.process.pid}-*"))  # the stopped worker's files are gone
+        assert len(list(data.rglob(f"disk-{last.process.pid}-*"))) == 2
+        status = Path(f"/proc/{last.process.pid}/status").read_text()
+    finally:
+        assert last.stop() == 0, last.log_tail()
+    assert_final_kpis_exact(bootstrap, names, messages, sent_beats, restarted=True)
+    assert len(set(dead_letter_sources(bootstrap, names))) == expected["rejected"]
+    assert not list(data.rglob(f"disk-{last.process.pid}-*"))  # a worker stopped cleanly deletes its files
+    peak_mb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+    print(f"\nfailed batch: worker stopped with status 70 {stopped:.1f} s after the input was produced; the "
+          f"restarted worker (disk store, peak RSS {peak_mb:.0f} MB) removed the files {left} and finished exact")
