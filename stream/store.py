@@ -7,12 +7,13 @@ live: worker memory then holds the stages' own indexes, not every lead, visitor,
 
 The files are a cache of the changelog, not a second source of truth: each worker process starts with empty
 files of its own (``<KPI_DATA_DIR>/tables/disk-<pid>-<table>``) and restores them from the changelog, as the
-in-memory store does, and deletes them when it stops. Files left by a process that was killed are deleted by
-the next worker started with the same data directory.
+in-memory store does, and deletes them when the process exits. Files left by a process that was killed are
+deleted by the next worker started with the same data directory.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -156,6 +157,9 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         self._partitions = DiskMapping(self.directory / "partitions")
         self.data: MutableMapping[bytes, bytes] = self._values
         self._key_partition: MutableMapping[bytes, int] = _PartitionMapping(self._partitions)
+        # At exit, not when Faust stops the table: it stops tables before the agents, whose last batches still
+        # write to them (a batch cut short there is read again after a restart; it must not fail).
+        atexit.register(self._remove)
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:
@@ -169,7 +173,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
                 self.data[key] = to_value(event.value)
                 self._key_partition[key] = event.message.partition
 
-    async def on_stop(self) -> None:
+    def _remove(self) -> None:
         """Close and delete the files: the changelog holds the state."""
         for mapping in (self._values, self._partitions):
             with contextlib.suppress(Exception):

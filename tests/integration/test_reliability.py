@@ -234,6 +234,7 @@ def test_a_batch_that_fails_stops_the_worker_and_a_restart_gives_exact_final_kpi
     assert_final_kpis_exact(bootstrap, names, messages, sent_beats, restarted=True)
     assert len(set(dead_letter_sources(bootstrap, names))) == expected["rejected"]
     assert not list(data.rglob(f"disk-{last.process.pid}-*"))  # a worker stopped cleanly deletes its files
+    assert not last.errors(), last.errors()  # its stop included (tables stop before the agents' last writes)
     peak_mb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
     print(f"\nfailed batch: worker stopped with status 70 {stopped:.1f} s after the input was produced; the "
           f"restarted worker (disk store, peak RSS {peak_mb:.0f} MB) removed the files {left} and finished exact")
