@@ -161,16 +161,26 @@ def produce(bootstrap: Broker, messages: Iterable[tuple[str, int | None, bytes]]
 
 def read_topic(bootstrap: Broker, topic: str, idle_s: float = 2.0, timeout_s: float = 60.0
                ) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record of a topic from the start, until nothing new arrives for ``idle_s``.
+    """Every record of a topic from the start, until nothing new arrives for ``idle_s``."""
+    return read_topics(bootstrap, [topic], idle_s, timeout_s)[topic]
+
+
+def read_topics(bootstrap: Broker, topics: list[str], idle_s: float = 2.0, timeout_s: float = 60.0
+                ) -> dict[str, list[tuple[bytes | None, bytes | None]]]:
+    """Every record of several topics from the start, per topic in partition order, until nothing new arrives
+    from any of them for ``idle_s`` (one wait for all, not one per topic).
 
     Partitions are assigned directly rather than through a consumer group: there
     is nothing to coordinate, and group joins are slow on the embedded broker.
     """
     consumer = Consumer({**client_config(bootstrap), "group.id": f"reader-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    records = []
+    assignment = []
+    for topic in topics:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+    consumer.assign(assignment)
+    records: dict[str, list[tuple[bytes | None, bytes | None]]] = {topic: [] for topic in topics}
     deadline = time.monotonic() + timeout_s
     last = time.monotonic()
     try:
@@ -178,7 +188,7 @@ def read_topic(bootstrap: Broker, topic: str, idle_s: float = 2.0, timeout_s: fl
             message = consumer.poll(0.2)
             if message is None or message.error():
                 continue
-            records.append((message.key(), message.value()))
+            records[message.topic()].append((message.key(), message.value()))
             last = time.monotonic()
     finally:
         consumer.close()

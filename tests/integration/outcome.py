@@ -12,7 +12,7 @@ import fastjsonschema
 from stream.core.kpis import FAMILIES
 from stream.core.validation import load_schema
 from tests.eventset import DAY_START, heartbeats
-from tests.integration.harness import INPUTS, Broker, Names, Worker, read_topic
+from tests.integration.harness import INPUTS, Broker, Names, Worker, read_topic, read_topics
 from tests.reference import compute, from_records, mismatches
 
 RATES = {"EUR": Decimal("1.08")}
@@ -40,13 +40,13 @@ def latest_records(bootstrap: Broker, names: Names, contiguous: bool = True) -> 
     validate = fastjsonschema.compile(load_schema("kpi-record.schema.json"))
     latest: dict[bytes, dict] = {}
     revisions: dict[bytes, list[int]] = {}
-    for family in FAMILIES:
-        for key, value in read_topic(bootstrap, names.topic(f"kpi-{family}")):
-            record = json.loads(value)
-            validate(record)
-            assert key is not None
-            revisions.setdefault(key, []).append(record["revision"])
-            latest[key] = record  # the last record per key is the current one
+    by_topic = read_topics(bootstrap, [names.topic(f"kpi-{family}") for family in FAMILIES])
+    for key, value in (item for records in by_topic.values() for item in records):
+        record = json.loads(value)
+        validate(record)
+        assert key is not None
+        revisions.setdefault(key, []).append(record["revision"])
+        latest[key] = record  # the last record per key is the current one (keys are per topic and partition)
     for key, seen in revisions.items():
         assert seen == sorted(seen), (key, seen)
         if contiguous:

@@ -10,7 +10,7 @@ import pytest
 
 from stream.core.kpis import FAMILIES
 from tests.eventset import DAY_START, MINUTE, doc
-from tests.integration.harness import Names, produce, read_topic, start_worker
+from tests.integration.harness import Names, produce, read_topic, read_topics, start_worker
 from tests.integration.outcome import beats
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,8 +56,8 @@ def test_personal_fields_never_reach_metrics_kpi_topics_logs_or_dead_letter_deta
         assert worker.total("leadgen_events_rejected_total") == bad
     finally:
         assert worker.stop() == 0, worker.log_tail()
-    kpi_text = b"".join(part or b"" for family in FAMILIES
-                        for record in read_topic(bootstrap, names.topic(f"kpi-{family}")) for part in record)
+    kpi_topics = read_topics(bootstrap, [names.topic(f"kpi-{family}") for family in FAMILIES])
+    kpi_text = b"".join(part or b"" for records in kpi_topics.values() for record in records for part in record)
     assert kpi_text, "no KPI records to check"
     dead = [json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters"))]
     assert len(dead) == bad
