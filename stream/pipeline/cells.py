@@ -30,8 +30,8 @@ from stream.pipeline.state import (
     CHUNK_KEY_PREFIX,
     WATERMARK_KEY_PREFIX,
     BatchWrites,
+    ChunkCensus,
     Store,
-    orphan_chunks,
     persist_join,
     read_value,
     restore_join,
@@ -127,13 +127,15 @@ class CellStage:
         for partition in partitions:
             self._index.pop(partition, None)
 
-    def _restore(self, partition: int) -> tuple[_PartitionIndex, list[tuple[CellId, CellState]]]:
-        """Index a newly owned partition from the table, with the state of each of its cells."""
+    def _restore(self, partition: int) -> tuple[_PartitionIndex, list[tuple[CellId, CellState]], list[bytes]]:
+        """Index a newly owned partition from the table, with the state of each of its cells, and the orphaned
+        chunk keys of the table (see ``ChunkCensus``), all in one scan."""
         sources = frozenset(str(source) for source in range(self.config.partitions))
         index = _PartitionIndex(restore_join(self._cells, partition, sources))
         restored = []
-        for key, _ in self._cells.items():
-            if key.startswith((WATERMARK_KEY_PREFIX, CHUNK_KEY_PREFIX)):
+        census = ChunkCensus()
+        for key, value in self._cells.items():
+            if census.see(key, value) or key.startswith(WATERMARK_KEY_PREFIX):
                 continue
             cell = CellId(*orjson.loads(key))
             if partition_for(cell.routing_key(), self.config.partitions) == partition:
@@ -142,7 +144,7 @@ class CellStage:
                 index.taken[_window_of(cell)] += 1
                 restored.append((cell, state))
         self._index[partition] = index
-        return index, restored
+        return index, restored, census.orphans()
 
     def process(self, partition: int, envelopes: list[tuple[int, bytes]], now_ms: int) -> CellOutput:
         """Apply the delta envelopes read from one cell partition, in offset order, and emit what changed."""
@@ -151,12 +153,12 @@ class CellStage:
         out = CellOutput()
         index = self._index.get(partition)
         if index is None:
-            index, restored = self._restore(partition)
+            index, restored, orphans = self._restore(partition)
             # Records of the last change before a stop may not have gone out (see CellStage): send them again.
             for cell, state in restored:
                 out.records.extend(current_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                    cfg.economics))
-            for key in orphan_chunks(self._cells):
+            for key in orphans:
                 if self._owns_chunk(key, partition):
                     table.set(key, None)
         states: dict[CellId, CellState] = {}

@@ -142,13 +142,31 @@ def write_value(writes: BatchWrites, key: bytes, value: bytes | None, limit: int
             writes.set(chunk_key(key, old_generation, index), None)
 
 
-def orphan_chunks(store: Store) -> list[bytes]:
-    """Chunk keys no stored value names: left by a stop between writing a new value and deleting the old parts."""
-    chunks: list[bytes] = []
-    named: set[bytes] = set()
-    for key, value in store.items():
+class ChunkCensus:
+    """What a scan of a table finds of chunked values: the chunk keys, and the chunk keys stored values name."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._named: set[bytes] = set()
+
+    def see(self, key: bytes, value: bytes) -> bool:
+        """Note one stored pair; True when it is a chunk, not a value of the table's own."""
         if key.startswith(CHUNK_KEY_PREFIX):
-            chunks.append(key)
-        elif (ref := _chunk_ref(value)) is not None:
-            named.update(chunk_key(key, ref[0], index) for index in range(ref[1]))
-    return [key for key in chunks if key not in named]
+            self._chunks.append(key)
+            return True
+        if (ref := _chunk_ref(value)) is not None:
+            self._named.update(chunk_key(key, ref[0], index) for index in range(ref[1]))
+        return False
+
+    def orphans(self) -> list[bytes]:
+        """Chunk keys no stored value names: left by a stop between writing a new value and deleting the old
+        parts."""
+        return [key for key in self._chunks if key not in self._named]
+
+
+def orphan_chunks(store: Store) -> list[bytes]:
+    """Chunk keys no stored value names (see ``ChunkCensus``), from a scan of the whole table."""
+    census = ChunkCensus()
+    for key, value in store.items():
+        census.see(key, value)
+    return census.orphans()

@@ -13,6 +13,7 @@ from stream.pipeline.state import (
     CHUNK_KEY_PREFIX,
     BatchWrites,
     apply_writes,
+    chunk_key,
     orphan_chunks,
     read_value,
     write_value,
@@ -124,3 +125,18 @@ def test_cells_larger_than_the_limit_give_the_same_kpis_and_restore_whole() -> N
     data_days = DAY_START + 2 * 86_400_000  # the set's windows; the heartbeats' own were dropped since
     got = [record for record in flow.records.values() if record["window"]["start"] < "2025-11-24"]
     assert not mismatches(from_records(got), {key: value for key, value in want.items() if key[2] < data_days})
+
+
+def test_a_new_owner_deletes_the_orphaned_parts_of_its_own_cells_and_nothing_else() -> None:
+    messages, _ = mixed()
+    flow = _flow_over(messages, 2000)
+    table = dict(flow.cell_table)
+    chunked = sorted(key for key, value in table.items() if read_value(table, key) != value)
+    assert chunked, "no cell grew past the limit: the test proves nothing"
+    # Parts of an older generation left by a stop between the new value and the deletion of the old parts.
+    orphan = chunk_key(chunked[0], 0, 0)
+    table[orphan] = b"left behind"
+    restarted = CellStage(flow.settings.cell_config(), table, chunk_bytes=2000)
+    nothing = orjson.dumps({"src": 0, "d": [], "wm": HOLD})
+    writes = restarted.process(0, [(10**6, nothing)], DAY_START).writes
+    assert {key: value for key, value in writes.items() if key.startswith(CHUNK_KEY_PREFIX)} == {orphan: None}
