@@ -33,6 +33,9 @@ def test_disk_mapping_reads_back_what_was_written_and_deleted(tmp_path: Path) ->
     with pytest.raises(KeyError):
         del mapping[b"k000"]
     assert mapping.pop(b"k001") == b"again" and mapping.pop(b"k001", None) is None
+    assert mapping.pop(b"k001", b"d") == b"d" and b"k001" not in mapping
+    with pytest.raises(KeyError):
+        mapping.pop(b"k001")
     mapping.clear()
     assert list(mapping.items()) == []
     mapping.close()
