@@ -82,8 +82,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, int]
         TopicError: when the cluster cannot be reached or a topic is unusable.
     """
     problems: list[KafkaError] = []  # what the client met on the way (a refused login, say)
-    config: dict[str, Any] = {**confluent_config(settings), "error_cb": problems.append}
-    admin = AdminClient(config)
+    client: dict[str, Any] = {**confluent_config(settings), "error_cb": problems.append}
+    admin = AdminClient(client)
     plan = topic_plan(settings)
     deadline = time.monotonic() + timeout_s
     while True:
