@@ -391,13 +391,20 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
 
     async def next_to_handle(tp: TP, guard: OffsetGuard, timeout_s: float | None = None) -> int | None:
         """The offset of the next message of ``tp`` the agent behind ``guard`` has to handle: one past the last it
-        handled, or the consumer's position before it has handled any (None when that takes over ``timeout_s``).
+        handled, or before it has handled any the next the consumer delivers (None while the partition is to be
+        read again, or when its position takes over ``timeout_s``).
 
         Raises:
             AssertionError, IllegalStateError: ``tp`` was revoked by a rebalance (aiokafka raises either).
         """
         if tp in guard.last:
             return guard.last[tp] + 1
+        consumer = cast(Consumer, app.consumer)
+        if consumer.to_read_again(tp):
+            return None
+        known = consumer.next_offset(tp)
+        if known is not None:
+            return known
         try:
             position: int | None = await asyncio.wait_for(app.consumer.position(tp), timeout_s)
         except TimeoutError:
@@ -456,7 +463,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                     next_offset = await next_to_handle(tp, guard)
                 except (AssertionError, IllegalStateError):
                     continue  # revoked by a rebalance since assignment() was read
-                lag[tp.topic] += max(highwater - (next_offset or 0), 0)
+                if next_offset is not None:  # unknown for the moment (to be read again): left out, not all of it
+                    lag[tp.topic] += max(highwater - next_offset, 0)
         metrics.consumer_lag.clear()
         for topic, messages in lag.items():
             metrics.consumer_lag.labels(topic).set(messages)
