@@ -19,6 +19,7 @@ from typing import Any, cast
 import faust
 import orjson
 from aiokafka.errors import IllegalStateError
+from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
@@ -112,15 +113,24 @@ async def _write(table: faust.Table[bytes, bytes], partition: int, writes: dict[
     them, so a worker killed between the two keeps the offset and loses the state. Sent here directly, each
     write has a future the agent waits for before it acks the batch. (The callback is the one faust gives its
     own changelog sends: it records the offset for stores that persist it.)
+
+    Each key's partition is noted as table recovery notes it, so that the store drops the key once this worker
+    no longer owns the partition. Faust notes it only for keys it restores: the keys a worker writes would
+    stay in its memory after a rebalance took their partition away, and come back stale if it got the
+    partition again after the changelog had been compacted.
     """
     sent: list[Awaitable[Any]] = []
-    data, changelog = table.data, table.changelog_topic
+    # Settings allow memory:// and disk://, both faust's in-memory store (disk:// with its mappings on disk).
+    data, changelog = cast("MemoryStore[bytes, bytes]", table.data), table.changelog_topic
+    key_partition = data._key_partition
     on_sent = table._on_changelog_sent
     for key, value in writes.items():
         if value is not None:
             data[key] = value
+            key_partition[key] = partition
         elif key in data:
             del data[key]
+            key_partition.pop(key, None)
         else:
             continue
         sent.append(await changelog.send(key=key, value=value, partition=partition, callback=on_sent,

@@ -1,15 +1,22 @@
-"""The disk store's mapping behaves as a dict of bytes, and a killed worker's files are cleaned up."""
+"""The disk store's mapping behaves as a dict of bytes, a killed worker's files are cleaned up, and a store drops
+the keys the agents wrote once their partition is no longer owned."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from faust.stores.memory import Store as MemoryStore
+from faust.types import TP
 
-from stream.store import PREFIX, DiskMapping, remove_orphans
+from stream.app import _write
+from stream.store import PREFIX, DiskMapping, DiskStore, _PartitionMapping, remove_orphans
 
 
 def test_disk_mapping_reads_back_what_was_written_and_deleted(tmp_path: Path) -> None:
@@ -52,3 +59,48 @@ def test_only_the_files_of_processes_that_are_gone_are_removed(tmp_path: Path) -
         directory.mkdir()
     assert remove_orphans(tmp_path) == [dead]
     assert not dead.exists() and alive.exists() and own.exists() and other.exists()
+
+
+class _Changelog:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes | None, int]] = []
+
+    async def send(self, key: bytes, value: bytes | None, partition: int, **_: Any) -> asyncio.Future[None]:
+        self.sent.append((key, value, partition))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def _memory_store(tmp_path: Path) -> Any:
+    store = object.__new__(MemoryStore)
+    store.__post_init__()
+    return store
+
+
+def _disk_store(tmp_path: Path) -> Any:
+    # The disk store's two mappings, without the app that names its directory.
+    store = object.__new__(DiskStore)
+    store._values, store._partitions = DiskMapping(tmp_path / "data"), DiskMapping(tmp_path / "partitions")
+    store.data, store._key_partition = store._values, _PartitionMapping(store._partitions)
+    return store
+
+
+@pytest.mark.parametrize("make_store", [_memory_store, _disk_store], ids=["memory", "disk"])
+def test_keys_written_by_the_agents_are_dropped_with_their_partition(make_store: Any, tmp_path: Path) -> None:
+    # Faust drops the keys of partitions no longer owned when a recovery completes, but knows the partition only
+    # of the keys it restored itself.
+    store, changelog = make_store(tmp_path), _Changelog()
+    table = SimpleNamespace(data=store, changelog_topic=changelog, _on_changelog_sent=None, key_serializer="raw",
+                            value_serializer="raw")
+
+    async def scenario() -> None:
+        await _write(table, 2, {b"lead": b"1", b"visitor": b"2"})  # type: ignore[arg-type]
+        await _write(table, 0, {b"kept": b"3"})  # type: ignore[arg-type]
+        await _write(table, 2, {b"visitor": None, b"never-there": None})  # type: ignore[arg-type]
+        await store.on_recovery_completed({TP("t-changelog", 0)}, set())
+
+    asyncio.run(scenario())
+    assert dict(store.data.items()) == {b"kept": b"3"}
+    assert dict(store._key_partition.items()) == {b"kept": 0}
+    assert changelog.sent == [(b"lead", b"1", 2), (b"visitor", b"2", 2), (b"kept", b"3", 0), (b"visitor", None, 2)]
