@@ -168,7 +168,16 @@ def read_topic(bootstrap: Broker, topic: str, idle_s: float = 2.0, timeout_s: fl
 def read_topics(bootstrap: Broker, topics: list[str], idle_s: float = 2.0, timeout_s: float = 60.0
                 ) -> dict[str, list[tuple[bytes | None, bytes | None]]]:
     """Every record of several topics from the start, per topic in partition order, until nothing new arrives
-    from any of them for ``idle_s`` (one wait for all, not one per topic).
+    from any of them for ``idle_s`` (one wait for all, not one per topic)."""
+    records: dict[str, list[tuple[bytes | None, bytes | None]]] = {topic: [] for topic in topics}
+    for topic, _, _, key, value in read_records(bootstrap, topics, idle_s, timeout_s):
+        records[topic].append((key, value))
+    return records
+
+
+def read_records(bootstrap: Broker, topics: list[str], idle_s: float = 2.0, timeout_s: float = 60.0
+                 ) -> list[tuple[str, int, int, bytes | None, bytes | None]]:
+    """(topic, partition, offset, key, value) of every record of several topics, as :func:`read_topics` reads them.
 
     Partitions are assigned directly rather than through a consumer group: there
     is nothing to coordinate, and group joins are slow on the embedded broker.
@@ -180,7 +189,7 @@ def read_topics(bootstrap: Broker, topics: list[str], idle_s: float = 2.0, timeo
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
     consumer.assign(assignment)
-    records: dict[str, list[tuple[bytes | None, bytes | None]]] = {topic: [] for topic in topics}
+    records: list[tuple[str, int, int, bytes | None, bytes | None]] = []
     deadline = time.monotonic() + timeout_s
     last = time.monotonic()
     try:
@@ -188,7 +197,7 @@ def read_topics(bootstrap: Broker, topics: list[str], idle_s: float = 2.0, timeo
             message = consumer.poll(0.2)
             if message is None or message.error():
                 continue
-            records[message.topic()].append((message.key(), message.value()))
+            records.append((message.topic(), message.partition(), message.offset(), message.key(), message.value()))
             last = time.monotonic()
     finally:
         consumer.close()

@@ -12,7 +12,7 @@ import fastjsonschema
 from stream.core.kpis import FAMILIES
 from stream.core.validation import load_schema
 from tests.eventset import DAY_START, heartbeats
-from tests.integration.harness import INPUTS, Broker, Names, Worker, read_topic, read_topics
+from tests.integration.harness import INPUTS, Broker, Names, Worker, read_records, read_topic, read_topics
 from tests.reference import compute, from_records, mismatches
 
 RATES = {"EUR": Decimal("1.08")}
@@ -63,8 +63,9 @@ def assert_final_kpis_exact(bootstrap: Broker, names: Names, messages: list[tupl
     if wrong:
         dead = [json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters"))]
         reasons = Counter((record["reason"], record["topic"].removeprefix(f"{names.prefix}-")) for record in dead)
-        raise AssertionError(f"{len(wrong)} KPI keys differ (dead letters: {dict(reasons)}), e.g.\n"
-                             + "\n".join(wrong[:15]))
+        raise AssertionError(f"{len(wrong)} KPI keys differ (dead letters: {dict(reasons)}; input messages that "
+                             f"reached neither the entity stage nor the dead letters: "
+                             f"{unhandled_inputs(bootstrap, names) or 'none'}), e.g.\n" + "\n".join(wrong[:15]))
     assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24" and r["kpi"] != "cohort_conversion")
     return records
 
@@ -97,6 +98,24 @@ def _lag(worker: Worker) -> float:
     except OSError:
         return -1.0
     return sum(value for (name, _), value in samples.items() if name == "leadgen_consumer_lag_messages")
+
+
+def unhandled_inputs(bootstrap: Broker, names: Names) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset) of every input message that reached neither the entity stage nor the
+    dead-letter topic: lost, whatever the counters say."""
+    inputs = [names.topic(name) for name in INPUTS]
+    entities, dead_letters = f"{names.app_id}-entities", names.topic("dead-letters")
+    produced, handled = set(), set()
+    for topic, partition, offset, _, value in read_records(bootstrap, [*inputs, entities, dead_letters]):
+        if topic == entities:
+            # Ingest's envelopes: each item names the input message it came from (none for the stage's own items).
+            handled.update((item[5], item[6], item[7]) for item in json.loads(value or b"")["ev"] if item[5])
+        elif topic == dead_letters:
+            record = json.loads(value or b"")
+            handled.add((record["topic"], record["partition"], record["offset"]))
+        else:
+            produced.add((topic, partition, offset))
+    return sorted(produced - handled)
 
 
 def dead_letter_sources(bootstrap: Broker, names: Names) -> list[tuple[str, int, int]]:

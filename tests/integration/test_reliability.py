@@ -16,7 +16,14 @@ import pytest
 from stream.broker import EmbeddedBroker
 from tests.eventset import mixed
 from tests.integration.harness import ACCOUNTING_COUNTERS, Names, Worker, produce, start_worker
-from tests.integration.outcome import as_input, assert_final_kpis_exact, beats, dead_letter_sources, wait_for_watermark
+from tests.integration.outcome import (
+    as_input,
+    assert_final_kpis_exact,
+    beats,
+    dead_letter_sources,
+    unhandled_inputs,
+    wait_for_watermark,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -136,6 +143,7 @@ def test_sigkill_one_of_two_workers_and_a_third_joining_gives_exact_final_kpis(
     assert_final_kpis_exact(bootstrap, names, messages, sent_beats, restarted=True)
     assert len(set(dead_letter_sources(bootstrap, names))) == expected["rejected"]
     assert sent == len(payload) + len(sent_beats)
+    assert unhandled_inputs(bootstrap, names) == []  # read by a worker, and its offset committed, but never handled
     print(f"\nscale-out: survivor owned all 4 entity partitions {takeover:.1f} s after the kill")
 
 
