@@ -61,12 +61,13 @@ def test_only_the_files_of_processes_that_are_gone_are_removed(tmp_path: Path) -
     assert not dead.exists() and alive.exists() and own.exists() and other.exists()
 
 
-class _Changelog:
+class _Producer:
     def __init__(self) -> None:
-        self.sent: list[tuple[bytes, bytes | None, int]] = []
+        self.sent: list[tuple[str, bytes, bytes | None, int | None]] = []
 
-    async def send(self, key: bytes, value: bytes | None, partition: int, **_: Any) -> asyncio.Future[None]:
-        self.sent.append((key, value, partition))
+    async def send(self, topic: str, key: bytes, value: bytes | None, partition: int | None, *_: Any
+                   ) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value, partition))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -90,17 +91,17 @@ def _disk_store(tmp_path: Path) -> Any:
 def test_keys_written_by_the_agents_are_dropped_with_their_partition(make_store: Any, tmp_path: Path) -> None:
     # Faust drops the keys of partitions no longer owned when a recovery completes, but knows the partition only
     # of the keys it restored itself.
-    store, changelog = make_store(tmp_path), _Changelog()
-    table = SimpleNamespace(data=store, changelog_topic=changelog, _on_changelog_sent=None, key_serializer="raw",
-                            value_serializer="raw")
+    store, producer = make_store(tmp_path), _Producer()
+    table = SimpleNamespace(data=store, changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"))
 
     async def scenario() -> None:
-        await _write(table, 2, {b"lead": b"1", b"visitor": b"2"})  # type: ignore[arg-type]
-        await _write(table, 0, {b"kept": b"3"})  # type: ignore[arg-type]
-        await _write(table, 2, {b"visitor": None, b"never-there": None})  # type: ignore[arg-type]
+        await _write(table, 2, {b"lead": b"1", b"visitor": b"2"}, producer.send)  # type: ignore[arg-type]
+        await _write(table, 0, {b"kept": b"3"}, producer.send)  # type: ignore[arg-type]
+        await _write(table, 2, {b"visitor": None, b"never-there": None}, producer.send)  # type: ignore[arg-type]
         await store.on_recovery_completed({TP("t-changelog", 0)}, set())
 
     asyncio.run(scenario())
     assert dict(store.data.items()) == {b"kept": b"3"}
     assert dict(store._key_partition.items()) == {b"kept": 0}
-    assert changelog.sent == [(b"lead", b"1", 2), (b"visitor", b"2", 2), (b"kept", b"3", 0), (b"visitor", None, 2)]
+    assert producer.sent == [("t-changelog", b"lead", b"1", 2), ("t-changelog", b"visitor", b"2", 2),
+                             ("t-changelog", b"kept", b"3", 0), ("t-changelog", b"visitor", None, 2)]
