@@ -120,6 +120,11 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "session_timeout": ("KPI_SESSION_TIMEOUT", "6s",
                         "Consumer group session timeout (group joins wait about half of it)."),
     "heartbeat_interval": ("KPI_HEARTBEAT_INTERVAL", "1s", "Consumer group heartbeat interval."),
+    "stop_timeout": ("KPI_STOP_TIMEOUT", "30s",
+                     "Longest a worker takes to stop on SIGTERM or SIGINT. It normally stops within seconds, its "
+                     "last batches delivered and committed; when it cannot (Kafka unreachable, so its last sends "
+                     "never complete), it exits with status 75 at this timeout, and the input it had not "
+                     "committed is read again after a restart."),
     "log_level": ("KPI_LOG_LEVEL", "info", "Log level: debug, info, warning or error."),
 }
 
@@ -186,6 +191,7 @@ class Settings:
     data_dir: str
     session_timeout_ms: int
     heartbeat_interval_ms: int
+    stop_timeout_ms: int
     log_level: str
 
     def entity_config(self, sources: frozenset[str]) -> EntityConfig:
@@ -298,6 +304,7 @@ class Settings:
             data_dir=_nonempty(raw, "data_dir"),
             session_timeout_ms=_duration(raw, "session_timeout"),
             heartbeat_interval_ms=_duration(raw, "heartbeat_interval"),
+            stop_timeout_ms=_duration(raw, "stop_timeout"),
             log_level=_choice(raw, "log_level", ("debug", "info", "warning", "error")),
         )
 

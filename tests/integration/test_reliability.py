@@ -183,6 +183,28 @@ def test_broker_paused_for_20_seconds_mid_stream_gives_exact_final_kpis(names: N
     print(f"\nbroker stall 20 s: all windows final {caught_up:.1f} s after the broker resumed; counters {counts}")
 
 
+def test_sigterm_with_the_broker_gone_stops_the_worker_within_its_stop_timeout(names: Names, tmp_path: Path) -> None:
+    """A worker whose broker has gone cannot deliver its last sends, and Faust's stop waits for them; it exits
+    at KPI_STOP_TIMEOUT with status 75 instead of running on (it did, over 90 s after SIGTERM)."""
+    messages, _ = mixed(seed=23)
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        worker = start_worker(names, broker.bootstrap_servers, tmp_path, KPI_STOP_TIMEOUT="3s")
+        produce(broker.bootstrap_servers, as_input(names, messages, seed=7))
+        worker.wait_until(lambda: worker.accounted() > 0, what="the worker to process events")
+    time.sleep(2)  # the broker is gone: progress reports pile up unsent
+    signalled = time.monotonic()
+    worker.process.send_signal(signal.SIGTERM)
+    try:
+        status = worker.process.wait(timeout=30)
+    finally:
+        worker.stop(signal.SIGKILL)
+    took = time.monotonic() - signalled
+    assert status == 75, worker.log_tail()
+    assert "did not stop within 3 s (KPI_STOP_TIMEOUT)" in worker.log_path.read_text(errors="replace")
+    assert took < 10, took
+    print(f"\nstop with the broker gone: exit {status} {took:.1f} s after SIGTERM (KPI_STOP_TIMEOUT=3s)")
+
+
 # Loaded by the worker's interpreter at start-up (``sitecustomize`` on its PYTHONPATH): the cell stage fails its
 # third batch that carries deltas, as a defect would.
 _FAULT = '''
