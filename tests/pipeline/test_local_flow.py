@@ -206,6 +206,33 @@ def test_window_of_a_stage_change_waiting_for_its_lead_stays_open_until_the_lead
     assert not flow.counts.late_contributions
 
 
+def test_credit_of_a_stage_change_that_waited_for_its_lead_reaches_its_window_before_it_closes() -> None:
+    # One partition: the lead's value goes to its visitor's partition, the same one, through the entity topic,
+    # so it is processed a batch after the change is applied and the hold on the change's window released.
+    settings = _settings(KPI_PARTITIONS="1")
+    flow = LocalFlow(settings, clock=lambda: DAY_START, input_partitions=1)
+    flow.send(Kind.PAGE_VIEW, f'{{"event_id":"p0","ts":{DAY_START - 30 * MINUTE},"visitor_id":"v","url":"/"}}'.encode())
+    opportunity = (f'{{"event_id":"s1","ts":{DAY_START - 7 * MINUTE},"lead_id":"L9","stage":"opportunity",'
+                   '"amount":"100","currency":"USD"}').encode()
+    flow.send(Kind.STAGE_CHANGE, opportunity)  # 07:53, before its lead
+    later = DAY_START + 25 * MINUTE  # past 08:10, where the 07:00 hour would close
+    flow.send_batch([
+        (Kind.SPEND, f'{{"event_id":"c1","ts":{later},"channel":"email","amount":"1","currency":"USD"}}'.encode(), 0),
+        (Kind.LEAD, _lead("l1", later, lead_id="L1"), 0),
+        (Kind.STAGE_CHANGE, _stage("s2", later, "mql", lead_id="L1"), 0),
+        (Kind.PAGE_VIEW, f'{{"event_id":"p1","ts":{later},"visitor_id":"w","url":"/"}}'.encode(), 0),
+    ])
+    flow.tick()
+    lead = f'{{"event_id":"l9","ts":{DAY_START + 23 * MINUTE},"lead_id":"L9","channel":"email","visitor_id":"v"}}'
+    flow.send(Kind.LEAD, lead.encode())  # created 08:23, after its opportunity
+    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in
+                     heartbeats(list(settings.input_topics.values()), 1, DAY_START + 3 * 86_400_000)])
+    flow.tick()
+    record = flow.latest("attributed_pipeline", "1h", "2025-11-22T07:00:00Z", channel="(none)", model="linear")
+    assert record is not None and record["value"] == 100 and record["final"], record
+    assert not flow.counts.late_contributions
+
+
 def test_event_far_ahead_of_the_processing_clock_is_rejected_and_moves_no_window() -> None:
     settings = _settings(KPI_PARTITIONS="1", KPI_MAX_FUTURE_SKEW="1d")
     flow = LocalFlow(settings, clock=lambda: DAY_START, input_partitions=1)
