@@ -227,8 +227,9 @@ class Consumer(faust_aiokafka.Consumer):
         return tp in self._stale
 
     def next_offset(self, tp: TP) -> int | None:
-        """The offset the streams get next from stream partition ``tp``, once sought (None before)."""
-        return None if tp in self._stale else self._next.get(tp)
+        """The offset the streams get next from stream partition ``tp``, once sought (None before); meaningful
+        only while it is not to be read again (see ``to_read_again``)."""
+        return self._next.get(tp)
 
     @contextmanager
     def acking(self) -> Iterator[None]:

@@ -278,14 +278,14 @@ class EntityStage:
         out.watermark = watermark
         # No watermark yet holds the cell stage back (HOLD), where None would leave this partition out.
         reported = HOLD if watermark is None else watermark if hold is None else min(watermark, hold)
+        previous = HOLD if index.last_sent_watermark is None else index.last_sent_watermark
         if partition in reroutes:
             # Lead values for visitors of this same partition come back through the entity topic, to a later
             # batch; until then the windows they credit must stay open (a stage change that waited for its lead
             # held them, and applying it released the hold), so the report stays where it was.
-            reported = min(reported, HOLD if index.last_sent_watermark is None else index.last_sent_watermark)
+            reported = min(reported, previous)
         send_watermark = reported != index.last_sent_watermark
         targets = range(cfg.partitions) if send_watermark else deltas.keys()
-        previous = HOLD if index.last_sent_watermark is None else index.last_sent_watermark
         for cell_partition in targets:
             items = deltas.get(cell_partition, [])
             # Messages stay far below the broker's size limit; only the last one moves the watermark on.
