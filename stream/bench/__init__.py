@@ -26,7 +26,9 @@ How each figure is measured:
   poll at which that sum reached its final value. It is final when it reaches the number produced; but a stage
   change is counted only once its lead arrives, so some may stay pending (``leadgen_pending_leads``): once the
   sum is at least 99 % of the events produced, it is also final when it has not changed for 3 s (and the end is
-  the poll where it last changed, not the 3 s later). After that the bench keeps polling until
+  the poll where it last changed, not the 3 s later). When the first non-zero poll already finds the final
+  value (a backlog read between two polls), the time starts at the poll before, which found nothing: a lower
+  bound on the rate. After that the bench keeps polling until
   ``leadgen_kpi_records_total`` has not grown for 3 s (30 s at most), to report when the KPI output quiesced;
 - ``peak_rss_mb``: the one-worker pipeline process's ``VmHWM`` (peak resident set) from ``/proc/<pid>/status``,
   read just before it is stopped, in MiB; where that cannot be read, the largest ``VmRSS`` seen at the polls;

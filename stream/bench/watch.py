@@ -139,14 +139,17 @@ def fetch_metrics(port: int, timeout_s: float = 2.0) -> str | None:
 
 @dataclass
 class Settle:
-    """Tracks a polled count: when it first became non-zero and when it last changed."""
+    """Tracks a polled count: when it was last zero, when it first became non-zero and when it last changed."""
 
     value: int = 0
     first_at: float | None = None
     changed_at: float = 0.0
+    zero_at: float | None = None  # the last poll before ``first_at``, which found nothing counted
 
     def observe(self, value: int, now: float) -> None:
         """Record the value polled at ``now``."""
+        if not value and self.first_at is None:
+            self.zero_at = now
         if value != self.value:
             self.value, self.changed_at = value, now
             if self.first_at is None and value:
@@ -214,12 +217,22 @@ class PipelineWatch:
     def rate(self) -> Rate:
         """The produced events over the time from the first non-zero count to the final one.
 
+        When one poll found nothing counted and the next found the final count (a small backlog, read between
+        two polls), the time is taken from the poll that found nothing: at most one poll interval more than it
+        took, so the rate is a lower bound rather than a division by zero.
+
         Raises:
-            BenchError: when nothing was counted yet.
+            BenchError: when nothing was counted yet, or everything by the first poll that answered.
         """
-        if self.accounted.first_at is None:
+        settle = self.accounted
+        if settle.first_at is None:
             raise BenchError(f"{self.label}: no event was accounted for")
-        return Rate(self.expected, self.accounted.changed_at - self.accounted.first_at)
+        if settle.changed_at > settle.first_at:
+            return Rate(self.expected, settle.changed_at - settle.first_at)
+        if settle.zero_at is None:
+            raise BenchError(f"{self.label}: every event was accounted for by the first poll the workers answered, "
+                             "so there is no time to divide by; run the bench with more --events")
+        return Rate(self.expected, settle.changed_at - settle.zero_at)
 
     def wait_accounted(self, workers: Sequence[ManagedProcess], spawned: float) -> None:
         """Poll every 0.2 s until all events are accounted for.

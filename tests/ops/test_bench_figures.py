@@ -339,3 +339,22 @@ def test_many_missing_probes_are_called_out() -> None:
     latency = LatencyResult(640.0, 900.0, 100, 97, Rate(44000, 22.0))
     (line,) = [line for line in report(results(None, latency), "take", None) if line.startswith("latency:")]
     assert "missing 3" in line and "WARNING: 3.0 %" in line
+
+
+def test_a_backlog_counted_between_two_polls_is_timed_from_the_poll_that_found_nothing(tmp_path: Path) -> None:
+    # 3,000 events read between two polls 0.2 s apart: timed from the first non-zero poll, that was no time at all
+    # (0 events/s in CI once the agents read from feeds).
+    watched = watch(tmp_path, [1], expected=3000)
+    watched.record({1: metrics_page(events=0)}, now=5.0)
+    watched.record({1: metrics_page(events=0)}, now=5.2)
+    watched.record({1: metrics_page(events=3000)}, now=5.4)
+    assert watched.all_accounted(5.4)
+    assert watched.rate() == Rate(3000, pytest.approx(0.2))
+
+
+def test_a_backlog_counted_by_the_first_poll_answered_has_no_rate(tmp_path: Path) -> None:
+    watched = watch(tmp_path, [1], expected=3000)
+    watched.record({1: None}, now=5.0)
+    watched.record({1: metrics_page(events=3000)}, now=5.2)
+    with pytest.raises(BenchError, match="more --events"):
+        watched.rate()
