@@ -98,12 +98,11 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "stream_buffer": ("KPI_STREAM_BUFFER", "4096",
                       "Most messages waiting in an agent's feed before the consumer waits for the agent to take a "
                       "batch (also Faust's own stream buffer, whose default it is)."),
-    "feed_bytes": ("KPI_FEED_BYTES", "1048576",
+    "feed_bytes": ("KPI_FEED_BYTES", "8388608",
                    "Most bytes of messages (keys and values) waiting in an agent's feed, whichever of this and "
-                   "KPI_STREAM_BUFFER comes first. Internal messages carry up to about a thousand events each and a "
-                   "batch takes what the feed holds, so this bounds the memory a backlog takes (a million "
-                   "lead-heavy events: 464 MB peak at 1 MiB, 585 MB at 8 MiB), while input messages (single "
-                   "events) still make batches of thousands."),
+                   "KPI_STREAM_BUFFER comes first. Internal messages carry up to about a thousand events each, so "
+                   "this bounds the memory a backlog takes, while input messages (single events) still make "
+                   "batches of thousands."),
     "fetch_max_wait": ("KPI_FETCH_MAX_WAIT", "100ms",
                        "Longest a consumer fetch waits for data on an idle topic (Faust hard-codes 1.5 s); "
                        "bounds the latency of each hop of the pipeline."),

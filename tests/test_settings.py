@@ -49,7 +49,7 @@ def defaults():
         ("max_event_bytes", 65_536),
         ("batch_max", 5_000),
         ("stream_buffer", 4096),
-        ("feed_bytes", 1024 * 1024),
+        ("feed_bytes", 8 * 1024 * 1024),
         ("watermark_interval_ms", 500),
         ("processing_guarantee", "at_least_once"),
         ("store", "memory://"),
