@@ -235,19 +235,6 @@ def current_messages(messages: list[Message], generation: int | None, flowing: b
     return [message for message in messages if message.generation_id == generation]
 
 
-def mark_inbound(monitor: Any, messages: list[Message], now: float) -> None:
-    """Note in faust's monitor that an agent took messages of their partitions at ``now`` (``time.monotonic``).
-
-    Faust's livelock check logs an error for a partition that has messages to read but whose stream has taken
-    none for ``stream_processing_timeout`` (300 s), by the time its monitor noted per stream event. The agents
-    take their messages from feeds, not streams, so they note it here, once per partition and batch.
-    """
-    inbound = getattr(monitor, "stream_inbound_time", None)
-    if inbound is not None:
-        for tp in {message.tp for message in messages}:
-            inbound[tp] = now
-
-
 def _ack(app: faust.App, messages: list[Message]) -> None:
     """Mark handled messages safe to commit (the consumer takes no other acks: see ``Consumer.ack``)."""
     consumer = cast(Consumer, app.consumer)
@@ -343,7 +330,6 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         async def run(stream: Any) -> None:  # the faust.Stream, unused
             while True:
                 taken = await feed.take(settings.batch_max)
-                mark_inbound(app.monitor, taken, time.monotonic())
                 messages = current_messages(taken, app.consumer_generation_id, app.flow_control.is_active())
                 if len(messages) < len(taken):
                     log.info("%d of %d messages of a batch were fetched before partitions were revoked "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from stream.app import current_messages, mark_inbound
+from stream.app import current_messages
 
 
 def message(offset: int, generation: int) -> Any:
@@ -25,12 +25,3 @@ def test_messages_fetched_before_the_last_rebalance_are_left_out() -> None:
 def test_nothing_is_processed_between_a_revocation_and_the_next_assignment() -> None:
     # Faust stops the flow when partitions are revoked; the generation changes only at the next assignment.
     assert current_messages([message(1, 7), message(2, 7)], 7, flowing=False) == []
-
-
-def test_taking_a_batch_notes_each_partition_for_faust_s_livelock_check() -> None:
-    # Faust logs an error for a partition with messages to read whose stream took none for 5 minutes, judged by
-    # the time its monitor noted per stream event; the agents take from feeds, so they note it per batch.
-    monitor = SimpleNamespace(stream_inbound_time={("other", 0): 1.0})
-    batch = [SimpleNamespace(tp=("t", 0)), SimpleNamespace(tp=("t", 1)), SimpleNamespace(tp=("t", 0))]
-    mark_inbound(monitor, batch, 42.0)
-    assert monitor.stream_inbound_time == {("other", 0): 1.0, ("t", 0): 42.0, ("t", 1): 42.0}
