@@ -325,7 +325,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         unacked, is read again after the restart anyway.
         """
         stage = handle.__name__.removesuffix("_batch")
-        feed = app.add_feed(topic, settings.stream_buffer, settings.feed_bytes)
+        feed = app.add_feed(topic, settings.stream_buffer)
 
         async def run(stream: Any) -> None:  # the faust.Stream, unused
             while True:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -24,21 +23,14 @@ T = TypeVar("T")
 class Feed(Generic[T]):
     """A bounded first-in first-out buffer between the consumer, which puts, and one agent, which takes batches.
 
-    It is full at ``maxsize`` items or ``max_bytes`` bytes (``size`` of each item), whichever comes first: input
-    messages are single events of a few hundred bytes, and a bound in messages that keeps the internal ones
-    (up to a thousand events each) in check made the ingest agent's batches too small to fill a round trip.
     ``full`` tells the consumer to wait (``wait_room``) before it puts more; ``clear`` empties it, as faust's
     flow control empties the agents' queues at a rebalance (``app.flow_control.manage_queue``).
     """
 
-    def __init__(self, maxsize: int, max_bytes: int = 1 << 62, size: Callable[[T], int] = lambda item: 0
-                 ) -> None:
+    def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
             raise ValueError(f"a feed holds at least one message, not {maxsize}")
-        if max_bytes < 1:
-            raise ValueError(f"a feed holds at least one byte, not {max_bytes}")
-        self.maxsize, self.max_bytes, self._size = maxsize, max_bytes, size
-        self.bytes = 0  # the ``size`` of the items held
+        self.maxsize = maxsize
         self._items: deque[T] = deque()
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
@@ -48,16 +40,14 @@ class Feed(Generic[T]):
         return len(self._items)
 
     def full(self) -> bool:
-        """Whether the feed holds ``maxsize`` items or ``max_bytes`` bytes or more (a put is still accepted: the
-        consumer decides)."""
-        return len(self._items) >= self.maxsize or self.bytes >= self.max_bytes
+        """Whether the feed holds ``maxsize`` items or more (a put is still accepted: the consumer decides)."""
+        return len(self._items) >= self.maxsize
 
     def put(self, item: T) -> None:
         """Append ``item``; the agent's next batch takes it."""
         self._items.append(item)
-        self.bytes += self._size(item)
         self._arrived.set()
-        if self.full():
+        if len(self._items) >= self.maxsize:
             self._room.clear()
 
     async def wait_room(self) -> None:
@@ -73,14 +63,11 @@ class Feed(Generic[T]):
             await self._arrived.wait()
         items = self._items
         batch = [items.popleft() for _ in range(min(max_size, len(items)))]
-        size = self._size
-        self.bytes -= sum(size(item) for item in batch)
-        if not self.full():
+        if len(items) < self.maxsize:
             self._room.set()
         return batch
 
     def clear(self) -> None:
         """Drop every item (their offsets were not acked, so they are read again)."""
         self._items.clear()
-        self.bytes = 0
         self._room.set()

@@ -324,10 +324,6 @@ class Consumer(faust_aiokafka.Consumer):
         return self.thread_class(self, loop=self.loop, beacon=self.beacon)
 
 
-def _message_bytes(message: Any) -> int:
-    return len(message.key or b"") + len(message.value or b"")
-
-
 class KpiApp(faust.App):
     """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch.
 
@@ -349,14 +345,13 @@ class KpiApp(faust.App):
         self.feeds: dict[str, Feed[Any]] = {}
         super().__init__(*args, **kwargs)
 
-    def add_feed(self, topic: faust.TopicT, maxsize: int, max_bytes: int) -> Feed[Any]:
-        """Subscribe to ``topic`` and have the consumer put its messages in a feed of their own, returned: full at
-        ``maxsize`` messages or ``max_bytes`` bytes of keys and values.
+    def add_feed(self, topic: faust.TopicT, maxsize: int) -> Feed[Any]:
+        """Subscribe to ``topic`` and have the consumer put its messages in a feed of their own, returned.
 
         The feed is emptied when faust's flow control empties the agents' queues (at a rebalance), and its
         messages are acked with ``Consumer.ack`` (within ``Consumer.acking``).
         """
-        feed: Feed[Any] = Feed(maxsize, max_bytes, _message_bytes)
+        feed: Feed[Any] = Feed(maxsize)
         for name in topic.topics:
             if name in self.feeds:
                 raise ValueError(f"topic {name!r} already has a feed")

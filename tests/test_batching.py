@@ -109,33 +109,9 @@ def test_clearing_drops_every_message_and_frees_the_room() -> None:
 def test_a_bound_or_batch_size_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one message"):
         Feed(0)
-    with pytest.raises(ValueError, match="at least one byte"):
-        Feed(5, 0)
 
     async def take_none() -> list[int]:
         return await Feed[int](5).take(0)
 
     with pytest.raises(ValueError, match="at least one message"):
         asyncio.run(take_none())
-
-
-def test_a_feed_is_full_at_its_bytes_before_its_count() -> None:
-    # Input messages are single events, internal ones up to a thousand: a bound in bytes keeps the memory of both
-    # in check without making the input batches small.
-    async def run() -> None:
-        feed: Feed[bytes] = Feed(100, 10, len)
-        feed.put(b"abcd")
-        feed.put(b"efgh")
-        assert not feed.full() and feed.bytes == 8
-        feed.put(b"ij")
-        assert feed.full()
-        room = asyncio.create_task(feed.wait_room())
-        await asyncio.sleep(0)
-        assert not room.done()
-        assert await feed.take(1) == [b"abcd"]
-        await asyncio.wait_for(room, 1)
-        assert feed.bytes == 6 and not feed.full()
-        feed.clear()
-        assert feed.bytes == 0
-
-    asyncio.run(run())
