@@ -98,7 +98,18 @@ class Worker:
             if predicate():  # type: ignore[operator]
                 return
             time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
+        raise AssertionError(f"timed out waiting for {what}:\n{self.progress()}\n{self.log_tail()}")
+
+    def progress(self) -> str:
+        """The worker's watermarks, consumer lag and assigned partitions from /metrics, one sample a line: what
+        a stalled wait needs beside the log (which a worker that is waiting, not failing, leaves quiet)."""
+        try:
+            samples = self.metrics()
+        except OSError as exc:
+            return f"/metrics unanswered: {exc}"
+        shown = ("leadgen_watermark_timestamp_seconds", "leadgen_consumer_lag_messages", "leadgen_assigned_partitions")
+        return "\n".join(f"{name}{dict(labels)} = {value}" for (name, labels), value in sorted(samples.items())
+                         if name in shown)
 
     def wait_quiet(self, name: str, quiet_s: float = 2.0, timeout_s: float = 60.0) -> None:
         """Wait until a metric stops changing for ``quiet_s``."""
