@@ -102,7 +102,7 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
                    "Most bytes of messages (keys and values) waiting in an agent's feed, whichever of this and "
                    "KPI_STREAM_BUFFER comes first. Internal messages carry up to about a thousand events each and a "
                    "batch takes what the feed holds, so this bounds the memory a backlog takes (a million "
-                   "lead-heavy events: 464 MB peak at 1 MiB, 585 MB at 8 MiB), while input messages (single "
+                   "lead-heavy events: 464–495 MB peak at 1 MiB, 585 MB at 8 MiB), while input messages (single "
                    "events) still make batches of thousands."),
     "fetch_max_wait": ("KPI_FETCH_MAX_WAIT", "100ms",
                        "Longest a consumer fetch waits for data on an idle topic (Faust hard-codes 1.5 s); "
