@@ -115,6 +115,29 @@ class ExpiryIndex:
         return expired
 
 
+class SeenValues:
+    """What a kept event id stores: the start of its event time's minute and its partition, one object per pair.
+
+    The minute is all the expiry index takes of an event time (``EXPIRY_BUCKET_MS``), so the ids of one minute and
+    partition share one value, where each had one of its own: about 23 MB for the 400,000 ids of a lead-heavy
+    million events. Values stored before (the event time itself) restore to the same minute.
+    """
+
+    LIMIT = 1 << 16  # pairs remembered; past it the cache starts again (values stay correct, only shared less)
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[int, int], bytes] = {}
+
+    def __call__(self, ts: int, partition: int) -> bytes:
+        minute = ts - ts % EXPIRY_BUCKET_MS
+        value = self._values.get((minute, partition))
+        if value is None:
+            if len(self._values) >= self.LIMIT:
+                self._values.clear()
+            value = self._values[(minute, partition)] = jsonbytes.dumps([minute, partition])
+        return value
+
+
 @dataclass(slots=True)
 class _PartitionIndex:
     """In-memory indexes of one owned partition, rebuilt from the tables after (re)assignment."""
@@ -164,6 +187,7 @@ class EntityStage:
         self.config = config
         self._table = table
         self._index: dict[int, _PartitionIndex] = {}
+        self._seen_value = SeenValues()
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the indexes of partitions no longer owned."""
@@ -246,7 +270,7 @@ class EntityStage:
                 if late:
                     self._reject_late(out, topic, source_partition, source_offset, ts, own, raw, now_ms)
                     continue
-                seen.set(dedup, jsonbytes.dumps([ts, partition]))
+                seen.set(dedup, self._seen_value(ts, partition))
                 index.seen_by_time.add(ts, dedup)
                 if kind == Kind.SPEND:
                     out.counts.valid[topic] += 1

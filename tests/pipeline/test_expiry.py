@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 
-from stream.pipeline.entities import EXPIRY_BUCKET_MS, ExpiryIndex
+import orjson
+
+from stream.pipeline.entities import EXPIRY_BUCKET_MS, ExpiryIndex, SeenValues
 
 MINUTE = EXPIRY_BUCKET_MS
 
@@ -33,3 +35,23 @@ def test_nothing_is_kept_longer_than_a_minute_past_its_horizon_nor_forgotten_bef
         assert all(added[key] < horizon for key in forgotten)  # never before its time
         assert all(added[key] >= horizon - MINUTE for key in added.keys() - forgotten)  # at most a minute after
     assert forgotten == set(added)
+
+
+def test_kept_ids_of_one_minute_and_partition_share_one_value_that_expires_with_their_minute() -> None:
+    value = SeenValues()
+    first = value(5 * MINUTE + 17, 2)
+    assert value(5 * MINUTE + MINUTE - 1, 2) is first
+    assert orjson.loads(first) == [5 * MINUTE, 2]
+    assert value(6 * MINUTE, 2) is not first and value(5 * MINUTE + 17, 3) is not first
+    for ts in (-1, -MINUTE, 0, 59_999, 60_000, 1_796_199_232_268):
+        stored, owner = orjson.loads(value(ts, 1))
+        assert stored // EXPIRY_BUCKET_MS == ts // EXPIRY_BUCKET_MS and owner == 1  # the same expiry minute
+
+
+def test_the_shared_values_start_again_past_their_limit() -> None:
+    value = SeenValues()
+    first = value(0, 0)
+    for minute in range(1, SeenValues.LIMIT + 1):
+        value(minute * MINUTE, 0)
+    assert len(value._values) <= SeenValues.LIMIT
+    assert value(0, 0) == first
