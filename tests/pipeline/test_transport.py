@@ -236,27 +236,19 @@ def test_a_full_feed_holds_the_message_until_its_agent_takes_a_batch() -> None:
     asyncio.run(scenario())
 
 
-def turned_away(revoked: bool) -> Consumer:
-    """A message waits for room in a full feed until the flow stops (its partition revoked first, or not); the
-    consumer after it, the feed still holding the one message before."""
+def test_a_full_feed_when_the_flow_stops_reads_the_partition_again_from_the_message() -> None:
+    # At a rebalance the agents stop taking; waiting on would block the loop that table recovery reads through.
     async def scenario() -> Consumer:
         c, feed = feeding_consumer(), Feed[Any](1)
         feed.put(message(6))
         putting = asyncio.create_task(c._to_feed(feed, message(7)))
         await asyncio.sleep(0.01)
-        if revoked:
-            del c._next[TOPIC]  # what on_partitions_revoked drops
         c.suspend_flow.set()
         await asyncio.wait_for(putting, 1)
         assert len(feed) == 1
         return c
 
-    return asyncio.run(scenario())
-
-
-def test_a_full_feed_when_the_flow_stops_reads_the_partition_again_from_the_message() -> None:
-    # At a rebalance the agents stop taking; waiting on would block the loop that table recovery reads through.
-    c = turned_away(revoked=False)
+    c = asyncio.run(scenario())
     assert c._reseek == {TOPIC: 7} and TOPIC in c._stale
 
 
@@ -273,5 +265,15 @@ def test_a_message_that_comes_while_the_flow_is_suspended_is_read_again() -> Non
 def test_a_message_turned_away_after_its_partition_was_revoked_leaves_it_alone() -> None:
     # The consumer drops a revoked partition's seek state before faust stops the flow, so a message waiting for
     # room learns of the stop only afterwards: marking its partition then would outlive the rebalance.
-    c = turned_away(revoked=True)
+    async def scenario() -> Consumer:
+        c, feed = feeding_consumer(), Feed[Any](1)
+        feed.put(message(6))
+        putting = asyncio.create_task(c._to_feed(feed, message(7)))
+        await asyncio.sleep(0.01)
+        del c._next[TOPIC]  # what on_partitions_revoked drops
+        c.suspend_flow.set()
+        await asyncio.wait_for(putting, 1)
+        return c
+
+    c = asyncio.run(scenario())
     assert not c._reseek and TOPIC not in c._stale
