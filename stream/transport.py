@@ -204,15 +204,7 @@ class Consumer(faust_aiokafka.Consumer):
         feed.put(message)
 
     def _read_again(self, tp: TP, offset: int) -> None:
-        """Drop what is fetched of ``tp`` from here on, and read it again from ``offset`` at the next fetch.
-
-        Not for a partition revoked meanwhile (its seek state dropped, see ``on_partitions_revoked``): a message
-        that waited for room in a full feed can be turned away only after the revocation. Marked, the partition
-        would stay to be read again after the rebalance, or be sought while another worker owns it (aiokafka
-        refuses a seek of a partition not assigned); whoever owns it next reads it from the committed offset.
-        """
-        if tp not in self._next:
-            return
+        """Drop what is fetched of ``tp`` from here on, and read it again from ``offset`` at the next fetch."""
         self._stale.add(tp)
         self._reseek[tp] = offset
 

@@ -260,20 +260,3 @@ def test_a_message_that_comes_while_the_flow_is_suspended_is_read_again() -> Non
 
     c, queued = asyncio.run(scenario())
     assert queued == 0 and c._reseek == {TOPIC: 6} and TOPIC in c._stale
-
-
-def test_a_message_turned_away_after_its_partition_was_revoked_leaves_it_alone() -> None:
-    # The consumer drops a revoked partition's seek state before faust stops the flow, so a message waiting for
-    # room learns of the stop only afterwards: marking its partition then would outlive the rebalance.
-    async def scenario() -> Consumer:
-        c, feed = feeding_consumer(), Feed[Any](1)
-        feed.put(message(6))
-        putting = asyncio.create_task(c._to_feed(feed, message(7)))
-        await asyncio.sleep(0.01)
-        del c._next[TOPIC]  # what on_partitions_revoked drops
-        c.suspend_flow.set()
-        await asyncio.wait_for(putting, 1)
-        return c
-
-    c = asyncio.run(scenario())
-    assert not c._reseek and TOPIC not in c._stale
