@@ -22,9 +22,10 @@ import faust
 import orjson
 from aiokafka.errors import IllegalStateError
 from faust.stores.memory import Store as MemoryStore
-from faust.types import TP, Message
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from stream.batching import ready_batches
 from stream.core.kpis import FAMILIES
 from stream.core.validation import Validator
 from stream.kafka import MAX_REQUEST_BYTES, faust_credentials, internal_topic
@@ -108,14 +109,14 @@ class OffsetGuard:
 
     last: dict[TP, int] = field(default_factory=dict)
 
-    def fresh(self, messages: list[Message]) -> list[Message]:
-        """The messages not handled yet, in order."""
+    def fresh(self, events: list[faust.EventT[bytes]]) -> list[faust.EventT[bytes]]:
+        """The events not handled yet, in order."""
         kept = []
-        for message in messages:
-            tp = message.tp
-            if message.offset > self.last.get(tp, -1):
-                self.last[tp] = message.offset
-                kept.append(message)
+        for event in events:
+            tp = event.message.tp
+            if event.message.offset > self.last.get(tp, -1):
+                self.last[tp] = event.message.offset
+                kept.append(event)
         return kept
 
     def forget(self, tps: set[TP]) -> None:
@@ -124,11 +125,11 @@ class OffsetGuard:
             self.last.pop(tp, None)
 
 
-def _by_partition(messages: list[Message]) -> dict[int, list[tuple[int, bytes]]]:
-    """(offset, value) of each message, per partition, in order: what the entity and cell stages take."""
+def _by_partition(events: list[faust.EventT[bytes]]) -> dict[int, list[tuple[int, bytes]]]:
+    """(offset, value) of each event, per partition, in order: what the entity and cell stages take."""
     grouped: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
-    for message in messages:
-        grouped[message.partition].append((message.offset, message.value or b""))
+    for event in events:
+        grouped[event.message.partition].append((event.message.offset, event.message.value or b""))
     return grouped
 
 
@@ -218,42 +219,29 @@ async def _delivered(sends: list[Awaitable[Any]]) -> None:
         await asyncio.shield(asyncio.gather(*sends))
 
 
-def current_messages(messages: list[Message], generation: int | None, flowing: bool) -> list[Message]:
-    """The messages of a batch fetched in the consumer group's current generation, while messages flow.
+def current_events(events: list[faust.EventT[bytes]], generation: int | None, flowing: bool
+                   ) -> list[faust.EventT[bytes]]:
+    """The events of a batch fetched in the consumer group's current generation, while events flow.
 
-    A batch is taken before the agent handles it, so a rebalance can come between the two: faust clears the
-    agents' feeds when partitions are revoked, but not the batch taken. Its messages would then be
+    A batch is collected before the agent sees it, so a rebalance can come between the two: faust clears the
+    agents' queues when partitions are revoked, but not the batch being collected. Its events would then be
     processed after the revocation, while the partitions' new owner (or this worker, recovering the tables
     again) rebuilds their state from the changelogs: the stale batch would write state the recovery
     overwrites or interleaves with, and send cell deltas at positions the cell stage then takes as already
-    applied when the new owner sends the correct ones. Left unacked, these messages are read again from the
+    applied when the new owner sends the correct ones. Left unacked, these events are read again from the
     committed offsets by whoever owns their partitions now. ``flowing`` is false from the revocation until
     the new assignment, when the generation changes, and once the worker stops.
     """
     if not flowing:
         return []
-    return [message for message in messages if message.generation_id == generation]
+    return [event for event in events if event.message.generation_id == generation]
 
 
-def mark_inbound(monitor: Any, messages: list[Message], now: float) -> None:
-    """Note in faust's monitor that an agent took messages of their partitions at ``now`` (``time.monotonic``).
-
-    Faust's livelock check logs an error for a partition that has messages to read but whose stream has taken
-    none for ``stream_processing_timeout`` (300 s), by the time its monitor noted per stream event. The agents
-    take their messages from feeds, not streams, so they note it here, once per partition and batch.
-    """
-    inbound = getattr(monitor, "stream_inbound_time", None)
-    if inbound is not None:
-        for tp in {message.tp for message in messages}:
-            inbound[tp] = now
-
-
-def _ack(app: faust.App, messages: list[Message]) -> None:
-    """Mark handled messages safe to commit (the consumer takes no other acks: see ``Consumer.ack``)."""
-    consumer = cast(Consumer, app.consumer)
-    with consumer.acking():
-        for message in messages:
-            consumer.ack(message)
+def _ack(app: faust.App, events: list[faust.EventT[bytes]]) -> None:
+    """Mark handled events safe to commit (the consumer takes no other acks: see ``Consumer.ack``)."""
+    with cast(Consumer, app.consumer).acking():
+        for event in events:
+            event.ack()
 
 
 def build_app(settings: Settings, input_partitions: dict[str, int], registry: CollectorRegistry | None = None,
@@ -329,45 +317,44 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     async def send_dead_letters(records: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         return [await dead_letters.send(key=key.encode(), value=orjson.dumps(record)) for key, record in records]
 
-    def agent(name: str, topic: faust.TopicT, handle: Callable[[list[Message]], Awaitable[None]]) -> None:
-        """Agent ``name`` over ``topic`` that hands ``handle`` batches of its messages and acks them once it returns.
+    def agent(handle: Callable[[list[faust.EventT[bytes]]], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        """An agent that hands ``handle`` batches of events and acks them once it returns.
 
-        The messages come from the topic's feed (``KpiApp.add_feed``), not from the faust stream the agent is
-        given, which is never iterated. A batch that raises stops the worker (``_fail_stop``), unless the worker
-        is already stopping: then the error comes from the producer or consumer going away, and the batch, left
-        unacked, is read again after the restart anyway.
+        A batch that raises stops the worker (``_fail_stop``), unless the worker is already stopping: then
+        the error comes from the producer or consumer going away, and the batch, left unacked, is read again
+        after the restart anyway.
         """
         stage = handle.__name__.removesuffix("_batch")
-        feed = app.add_feed(topic, settings.stream_buffer, settings.feed_bytes)
 
-        async def run(stream: Any) -> None:  # the faust.Stream, unused
-            while True:
-                taken = await feed.take(settings.batch_max)
-                mark_inbound(app.monitor, taken, time.monotonic())
-                messages = current_messages(taken, app.consumer_generation_id, app.flow_control.is_active())
-                if len(messages) < len(taken):
-                    log.info("%d of %d messages of a batch were fetched before partitions were revoked "
-                             "(rebalance or stop): left unprocessed, to be read again from the committed offsets",
-                             len(taken) - len(messages), len(taken))
-                if not messages:
+        async def run(stream: Any) -> None:  # a faust.Stream
+            events_in = stream.noack()  # acked by ``_ack`` once the batch is handled
+            queue = events_in.channel.queue  # what the stream's iterator reads from
+            async for taken in ready_batches(events_in.events(), lambda: not queue.empty(), settings.batch_max):
+                events = current_events(taken, app.consumer_generation_id, app.flow_control.is_active())
+                if len(events) < len(taken):
+                    log.info("%d of %d events of a batch were fetched before partitions were revoked (rebalance "
+                             "or stop): left unprocessed, to be read again from the committed offsets",
+                             len(taken) - len(events), len(taken))
+                if not events:
                     continue
                 async with in_flight.batch():
                     try:
-                        await handle(messages)
+                        await handle(events)
                     except Exception:
                         if app.should_stop:
                             raise
                         _fail_stop(stage)
-                    _ack(app, messages)  # only after success: a failed batch is processed again after a restart
+                    _ack(app, events)  # only after success: a failed batch is processed again after a restart
 
-        app.agent(topic, name=name)(run)
+        return run
 
-    async def ingest_batch(messages: list[Message]) -> None:
+    async def ingest_batch(events: list[faust.EventT[bytes]]) -> None:
         started = time.perf_counter()
-        inputs = [InputMessage(kind_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value)
-                  for m in guards["ingest"].fresh(messages)]
+        fresh = guards["ingest"].fresh(events)
+        messages = [InputMessage(kind_of[e.message.topic], e.message.topic, e.message.partition,
+                                 e.message.offset, e.message.key, e.message.value) for e in fresh]
         now = now_ms()
-        out = ingest_stage.process(inputs, now)
+        out = ingest_stage.process(messages, now)
         # Every entity partition gets the progress this batch makes, with the batch's events for it: once the
         # batch is acked its input offsets can be committed, and a next owner of those input partitions may find
         # nothing more there to report progress from. The shared progress that the timer reports moves on only
@@ -383,13 +370,13 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
             metrics.last_event_time.labels(source.rsplit(":", 1)[0]).set(ts / 1000)
         metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
 
-    async def entity_batch(messages: list[Message]) -> None:
+    async def entity_batch(events: list[faust.EventT[bytes]]) -> None:
         # The partitions of a batch are processed first and their outputs delivered together: each partition's
         # cell deltas still reach the broker before its state is persisted, but with two round trips per batch
         # rather than two per partition.
         started = time.perf_counter()
         outs = [(partition, entity_stage.process(partition, group, now_ms()))
-                for partition, group in _by_partition(guards["entities"].fresh(messages)).items()]
+                for partition, group in _by_partition(guards["entities"].fresh(events)).items()]
         pending: list[Awaitable[Any]] = []
         for _, out in outs:
             pending += [await cells_topic.send(value=envelope, partition=target)
@@ -410,10 +397,10 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         metrics.pending_stage_changes.set(entity_stage.pending_count())
         metrics.batch_seconds.labels("entities").observe(time.perf_counter() - started)
 
-    async def cell_batch(messages: list[Message]) -> None:
+    async def cell_batch(events: list[faust.EventT[bytes]]) -> None:
         started = time.perf_counter()
         outs = [(partition, cell_stage.process(partition, group, now_ms()))
-                for partition, group in _by_partition(guards["cells"].fresh(messages)).items()]
+                for partition, group in _by_partition(guards["cells"].fresh(events)).items()]
         # State first, then the records derived from it (see CellStage), for all of the batch's partitions at once.
         written: list[Awaitable[Any]] = []
         # Straight to the producer: faust's ``Topic.send`` wraps each record in its own message, future and
@@ -441,9 +428,9 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                 metrics.watermark.labels("cells").set(out.watermark / 1000)
         metrics.batch_seconds.labels("cells").observe(time.perf_counter() - started)
 
-    agent("ingest", inputs, ingest_batch)
-    agent("entities", entities_topic, entity_batch)
-    agent("cells", cells_topic, cell_batch)
+    app.agent(inputs, name="ingest")(agent(ingest_batch))
+    app.agent(entities_topic, name="entities")(agent(entity_batch))
+    app.agent(cells_topic, name="cells")(agent(cell_batch))
 
     async def next_to_handle(tp: TP, guard: OffsetGuard, timeout_s: float | None = None) -> int | None:
         """The offset of the next message of ``tp`` the agent behind ``guard`` has to handle: one past the last it

@@ -34,8 +34,6 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, serve
 from faust.types import TP, TransportT
 from mode.services import WaitResults
 
-from stream.batching import Feed
-
 log = logging.getLogger(__name__)
 
 # Longest the end probe reads before it settles for the ends found so far.
@@ -133,9 +131,6 @@ class Consumer(faust_aiokafka.Consumer):
     its assignment until the first fetch after the seek, which starts again at the committed offset. Any
     other message that comes ahead of the next offset expected has its partition read again from there (see
     ``_in_order``).
-
-    The messages of the agents' topics go straight to their feeds (``KpiApp.add_feed``), not through faust's
-    conductor, channels and streams; table recovery's changelog messages take faust's way.
     """
 
     thread_class: ClassVar[type[_ConsumerThread]] = _ConsumerThread
@@ -148,20 +143,14 @@ class Consumer(faust_aiokafka.Consumer):
         self._next: dict[TP, int] = {}  # per stream partition, the offset to deliver next (from the last seek on)
         self._acking = False
         self._read_offset = _ReadOffsets(self._stale)
-        # The last offset handed to the agents, per partition: what an agent has still to take from its feed.
+        # The last offset handed to the streams, per partition: what an agent has still to take from its queue.
         self.delivered: dict[TP, int] = {}
         deliver = self.callback
-        # Per topic, the feed of the agent that reads it (``KpiApp.feeds``); other topics (the changelogs, read by
-        # table recovery) go through faust's conductor.
-        feeds: Mapping[str, Feed[Any]] = getattr(self.app, "feeds", {})
 
         async def on_message(message: Any) -> None:
             if await self._in_order(message.tp, message.offset):
                 self.delivered[message.tp] = message.offset
-                feed = feeds.get(message.topic)
-                if feed is not None:
-                    await self._to_feed(feed, message)
-                elif self._delivers_at_once(message.tp):
+                if self._delivers_at_once(message.tp):
                     await deliver(message)
                 else:
                     await super(Consumer, self).wait_first(deliver(message), self.suspend_flow.wait())
@@ -183,30 +172,6 @@ class Consumer(faust_aiokafka.Consumer):
             await coros[0]
             return WaitResults([coros[0]], [None], False)
         return await super().wait_first(*coros, timeout=timeout)
-
-    async def _to_feed(self, feed: Feed[Any], message: Any) -> None:
-        """Put ``message`` in its agent's feed, once there is room, unless the flow stops first (a rebalance or the
-        worker stopping): then its partition is read again from it, as for a message that came mid-rebalance.
-
-        A full feed holds up the whole fetch loop, as a full stream queue does in faust; the wait races the flow
-        being suspended, since at a rebalance the agents stop taking and table recovery needs the loop.
-        """
-        if feed.full():
-            waits = {asyncio.ensure_future(feed.wait_room()), asyncio.ensure_future(self.suspend_flow.wait())}
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
-        if feed.full() or not self.app.flow_control.is_active():
-            self._read_again(message.tp, message.offset)
-            return
-        feed.put(message)
-
-    def _read_again(self, tp: TP, offset: int) -> None:
-        """Drop what is fetched of ``tp`` from here on, and read it again from ``offset`` at the next fetch."""
-        self._stale.add(tp)
-        self._reseek[tp] = offset
 
     def _delivers_at_once(self, tp: TP) -> bool:
         """Whether handing over a message of ``tp`` goes through at once: the flow runs and none of the queues
@@ -238,14 +203,16 @@ class Consumer(faust_aiokafka.Consumer):
             # delivered 1 ms before "Worker ready", never reached its agent). Read again once the flow runs.
             log.info("consumer: %s[%d] delivered offset %d before the rebalance ended; reading again from %d",
                      tp.topic, tp.partition, offset, min(offset, expected))
-            self._read_again(tp, min(offset, expected))
+            self._stale.add(tp)
+            self._reseek[tp] = min(offset, expected)
             return False
         if offset > expected:
             if self._jumps.pop(tp, None) != (expected, offset):
                 log.info("consumer: %s[%d] delivered offset %d where %d was next; reading again from there",
                          tp.topic, tp.partition, offset, expected)
                 self._jumps[tp] = (expected, offset)
-                self._read_again(tp, expected)
+                self._stale.add(tp)
+                self._reseek[tp] = expected
                 return False
             log.warning("consumer: offsets %d..%d of %s[%d] are not there after reading again; taken as a gap",
                         expected, offset - 1, tp.topic, tp.partition)
@@ -324,10 +291,6 @@ class Consumer(faust_aiokafka.Consumer):
         return self.thread_class(self, loop=self.loop, beacon=self.beacon)
 
 
-def _message_bytes(message: Any) -> int:
-    return len(message.key or b"") + len(message.value or b"")
-
-
 class KpiApp(faust.App):
     """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch.
 
@@ -345,25 +308,7 @@ class KpiApp(faust.App):
         )
         consumer = type("Consumer", (Consumer,), {"thread_class": thread})
         self._transport_class = type("Transport", (faust_aiokafka.Transport,), {"Consumer": consumer})
-        # Per topic, the feed its agent takes batches from (see ``Consumer``); filled by ``add_feed``.
-        self.feeds: dict[str, Feed[Any]] = {}
         super().__init__(*args, **kwargs)
-
-    def add_feed(self, topic: faust.TopicT, maxsize: int, max_bytes: int) -> Feed[Any]:
-        """Subscribe to ``topic`` and have the consumer put its messages in a feed of their own, returned: full at
-        ``maxsize`` messages or ``max_bytes`` bytes of keys and values.
-
-        The feed is emptied when faust's flow control empties the agents' queues (at a rebalance), and its
-        messages are acked with ``Consumer.ack`` (within ``Consumer.acking``).
-        """
-        feed: Feed[Any] = Feed(maxsize, max_bytes, _message_bytes)
-        for name in topic.topics:
-            if name in self.feeds:
-                raise ValueError(f"topic {name!r} already has a feed")
-            self.feeds[name] = feed
-        self.topics.add(topic)  # what faust does when a stream iterates the topic: subscribe, and ack its offsets
-        self.flow_control.manage_queue(cast(Any, feed))
-        return feed
 
     def _new_transport(self) -> TransportT:
         transport: TransportT = self._transport_class(self.conf.broker_consumer, self, loop=self.loop)

@@ -12,7 +12,6 @@ import pytest
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from stream.batching import Feed
 from stream.transport import Consumer
 
 TOPIC = TP("t-entities", 1)
@@ -202,61 +201,3 @@ def test_faust_s_race_for_the_message_callback_runs_the_callback_alone() -> None
 
     result = asyncio.run(scenario())
     assert ran == ["callback"] and not result.stopped and result.results == [None]
-
-
-def feeding_consumer(active: bool = True) -> Consumer:
-    """A consumer with a suspend event and an app whose flow runs or not."""
-    c = consumer()
-    c.app = SimpleNamespace(rebalancing=False, flow_control=SimpleNamespace(is_active=lambda: active))
-    c.suspend_flow = asyncio.Event()
-    return c
-
-
-def test_a_message_goes_to_its_feed_when_there_is_room() -> None:
-    async def scenario() -> list[Any]:
-        c, feed = feeding_consumer(), Feed[Any](2)
-        await c._to_feed(feed, message(6))
-        return await feed.take(10)
-
-    assert [m.offset for m in asyncio.run(scenario())] == [6]
-
-
-def test_a_full_feed_holds_the_message_until_its_agent_takes_a_batch() -> None:
-    async def scenario() -> None:
-        c, feed = feeding_consumer(), Feed[Any](1)
-        feed.put(message(6))
-        putting = asyncio.create_task(c._to_feed(feed, message(7)))
-        await asyncio.sleep(0.01)
-        assert not putting.done() and len(feed) == 1
-        assert [m.offset for m in await feed.take(10)] == [6]
-        await asyncio.wait_for(putting, 1)
-        assert [m.offset for m in await feed.take(10)] == [7]
-        assert not c._stale and not c._reseek
-
-    asyncio.run(scenario())
-
-
-def test_a_full_feed_when_the_flow_stops_reads_the_partition_again_from_the_message() -> None:
-    # At a rebalance the agents stop taking; waiting on would block the loop that table recovery reads through.
-    async def scenario() -> Consumer:
-        c, feed = feeding_consumer(), Feed[Any](1)
-        feed.put(message(6))
-        putting = asyncio.create_task(c._to_feed(feed, message(7)))
-        await asyncio.sleep(0.01)
-        c.suspend_flow.set()
-        await asyncio.wait_for(putting, 1)
-        assert len(feed) == 1
-        return c
-
-    c = asyncio.run(scenario())
-    assert c._reseek == {TOPIC: 7} and TOPIC in c._stale
-
-
-def test_a_message_that_comes_while_the_flow_is_suspended_is_read_again() -> None:
-    async def scenario() -> tuple[Consumer, int]:
-        c, feed = feeding_consumer(active=False), Feed[Any](5)
-        await c._to_feed(feed, message(6))
-        return c, len(feed)
-
-    c, queued = asyncio.run(scenario())
-    assert queued == 0 and c._reseek == {TOPIC: 6} and TOPIC in c._stale
