@@ -268,6 +268,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         verify_changelog_end=settings.verify_changelog_end,
+        stream_buffer_bytes=settings.stream_buffer_bytes,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),
         store=settings.store,

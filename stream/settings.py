@@ -99,6 +99,10 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
                       "Most messages waiting in an agent's queue before its partitions stop being fetched (Faust's "
                       "default is 4096). Internal messages carry up to about a thousand events each, so this bounds "
                       "the memory a backlog takes: 344 MB instead of 503 MB peak replaying a million events."),
+    "stream_buffer_bytes": ("KPI_STREAM_BUFFER_BYTES", "1048576",
+                            "Most bytes of messages waiting in an agent's queue before its partitions stop being "
+                            "fetched, besides `KPI_STREAM_BUFFER`'s bound in messages; a single larger message still "
+                            "gets in. Bounds the memory a backlog of internal messages takes."),
     "fetch_max_wait": ("KPI_FETCH_MAX_WAIT", "100ms",
                        "Longest a consumer fetch waits for data on an idle topic (Faust hard-codes 1.5 s); "
                        "bounds the latency of each hop of the pipeline."),
@@ -183,6 +187,7 @@ class Settings:
     max_event_bytes: int
     batch_max: int
     stream_buffer: int
+    stream_buffer_bytes: int
     fetch_max_wait_ms: int
     verify_changelog_end: bool
     watermark_interval_ms: int
@@ -296,6 +301,7 @@ class Settings:
             max_event_bytes=_integer(raw, "max_event_bytes", 64, MAX_EVENT_BYTES_LIMIT),
             batch_max=_integer(raw, "batch_max", 1, 100_000),
             stream_buffer=_integer(raw, "stream_buffer", 1, 100_000),
+            stream_buffer_bytes=_integer(raw, "stream_buffer_bytes", 1024, 1 << 30),
             fetch_max_wait_ms=_duration(raw, "fetch_max_wait"),
             verify_changelog_end=_boolean(raw, "verify_changelog_end"),
             watermark_interval_ms=_duration(raw, "watermark_interval"),

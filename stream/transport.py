@@ -33,6 +33,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
 from faust.types import TP, TransportT
 from mode.services import WaitResults
+from mode.utils.queues import ThrowableQueue
 
 log = logging.getLogger(__name__)
 
@@ -291,16 +292,81 @@ class Consumer(faust_aiokafka.Consumer):
         return self.thread_class(self, loop=self.loop, beacon=self.beacon)
 
 
+def _value_size(item: Any) -> int:
+    """Bytes of the message an event in a stream queue was decoded from (0 for anything else)."""
+    value = getattr(getattr(item, "message", None), "value", None)
+    return len(value) if isinstance(value, bytes | bytearray | memoryview) else 0
+
+
+class ByteBoundQueue(ThrowableQueue[Any]):
+    """Faust's stream queue, full at ``maxsize`` messages or at ``max_bytes`` of message values, whichever
+    comes first.
+
+    A count alone bounds memory poorly: input messages are a few hundred bytes, the internal messages carry up
+    to 256 KiB of events each, so 256 of those wait as 64 MiB in one agent's queue on a backlog. The bytes
+    drive the same flow control as the count: at 1/1.25 of either bound the partition stops being fetched,
+    and it is fetched again once the queue is down to 0.4 of both. A single message larger than ``max_bytes``
+    still gets in when the queue is empty.
+    """
+
+    def __init__(self, *args: Any, max_bytes: int, **kwargs: Any) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._bytes_high = max_bytes / self.pressure_high_ratio
+        self._bytes_drop = max_bytes * self.pressure_drop_ratio
+        super().__init__(*args, **kwargs)
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        self.bytes += _value_size(item)
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.bytes -= _value_size(item)
+        return item
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
+
+    def full(self) -> bool:
+        return super().full() or (self.bytes >= self.max_bytes and self.qsize() > 0)
+
+    def in_pressure_high_state(self, callback: Any) -> bool:
+        pending = self._pending_pressure_drop_callbacks
+        if callback not in pending and (self.qsize() >= self.pressure_high_size or self.bytes >= self._bytes_high):
+            pending.add(callback)
+            self.on_pressure_high()
+            return True
+        return False
+
+    def maybe_endorse_pressure_drop(self) -> None:
+        pending = self._pending_pressure_drop_callbacks
+        if not pending:
+            return
+        if not self.qsize():
+            for callback in pending:
+                callback()
+            pending.clear()
+            self.on_pressure_drop()
+        elif self.qsize() <= self.pressure_drop_size and self.bytes <= self._bytes_drop:
+            pending.pop()()
+            self.on_pressure_drop()
+
+
 class KpiApp(faust.App):
-    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch.
+    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch, and whose stream queues hold
+    at most ``stream_buffer_bytes`` of messages besides Faust's bound in messages (``ByteBoundQueue``).
 
     With ``verify_changelog_end`` table recovery reads to the last changelog record actually there rather
     than to the end offset the broker reports.
     """
 
     def __init__(
-        self, *args: Any, fetch_max_wait_ms: int = 1500, verify_changelog_end: bool = False, **kwargs: Any
+        self, *args: Any, fetch_max_wait_ms: int = 1500, verify_changelog_end: bool = False,
+        stream_buffer_bytes: int = 1 << 20, **kwargs: Any
     ) -> None:
+        self.stream_buffer_bytes = stream_buffer_bytes
         thread = type(
             "ConsumerThread",
             (_ConsumerThread,),
@@ -309,6 +375,10 @@ class KpiApp(faust.App):
         consumer = type("Consumer", (Consumer,), {"thread_class": thread})
         self._transport_class = type("Transport", (faust_aiokafka.Transport,), {"Consumer": consumer})
         super().__init__(*args, **kwargs)
+
+    def FlowControlQueue(self, maxsize: int | None = None, *, clear_on_resume: bool = False) -> ThrowableQueue[Any]:
+        return ByteBoundQueue(maxsize=maxsize, max_bytes=self.stream_buffer_bytes, flow_control=self.flow_control,
+                              clear_on_resume=clear_on_resume)
 
     def _new_transport(self) -> TransportT:
         transport: TransportT = self._transport_class(self.conf.broker_consumer, self, loop=self.loop)

@@ -49,6 +49,7 @@ def defaults():
         ("max_event_bytes", 65_536),
         ("batch_max", 5_000),
         ("stream_buffer", 256),
+        ("stream_buffer_bytes", 1048576),
         ("watermark_interval_ms", 500),
         ("processing_guarantee", "at_least_once"),
         ("store", "memory://"),
@@ -133,6 +134,7 @@ def test_rates_and_currency_override():
         ({"KPI_UNKNOWN_LEAD_TIMEOUT": "0s"}, "KPI_UNKNOWN_LEAD_TIMEOUT"),
         ({"KPI_BATCH_INTERVAL": "200ms"}, "KPI_BATCH_INTERVAL"),
         ({"KPI_STREAM_BUFFER": "0"}, "KPI_STREAM_BUFFER"),
+        ({"KPI_STREAM_BUFFER_BYTES": "1000"}, "KPI_STREAM_BUFFER_BYTES"),
         ({"KPI_WATERMARK_INTERVAL": "-500ms"}, "KPI_WATERMARK_INTERVAL"),  # removed: refused, not ignored
         ({"KPI_IDLE_PARTITION_TIMEOUT": ""}, "KPI_IDLE_PARTITION_TIMEOUT"),
         ({"KPI_WINDOW_SIZES": "7m"}, "KPI_WINDOW_SIZES"),
@@ -180,6 +182,7 @@ def test_rates_and_currency_override():
         "duration-zero",
         "batch-interval-removed",
         "stream-buffer-zero",
+        "stream-buffer-bytes-below-1kib",
         "duration-negative",
         "duration-empty",
         "window-7m",

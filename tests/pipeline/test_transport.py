@@ -11,8 +11,9 @@ from weakref import WeakSet
 import pytest
 from faust.types import TP
 from intervaltree import IntervalTree
+from mode.utils.queues import FlowControlEvent
 
-from stream.transport import Consumer
+from stream.transport import ByteBoundQueue, Consumer, KpiApp
 
 TOPIC = TP("t-entities", 1)
 
@@ -201,3 +202,104 @@ def test_faust_s_race_for_the_message_callback_runs_the_callback_alone() -> None
 
     result = asyncio.run(scenario())
     assert ran == ["callback"] and not result.stopped and result.results == [None]
+
+
+def event(size: int) -> Any:
+    """A stream event as the queues hold them: only its message's value counts."""
+    return SimpleNamespace(message=SimpleNamespace(value=b"x" * size))
+
+
+def queue(maxsize: int = 256, max_bytes: int = 1000) -> ByteBoundQueue:
+    flowing = FlowControlEvent(initially_suspended=False)
+    return ByteBoundQueue(maxsize=maxsize, max_bytes=max_bytes, flow_control=flowing)
+
+
+def test_a_queue_is_full_at_its_bytes_before_its_count() -> None:
+    q = queue()
+    for _ in range(2):
+        q.put_nowait(event(400))
+    assert not q.full() and q.bytes == 800
+    q.put_nowait(event(400))
+    assert q.full() and q.qsize() == 3
+    with pytest.raises(asyncio.QueueFull):
+        q.put_nowait(event(1))
+    q.get_nowait()
+    assert not q.full() and q.bytes == 800
+
+
+def test_a_queue_is_full_at_its_count_before_its_bytes() -> None:
+    q = queue(maxsize=2)
+    q.put_nowait(event(1))
+    q.put_nowait(event(1))
+    assert q.full() and q.bytes == 2
+
+
+def test_a_message_larger_than_the_bound_gets_into_an_empty_queue() -> None:
+    q = queue()
+    assert not q.full()
+    q.put_nowait(event(5000))
+    assert q.full()
+    q.get_nowait()
+    assert not q.full() and q.bytes == 0
+
+
+def test_items_without_a_message_count_no_bytes() -> None:
+    q = queue()
+    q.put_nowait(object())
+    assert q.bytes == 0 and q.qsize() == 1
+
+
+def test_clearing_a_queue_forgets_its_bytes() -> None:
+    q = queue()
+    q.put_nowait(event(900))
+    q.clear()
+    assert q.bytes == 0 and q.empty()
+
+
+def test_a_put_into_a_queue_full_of_bytes_waits_for_room() -> None:
+    async def scenario() -> list[str]:
+        q = queue()
+        q.put_nowait(event(1000))
+        done: list[str] = []
+
+        async def put() -> None:
+            await q.put(event(10))
+            done.append("put")
+
+        task = asyncio.ensure_future(put())
+        await asyncio.sleep(0.01)
+        done.append("waited")
+        q.get_nowait()
+        await asyncio.wait_for(task, 1)
+        return done
+
+    assert asyncio.run(scenario()) == ["waited", "put"]
+
+
+def test_bytes_stop_a_partition_being_fetched_and_resume_it_once_down() -> None:
+    """Faust's conductor calls ``put_nowait_enhanced``: the partition stops being fetched at 1/1.25 of the bound
+    and is fetched again once the queue is down to 0.4 of it (here 800 and 400 bytes)."""
+    q = queue()
+    calls: list[str] = []
+
+    def put(size: int) -> bool:
+        return q.put_nowait_enhanced(event(size), on_pressure_high=lambda: calls.append("high"),
+                                     on_pressure_drop=on_pressure_drop)
+
+    def on_pressure_drop() -> None:
+        calls.append("drop")
+
+    assert [put(300), put(300), put(200)] == [False, False, False]
+    assert put(100) is True and calls == ["high"]  # 800 bytes before this put
+    q.get_nowait()  # 600 left
+    assert calls == ["high"]
+    q.get_nowait()  # 300 left, 2 messages: down to 0.4 of the bytes
+    assert calls == ["high"]  # checked on the next get
+    q.get_nowait()
+    assert calls == ["high", "drop"]
+
+
+def test_the_app_s_stream_queues_are_bound_in_bytes() -> None:
+    app = KpiApp("bytes-bound-test", stream_buffer_bytes=4096)
+    q = app.FlowControlQueue(maxsize=7)
+    assert isinstance(q, ByteBoundQueue) and q.max_bytes == 4096 and q.maxsize == 7
