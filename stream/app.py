@@ -21,7 +21,6 @@ from typing import Any, ClassVar, cast
 import faust
 import orjson
 from aiokafka.errors import IllegalStateError
-from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
@@ -35,7 +34,7 @@ from stream.pipeline.entities import EntityStage
 from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope, encode_envelopes
 from stream.pipeline.routing import source_name
 from stream.settings import Settings
-from stream.store import DiskStore  # noqa: F401 - registers KPI_STORE=disk://
+from stream.store import DiskStore, MemoryStore
 from stream.transport import Consumer, KpiApp
 
 log = logging.getLogger(__name__)
@@ -154,18 +153,12 @@ async def _write(table: faust.Table[bytes, bytes], partition: int, writes: dict[
     partition again after the changelog had been compacted.
     """
     sent: list[Awaitable[Any]] = []
-    # Settings allow memory:// and disk://, both faust's in-memory store (disk:// with its mappings on disk).
-    data = cast("MemoryStore[bytes, bytes]", table.data)
-    key_partition = data._key_partition
+    store = cast("MemoryStore | DiskStore", table.data)  # the two stores settings allow
     topic = table.changelog_topic.get_topic_name()
     for key, value in writes.items():
         if value is not None:
-            data[key] = value
-            key_partition[key] = partition
-        elif key in data:
-            del data[key]
-            key_partition.pop(key, None)
-        else:
+            store.put(key, value, partition)
+        elif not store.delete(key):
             continue
         sent.append(await send(topic, key, value, partition, None, None))
     return sent
@@ -271,7 +264,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         stream_buffer_bytes=settings.stream_buffer_bytes,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),
-        store=settings.store,
+        store="partitioned://" if settings.store == "memory://" else settings.store,  # stream.store.MemoryStore
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

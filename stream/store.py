@@ -1,4 +1,9 @@
-"""``KPI_STORE=disk://``: the tables' keys and values in local RocksDB files (rocksdict) instead of Python dicts.
+"""The tables' stores: ``KPI_STORE=memory://``, one dict per partition, and ``KPI_STORE=disk://``, the keys and
+values in local RocksDB files (rocksdict) instead of Python dicts.
+
+Both know each key's partition, so that a worker drops the keys of the partitions it gave up. Faust's in-memory
+store knows it through a second dict of every key (as large as the data's own dict on the lead-heavy million,
+42 MB); ``memory://`` here keeps one dict per partition instead, so the partition is where the key is.
 
 The agents write whole batches to a table's data and changelog themselves (``stream.app._write``), so a store
 must not file a write under the partition of "the current stream event", as Faust's own RocksDB store does.
@@ -23,7 +28,7 @@ from typing import Any, cast
 
 from faust.stores import STORES
 from faust.stores import memory as faust_memory
-from faust.types import EventT
+from faust.types import TP, EventT
 from rocksdict import Options, Rdict
 
 PREFIX = "disk-"
@@ -172,6 +177,19 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         # write to them (a batch cut short there is read again after a restart; it must not fail).
         atexit.register(self._remove)
 
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        """Set ``key`` in ``partition``: what the agents' writes do (``stream.app._write``)."""
+        self.data[key] = value
+        self._key_partition[key] = partition
+
+    def delete(self, key: bytes) -> bool:
+        """Delete ``key``; whether it was there."""
+        self._key_partition.pop(key, None)
+        return self.data.pop(key, None) is not None
+
+    def partition_of(self, key: bytes) -> int | None:
+        return self._key_partition.get(key)
+
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:
         """Apply changelog records in order: a value sets its key, a tombstone deletes it."""
@@ -192,4 +210,117 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class PartitionedData(MutableMapping[bytes, bytes]):
+    """A table's keys and values, in one dict per partition.
+
+    A lookup tries each partition's dict in turn (a few, ``KPI_PARTITIONS``), which costs little beside the
+    stages' work per event; a key written with ``put`` leaves any other partition's dict. A new key cannot be
+    set without its partition.
+    """
+
+    def __init__(self) -> None:
+        self.parts: dict[int, dict[bytes, bytes]] = {}
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        """Set ``key`` in ``partition``."""
+        part = self.parts.get(partition)
+        if part is None:
+            part = self.parts[partition] = {}
+        if key not in part:
+            for other in self.parts.values():
+                other.pop(key, None)
+        part[key] = value
+
+    def partition_of(self, key: bytes) -> int | None:
+        for partition, part in self.parts.items():
+            if key in part:
+                return partition
+        return None
+
+    def keep_only(self, partitions: set[int]) -> None:
+        """Drop every key of the other partitions."""
+        for partition in [p for p in self.parts if p not in partitions]:
+            del self.parts[partition]
+
+    def __getitem__(self, key: bytes) -> bytes:
+        for part in self.parts.values():
+            value = part.get(key)
+            if value is not None:
+                return value
+        raise KeyError(key)
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        for part in self.parts.values():
+            value = part.get(key)
+            if value is not None:
+                return value
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in part for part in self.parts.values())
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        for part in self.parts.values():
+            if key in part:
+                part[key] = value
+                return
+        raise KeyError(f"{key!r} is not stored yet: a new key is stored with its partition (put)")
+
+    def __delitem__(self, key: bytes) -> None:
+        for part in self.parts.values():
+            if key in part:
+                del part[key]
+                return
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in list(self.parts.values()):
+            yield from part
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts.values())
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:  # type: ignore[override]
+        for part in list(self.parts.values()):
+            yield from part.items()
+
+    def clear(self) -> None:
+        self.parts.clear()
+
+
+class MemoryStore(faust_memory.Store[bytes, bytes]):
+    """Faust's in-memory table store, its data kept in one dict per partition (``PartitionedData``)."""
+
+    def __post_init__(self) -> None:
+        self.data: PartitionedData = PartitionedData()
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        """Set ``key`` in ``partition``: what the agents' writes do (``stream.app._write``)."""
+        self.data.put(key, value, partition)
+
+    def delete(self, key: bytes) -> bool:
+        """Delete ``key``; whether it was there."""
+        return self.data.pop(key, None) is not None
+
+    def partition_of(self, key: bytes) -> int | None:
+        return self.data.partition_of(key)
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Callable[[Any], Any],
+                              to_value: Callable[[Any], Any]) -> None:
+        """Apply changelog records in order: a value sets its key in the record's partition, a tombstone
+        deletes it."""
+        data = self.data
+        for event in batch:
+            key = to_key(event.key)
+            if event.message.value is None:
+                data.pop(key, None)
+            else:
+                data.put(key, to_value(event.value), event.message.partition)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Drop the keys of the partitions no longer owned."""
+        self.data.keep_only({partition for _, partition in active_tps})
+
+
 STORES.aliases["disk"] = "stream.store:DiskStore"
+STORES.aliases["partitioned"] = "stream.store:MemoryStore"

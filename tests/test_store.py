@@ -1,5 +1,6 @@
-"""The disk store's mapping behaves as a dict of bytes, a killed worker's files are cleaned up, and a store drops
-the keys the agents wrote once their partition is no longer owned."""
+"""The disk store's mapping behaves as a dict of bytes, a killed worker's files are cleaned up, the memory store
+keeps each partition's keys apart, and a store drops the keys the agents wrote once their partition is no longer
+owned."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 
-from stream.app import _write
-from stream.store import PREFIX, DiskMapping, DiskStore, _PartitionMapping, remove_orphans
+from stream.app import _write, build_app
+from stream.settings import Settings
+from stream.store import PREFIX, DiskMapping, DiskStore, MemoryStore, PartitionedData, _PartitionMapping, remove_orphans
 
 
 def test_disk_mapping_reads_back_what_was_written_and_deleted(tmp_path: Path) -> None:
@@ -102,6 +103,58 @@ def test_keys_written_by_the_agents_are_dropped_with_their_partition(make_store:
 
     asyncio.run(scenario())
     assert dict(store.data.items()) == {b"kept": b"3"}
-    assert dict(store._key_partition.items()) == {b"kept": 0}
+    assert [store.partition_of(key) for key in (b"kept", b"lead", b"visitor")] == [0, None, None]
     assert producer.sent == [("t-changelog", b"lead", b"1", 2), ("t-changelog", b"visitor", b"2", 2),
                              ("t-changelog", b"kept", b"3", 0), ("t-changelog", b"visitor", None, 2)]
+
+
+def test_partitioned_data_reads_every_partition_s_keys_as_one_mapping() -> None:
+    data = PartitionedData()
+    data.put(b"a", b"1", 0)
+    data.put(b"b", b"2", 3)
+    data.put(b"a", b"one", 0)
+    assert data[b"a"] == b"one" and data.get(b"b") == b"2" and data.get(b"c", b"-") == b"-"
+    assert b"b" in data and b"c" not in data and len(data) == 2
+    assert dict(data.items()) == {b"a": b"one", b"b": b"2"} and sorted(data) == [b"a", b"b"]
+    assert [data.partition_of(key) for key in (b"a", b"b", b"c")] == [0, 3, None]
+    data[b"b"] = b"two"  # an existing key is set where it is
+    assert data.parts == {0: {b"a": b"one"}, 3: {b"b": b"two"}}
+    assert data.pop(b"a") == b"one" and data.pop(b"a", None) is None
+    with pytest.raises(KeyError):
+        data[b"a"]
+    with pytest.raises(KeyError):
+        del data[b"a"]
+
+
+def test_partitioned_data_refuses_a_new_key_without_its_partition() -> None:
+    data = PartitionedData()
+    with pytest.raises(KeyError, match="with its partition"):
+        data[b"new"] = b"1"
+    assert not data
+
+
+def test_a_key_put_in_another_partition_leaves_the_first() -> None:
+    data = PartitionedData()
+    data.put(b"k", b"1", 1)
+    data.put(b"k", b"2", 2)
+    assert data.parts == {1: {}, 2: {b"k": b"2"}} and data[b"k"] == b"2" and len(data) == 1
+
+
+def _changelog(partition: int, key: bytes, value: bytes | None) -> Any:
+    return SimpleNamespace(key=key, value=value, message=SimpleNamespace(partition=partition, value=value))
+
+
+def test_the_memory_store_restores_each_record_into_its_partition_and_drops_the_partitions_given_up() -> None:
+    store = _memory_store(Path())
+    records = [_changelog(0, b"a", b"1"), _changelog(1, b"b", b"2"), _changelog(1, b"c", b"3"),
+               _changelog(0, b"a", b"4"), _changelog(1, b"c", None), _changelog(2, b"gone", None)]
+    store.apply_changelog_batch(records, lambda key: key, lambda value: value)
+    assert store.data.parts == {0: {b"a": b"4"}, 1: {b"b": b"2"}}
+    asyncio.run(store.on_recovery_completed({TP("t-changelog", 1)}, set()))
+    assert dict(store.data.items()) == {b"b": b"2"} and store.partition_of(b"b") == 1
+
+
+def test_the_app_keeps_its_tables_in_the_partitioned_memory_store() -> None:
+    settings = Settings.from_env({})
+    app = build_app(settings, dict.fromkeys(settings.input_topics.values(), 1))
+    assert [type(table.data) for table in app.tables.values()] == [MemoryStore, MemoryStore]

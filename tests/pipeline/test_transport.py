@@ -300,6 +300,6 @@ def test_bytes_stop_a_partition_being_fetched_and_resume_it_once_down() -> None:
 
 
 def test_the_app_s_stream_queues_are_bound_in_bytes() -> None:
-    app = KpiApp("bytes-bound-test", stream_buffer_bytes=4096)
-    q = app.FlowControlQueue(maxsize=7)
+    app = KpiApp("bytes-bound-test", stream_buffer_bytes=4096, stream_buffer_maxsize=7)
+    q = app.topic("bytes-bound-test-input").queue  # what the conductor puts an agent's events into
     assert isinstance(q, ByteBoundQueue) and q.max_bytes == 4096 and q.maxsize == 7
