@@ -243,11 +243,10 @@ class PartitionedData(MutableMapping[bytes, bytes]):
             del self.parts[partition]
 
     def __getitem__(self, key: bytes) -> bytes:
-        for part in self.parts.values():
-            value = part.get(key)
-            if value is not None:
-                return value
-        raise KeyError(key)
+        value: bytes | None = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def get(self, key: bytes, default: Any = None) -> Any:
         for part in self.parts.values():
@@ -260,18 +259,16 @@ class PartitionedData(MutableMapping[bytes, bytes]):
         return any(key in part for part in self.parts.values())
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        for part in self.parts.values():
-            if key in part:
-                part[key] = value
-                return
-        raise KeyError(f"{key!r} is not stored yet: a new key is stored with its partition (put)")
+        partition = self.partition_of(key)
+        if partition is None:
+            raise KeyError(f"{key!r} is not stored yet: a new key is stored with its partition (put)")
+        self.parts[partition][key] = value
 
     def __delitem__(self, key: bytes) -> None:
-        for part in self.parts.values():
-            if key in part:
-                del part[key]
-                return
-        raise KeyError(key)
+        partition = self.partition_of(key)
+        if partition is None:
+            raise KeyError(key)
+        del self.parts[partition][key]
 
     def __iter__(self) -> Iterator[bytes]:
         for part in list(self.parts.values()):
