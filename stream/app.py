@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -20,7 +21,13 @@ from typing import Any, ClassVar, cast
 
 import faust
 import orjson
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    IllegalStateError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
@@ -42,6 +49,9 @@ log = logging.getLogger(__name__)
 # Exit status of a worker stopped because a batch failed in a way no input explains (a defect, or a resource
 # gone): a supervisor restarts it, and the batch is read again from the committed offsets.
 EXIT_BATCH_FAILED = 70
+# A batch that fails with one of these failed for a missing ACL: the worker says so as its last line.
+AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError,
+                        TransactionalIdAuthorizationFailed)
 
 
 def _fail_stop(stage: str) -> None:
@@ -56,6 +66,11 @@ def _fail_stop(stage: str) -> None:
     log.critical("a %s batch failed with an error no input explains; stopping the worker (exit status %d) so "
                  "that a restart reads it again from the committed offsets", stage, EXIT_BATCH_FAILED,
                  exc_info=True)
+    error = sys.exc_info()[1]
+    if isinstance(error, AUTHORIZATION_ERRORS):
+        # The last line then says what the login lacks, not only which request the broker refused.
+        log.critical("the broker refused this worker's login: %s; the worker needs every ACL that `kpi-stream acls` "
+                     "lists", error)
     logging.shutdown()
     os._exit(EXIT_BATCH_FAILED)
 
@@ -261,6 +276,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         verify_changelog_end=settings.verify_changelog_end,
+        idempotent_producer=settings.idempotent_producer,
         stream_buffer_bytes=settings.stream_buffer_bytes,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),

@@ -51,6 +51,10 @@ def tansu_binary() -> str:
 class EmbeddedBroker:
     """A memory-only Tansu broker on 127.0.0.1, started and stopped with this object."""
 
+    # What a worker must be told to run on Tansu: it refuses idempotent producers (InitProducerId answers
+    # UNKNOWN_SERVER_ERROR), and it under-reports changelog end offsets, which the end probe corrects.
+    worker_env = {"KPI_IDEMPOTENT_PRODUCER": "false", "KPI_VERIFY_CHANGELOG_END": "true"}
+
     def __init__(self, log_path: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path

@@ -186,6 +186,7 @@ def run_demo(args: list[str], settings: Settings) -> int:
             broker.start()
             stack.callback(broker.stop)
             env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+            env.update(broker.worker_env)
             env.setdefault("KPI_APP_ID", f"kpi-demo-{int(time.time())}")
         env.setdefault("KPI_EXCHANGE_RATES", DEMO_RATES)
         port = int(env.get("KPI_WEB_PORT", "0")) or free_port()

@@ -143,11 +143,15 @@ class TrafficModel:
         return out
 
     def events(self, limit: int | None = None) -> Iterator[tuple[Kind, bytes]]:
-        """Raw messages in production order; time advances one visit tick per round."""
+        """Raw messages in production order, ``limit`` of them (None: without end)."""
+        return itertools.islice(self._events(), limit)
+
+    def _events(self) -> Iterator[tuple[Kind, bytes]]:
+        """Raw messages without end; time advances one visit tick per round."""
         step_ms = 1000 / self.visits_per_second
-        produced, round_number, fraction = 0, 0, 0.0
+        round_number, fraction = 0, 0.0
         rand = self._random
-        while limit is None or produced < limit:
+        while True:
             batch = self._visit() + self._due()
             round_number += 1
             if round_number % 50 == 0:
@@ -156,12 +160,9 @@ class TrafficModel:
                 payload = orjson.dumps(doc)
                 if rand.random() < self.bad_share:
                     yield kind, rand.choice(BAD_PAYLOADS)
-                    produced += 1
                 yield kind, payload
-                produced += 1
                 if rand.random() < self.duplicate_share:
                     yield kind, payload
-                    produced += 1
             if self.clock_ms is not None:
                 self.now_ms = self.clock_ms()
                 continue

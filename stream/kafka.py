@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import faust
-from confluent_kafka import KafkaError
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream.core.kpis import FAMILIES
@@ -73,6 +74,56 @@ def topic_plan(settings: Settings) -> dict[str, dict[str, str]]:
     return plan
 
 
+def _login(settings: Settings) -> str:
+    """Who the worker is to the broker, for error messages."""
+    if settings.security_protocol.startswith("SASL"):
+        return f"the user {settings.sasl_username or '(none)'} ({settings.sasl_mechanism})"
+    return f"this {settings.security_protocol} client"
+
+
+def _needed(settings: Settings, topic: str) -> str:
+    """The ACL that lets the worker see ``topic``: READ on inputs, WRITE on the rest (each implies DESCRIBE)."""
+    operation = "READ" if topic in settings.input_topics.values() else "WRITE"
+    return f"the {operation} (or CREATE, while it is missing)"
+
+
+def check_group_access(settings: Settings, timeout_s: float = 15.0) -> None:
+    """Fail unless the worker may use its consumer group.
+
+    Without an ACL on its group, aiokafka's group coordinator hands the worker's consumer an authorization error
+    that Faust never collects: the worker stood ready to start forever, with nothing in its log (measured on
+    Kafka 4.4). Reading the group's committed offsets needs DESCRIBE on it, which the READ the worker needs
+    implies, so a login with no ACL on the group is caught here.
+
+    Raises:
+        TopicError: the broker refused the group to this login.
+    """
+    admin = AdminClient(confluent_config(settings))
+    request = [ConsumerGroupTopicPartitions(settings.app_id)]
+    try:
+        admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[settings.app_id].result()
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is not None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            raise TopicError(f"{_login(settings)} may not use the consumer group {settings.app_id}: it needs "
+                             "the READ ACL on that group (`kpi-stream acls` lists them all)") from exc
+        # Anything else (a broker without this request, say) is the consumer's to meet and report.
+
+
+def _listed(admin: AdminClient, names: Iterable[str], deadline: float) -> dict[str, Any]:
+    """The cluster's topic metadata once it lists every one of ``names`` with its partitions, or at ``deadline``.
+
+    Apache Kafka answers CreateTopics once its controller committed the topics, before the broker answering
+    metadata requests has them: a listing right after the creation missed a topic just created (measured on
+    Kafka 4.4, once in a full test run: "topic …-page-views is missing after creation"). Tansu lists at once.
+    """
+    while True:
+        existing: dict[str, Any] = admin.list_topics(timeout=max(0.5, deadline - time.monotonic())).topics
+        if all(name in existing and existing[name].partitions for name in names) or time.monotonic() >= deadline:
+            return existing
+        time.sleep(0.1)
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, int]:
     """Create whatever topic is missing and return the partition count of every planned topic.
 
@@ -96,7 +147,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, int]
             # at once: waiting longer will not change it.
             refused = [problem.str() for problem in problems if problem.code() == KafkaError._AUTHENTICATION]
             if refused or time.monotonic() >= deadline:
-                reason = refused[-1] if refused else str(exc)
+                reason = f"the login of {_login(settings)} was refused: {refused[-1]}" if refused else str(exc)
                 raise TopicError(f"cannot reach Kafka at {settings.bootstrap_servers}: {reason}") from exc
     missing = [NewTopic(name, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
                         config=config) for name, config in plan.items() if name not in existing]
@@ -105,14 +156,20 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, int]
             try:
                 future.result()
             except Exception as exc:
+                if "TOPIC_AUTHORIZATION_FAILED" in str(exc):
+                    raise TopicError(f"topic {name} is not visible to {_login(settings)} and it may not create it: "
+                                     f"it needs {_needed(settings, name)} ACL (`kpi-stream acls` lists them "
+                                     "all)") from exc
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise TopicError(f"cannot create topic {name}: {exc}") from exc
-        existing = admin.list_topics(timeout=timeout_s).topics
+        existing = _listed(admin, plan, deadline=time.monotonic() + timeout_s)
     counts = {}
     for name in plan:
         metadata = existing.get(name)
         if metadata is None or not metadata.partitions:
-            raise TopicError(f"topic {name} is missing after creation")
+            # Created (or there already), yet not in the metadata after waiting: the authorizer hides it.
+            raise TopicError(f"topic {name} is missing after creation: if it exists, {_login(settings)} may not "
+                             f"see it and needs {_needed(settings, name)} ACL (`kpi-stream acls` lists them all)")
         counts[name] = len(metadata.partitions)
     for name in (internal_topic(settings, "entities"), internal_topic(settings, "cells")):
         if counts[name] != settings.partitions:

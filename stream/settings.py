@@ -18,7 +18,18 @@ from stream.pipeline.entities import EntityConfig
 SECRET_FIELDS = frozenset({"sasl_password"})
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+PROCESSING_GUARANTEES = ("at_least_once",)
+# Why KPI_PROCESSING_GUARANTEE=exactly_once is refused: what faust-streaming 0.15.3 does with Kafka transactions, as
+# tests against Apache Kafka 4.4 showed (two workers: one exits on ProducerSendError within seconds; the KPI and
+# dead-letter topics hold no transaction markers while the internal topics do).
+EXACTLY_ONCE_REFUSED = (
+    "Faust (faust-streaming 0.15.3) puts each record in the Kafka transaction of the partition it is sent to, not "
+    "of the input partition it was made from, whose offsets commit in a transaction of their own: a worker that "
+    "does not own every partition cannot send at all (it stops with \"ProducerSendError: No transaction producer "
+    "found\"), and a crash between two of those commits loses or repeats input. Records to topics the worker does "
+    "not consume (the KPI and dead-letter topics) go outside any transaction, so a read_committed reader sees "
+    "records of work that was rolled back. at_least_once (the default) gives exact final KPIs after crashes: every "
+    "result is idempotent")
 # Largest accepted event: inside an internal message its JSON text takes up to twice its size.
 MAX_EVENT_BYTES_LIMIT = 256 * 1024
 
@@ -106,15 +117,27 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "fetch_max_wait": ("KPI_FETCH_MAX_WAIT", "100ms",
                        "Longest a consumer fetch waits for data on an idle topic (Faust hard-codes 1.5 s); "
                        "bounds the latency of each hop of the pipeline."),
-    "verify_changelog_end": ("KPI_VERIFY_CHANGELOG_END", "true",
+    "verify_changelog_end": ("KPI_VERIFY_CHANGELOG_END", "false",
                              "Before restoring a table, read past the end offset the broker reports for each "
                              "changelog partition and restore up to the last record actually there (`true`), "
                              "or trust the reported offset (`false`). Needed on brokers that under-report end "
-                             "offsets (Tansu); costs about two fetch waits per rebalance."),
+                             "offsets: Tansu (`kpi-stream demo` and the bench turn it on there); Apache Kafka "
+                             "reports them right (35 restores in a test run, none corrected). Costs about two "
+                             "fetch waits per rebalance."),
+    "idempotent_producer": ("KPI_IDEMPOTENT_PRODUCER", "true",
+                            "The worker's producer is idempotent (`acks=all`, sequence numbers): a send retried "
+                            "after the broker's answer was lost (a broker stall, a leader change) is written once. "
+                            "Without it Apache Kafka 4.4 kept 3 internal messages twice after a 20 s broker stall. "
+                            "The embedded Tansu broker refuses idempotent producers: `kpi-stream demo` turns this "
+                            "off for it."),
     "watermark_interval": ("KPI_WATERMARK_INTERVAL", "500ms", "How often input progress is sent downstream."),
     "processing_guarantee": ("KPI_PROCESSING_GUARANTEE", "at_least_once",
-                             "`at_least_once` (results made idempotent) or `exactly_once` (Kafka transactions; "
-                             "not supported by the embedded Tansu broker)."),
+                             "`at_least_once`, the only value accepted: every result is idempotent, so input read "
+                             "again after a crash changes no final KPI. `exactly_once` (Kafka transactions) is "
+                             "refused: Faust puts each record in the transaction of the partition it is sent to, "
+                             "not of the input it was made from, so a worker that does not own every partition "
+                             "cannot send, input offsets and their records commit apart, and the KPI and "
+                             "dead-letter records go outside any transaction."),
     "store": ("KPI_STORE", "memory://",
               "Where the tables' keys and values live: `memory://` (Python dicts) or `disk://` (RocksDB files "
               "under KPI_DATA_DIR, emptied at start and restored from the changelogs like memory, so worker "
@@ -190,6 +213,7 @@ class Settings:
     stream_buffer_bytes: int
     fetch_max_wait_ms: int
     verify_changelog_end: bool
+    idempotent_producer: bool
     watermark_interval_ms: int
     processing_guarantee: str
     store: str
@@ -304,8 +328,9 @@ class Settings:
             stream_buffer_bytes=_integer(raw, "stream_buffer_bytes", 1024, 1 << 30),
             fetch_max_wait_ms=_duration(raw, "fetch_max_wait"),
             verify_changelog_end=_boolean(raw, "verify_changelog_end"),
+            idempotent_producer=_boolean(raw, "idempotent_producer"),
             watermark_interval_ms=_duration(raw, "watermark_interval"),
-            processing_guarantee=_choice(raw, "processing_guarantee", PROCESSING_GUARANTEES),
+            processing_guarantee=_processing_guarantee(raw),
             store=_store(raw),
             data_dir=_nonempty(raw, "data_dir"),
             session_timeout_ms=_duration(raw, "session_timeout"),
@@ -317,6 +342,13 @@ class Settings:
 
 def _var(name: str) -> str:
     return ENVIRONMENT[name][0]
+
+
+def _processing_guarantee(raw: dict[str, str]) -> str:
+    if raw["processing_guarantee"].lower() == "exactly_once":
+        raise SettingsError(f"{_var('processing_guarantee')}=exactly_once is refused: {EXACTLY_ONCE_REFUSED}; unset "
+                            "it or set at_least_once")
+    return _choice(raw, "processing_guarantee", PROCESSING_GUARANTEES)
 
 
 def _store(raw: dict[str, str]) -> str:

@@ -36,3 +36,9 @@ def test_no_visit_becoming_a_lead_gives_no_leads() -> None:
 def test_a_lead_rate_outside_0_to_1_is_refused(rate: float) -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):
         TrafficModel(seed=3, start_ms=START_MS, lead_rate=rate)
+
+
+@pytest.mark.parametrize("limit", [1, 7, 300, 1001])
+def test_a_limit_gives_exactly_that_many_events(limit: int) -> None:
+    """`kpi-stream generate --events 300` sent 302: the limit was checked once per round of visits."""
+    assert sum(1 for _ in TrafficModel(seed=2, start_ms=0).events(limit)) == limit

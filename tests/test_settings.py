@@ -303,3 +303,26 @@ def test_a_removed_variable_is_refused_with_what_replaced_it():
 @pytest.mark.parametrize("store", ["memory://", "disk://"])
 def test_the_two_stores_are_accepted(store):
     assert Settings.from_env({"KPI_STORE": store}).store == store
+
+
+@pytest.mark.parametrize("value", ["exactly_once", "EXACTLY_ONCE", " exactly_once "])
+def test_exactly_once_is_refused_naming_the_reason(value):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"KPI_PROCESSING_GUARANTEE": value})
+    message = str(refused.value)
+    assert message.startswith("KPI_PROCESSING_GUARANTEE=exactly_once is refused: Faust")
+    # The reason: records join the transaction of the partition they are sent to, not of the input they came from.
+    assert "transaction of the partition it is sent to" in message
+    assert "No transaction producer found" in message
+    assert "KPI and dead-letter topics" in message
+    assert message.endswith("unset it or set at_least_once")
+
+
+@pytest.mark.parametrize("value", ["at_least_once", "AT_LEAST_ONCE"])
+def test_at_least_once_is_accepted(value):
+    assert Settings.from_env({"KPI_PROCESSING_GUARANTEE": value}).processing_guarantee == "at_least_once"
+
+
+def test_the_guarantee_setting_says_exactly_once_is_refused():
+    meaning = ENVIRONMENT["processing_guarantee"][2]
+    assert "`exactly_once` (Kafka transactions) is refused" in meaning

@@ -25,6 +25,7 @@ class BenchOptions:
     latency_rate: int = DEFAULT_LATENCY_RATE
     latency_seconds: float = DEFAULT_LATENCY_SECONDS
     lead_rate: float | None = None
+    broker: str = "tansu"
 
     @classmethod
     def parse(cls, args: list[str]) -> BenchOptions:
@@ -54,6 +55,9 @@ class BenchOptions:
         parser.add_argument("--lead-rate", type=float, default=None,
                             help="share of the backlog's visits that become a lead (default: each channel's own "
                                  "rate, 2.5-6 %%, about 12,000 leads per million events; 1 gives about 195,000)")
+        parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                            help="the broker started when KAFKA_BOOTSTRAP_SERVERS is not set: the embedded Tansu "
+                                 "(default) or Apache Kafka (fetched with Maven once)")
         options = parser.parse_args(args)
         if options.events < 1:
             parser.error("--events must be at least 1")
@@ -64,4 +68,5 @@ class BenchOptions:
         if options.lead_rate is not None and not 0 <= options.lead_rate <= 1:
             parser.error("--lead-rate is a share of visits, between 0 and 1")
         return cls(options.events, options.seed, options.keep_logs, options.floor_mode, options.skip_latency,
-                   options.skip_two_workers, options.latency_rate, options.latency_seconds, options.lead_rate)
+                   options.skip_two_workers, options.latency_rate, options.latency_seconds, options.lead_rate,
+                   options.broker)

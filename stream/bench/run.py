@@ -30,18 +30,28 @@ WORKER_LOGS = ("worker.log", "restore.log", "two-workers-1.log", "two-workers-2.
 
 
 @contextmanager
-def broker_for(settings: Settings, work_dir: Path, progress: Progress) -> Iterator[Settings]:
-    """The settings pointing at the configured cluster, or at an embedded broker for the block's duration."""
+def broker_for(settings: Settings, work_dir: Path, progress: Progress, kind: str = "tansu") -> Iterator[Settings]:
+    """The settings pointing at the configured cluster, or at a broker of ``kind`` (``tansu`` or ``kafka``) started
+    for the block's duration."""
     if settings.bootstrap_servers:
         yield settings
         return
+    from stream.apache_kafka import KAFKA_VERSION, ApacheKafka
     from stream.broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(log_path=work_dir / "broker.log")
+    broker: EmbeddedBroker | ApacheKafka
+    if kind == "kafka":
+        broker, name = ApacheKafka(log_path=work_dir / "broker.log"), f"Apache Kafka {KAFKA_VERSION}"
+    else:
+        broker, name = EmbeddedBroker(log_path=work_dir / "broker.log"), "embedded Tansu broker"
     try:
         broker.start()
-        progress.show(f"embedded Tansu broker on {broker.bootstrap_servers}", force=True)
-        yield dataclasses.replace(settings, bootstrap_servers=broker.bootstrap_servers)
+        progress.show(f"{name} on {broker.bootstrap_servers}", force=True)
+        # What the broker needs of a worker (Tansu: no idempotent producer, the changelog end probe).
+        needs = Settings.from_env({**os.environ, **broker.worker_env})
+        yield dataclasses.replace(settings, bootstrap_servers=broker.bootstrap_servers,
+                                  idempotent_producer=needs.idempotent_producer,
+                                  verify_changelog_end=needs.verify_changelog_end)
     finally:
         broker.stop()
 
@@ -63,7 +73,7 @@ def run_measurements(settings: Settings, options: BenchOptions, work_dir: Path, 
     from stream.kafka import ensure_topics
 
     run_id = f"bench-{int(time.time())}-{os.getpid()}"
-    with broker_for(settings, work_dir, progress) as cluster:
+    with broker_for(settings, work_dir, progress, options.broker) as cluster:
         bench = bench_settings(cluster, run_id)
         progress.show(f"run id {run_id}; creating topics", force=True)
         ensure_topics(bench)

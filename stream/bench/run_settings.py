@@ -25,7 +25,8 @@ def settings_env(settings: Settings, web_port: int, data_dir: Path) -> dict[str,
               "topic_stage_changes": settings.topic_stage_changes, "topic_spend": settings.topic_spend,
               "topic_dead_letters": settings.topic_dead_letters, "kpi_topic_prefix": settings.kpi_topic_prefix,
               "partitions": str(settings.partitions), "web_host": settings.web_host, "web_port": str(web_port),
-              "data_dir": str(data_dir)}
+              "data_dir": str(data_dir), "idempotent_producer": str(settings.idempotent_producer).lower(),
+              "verify_changelog_end": str(settings.verify_changelog_end).lower()}
     env = {**os.environ, **{ENVIRONMENT[name][0]: value for name, value in values.items()}}
     rates_var = ENVIRONMENT["exchange_rates"][0]
     if not env.get(rates_var, "").strip():
