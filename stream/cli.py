@@ -1,18 +1,21 @@
-"""The ``kpi-stream`` command: Faust's own command line (``worker``), plus demo, generate, topics, settings, bench."""
+"""The ``kpi-stream`` command: Faust's own command line (``worker``), plus demo, generate, topics, settings, bench,
+kafka."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import orjson
 
-from stream import redact
+from stream import redact, retried_logs
 from stream.settings import ENVIRONMENT, Settings, SettingsError
 
-OWN_COMMANDS = ("demo", "generate", "topics", "settings", "bench")
+OWN_COMMANDS = ("demo", "generate", "topics", "settings", "bench", "kafka", "acls")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Before any log record is made: the Kafka client logs its SASL request, password and all, at debug level.
     redact.install(settings.secrets())
+    retried_logs.install()
     if args and args[0] in OWN_COMMANDS:
         return _own_command(args[0], args[1:], settings)
     return _faust(args, settings)
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 def _faust(args: list[str], settings: Settings) -> int:
     """Hand over to Faust's command line with the app built from the settings."""
     from stream.app import build_app
-    from stream.kafka import TopicError, ensure_topics
+    from stream.kafka import TopicError, check_group_access, ensure_topics
 
     if not settings.bootstrap_servers:
         print("kpi-stream: KAFKA_BOOTSTRAP_SERVERS is not set (or run `kpi-stream demo` for a local broker)",
@@ -42,6 +46,7 @@ def _faust(args: list[str], settings: Settings) -> int:
     if args and args[0] == "worker":
         try:
             counts = ensure_topics(settings)
+            check_group_access(settings)
         except TopicError as exc:
             print(f"kpi-stream: {exc}", file=sys.stderr)
             return 1
@@ -72,6 +77,10 @@ def _own_command(command: str, args: list[str], settings: Settings) -> int:
         return 0
     if command == "generate":
         return _generate(args, settings)
+    if command == "kafka":
+        return _kafka(args)
+    if command == "acls":
+        return _acls(args, settings)
     if command == "demo":
         from stream.demo import run_demo
 
@@ -115,6 +124,62 @@ def _generate(args: list[str], settings: Settings) -> int:
         producer.flush()
     print(f"sent {sent} events in total", file=sys.stderr)
     return 0
+
+
+def _acls(args: list[str], settings: Settings) -> int:
+    from stream.acls import worker_acls
+
+    parser = argparse.ArgumentParser(
+        prog="kpi-stream acls",
+        description="Print the ACLs the worker needs with these settings, as kafka-acls.sh arguments.")
+    parser.add_argument("--principal", default=f"User:{settings.sasl_username}" if settings.sasl_username else None,
+                        help="the worker's principal (default: User:KAFKA_SASL_USERNAME)")
+    options = parser.parse_args(args)
+    if not options.principal:
+        print("kpi-stream: name the worker's principal: --principal User:NAME (or set KAFKA_SASL_USERNAME)",
+              file=sys.stderr)
+        return 2
+    for acl in worker_acls(settings):
+        print(f"{acl.describe(options.principal)}    # {acl.why}")
+    return 0
+
+
+def _kafka(args: list[str]) -> int:
+    from stream.apache_kafka import KAFKA_VERSION, ApacheKafka, fetch, libs_dir
+    from stream.broker import BrokerError
+
+    parser = argparse.ArgumentParser(
+        prog="kpi-stream kafka",
+        description=f"Run a single-node Apache Kafka {KAFKA_VERSION} (KRaft) on 127.0.0.1 in the foreground; "
+                    "its data is removed on Ctrl-C.")
+    parser.add_argument("port", nargs="?", type=int, default=None, help="client port (default: a free one)")
+    parser.add_argument("--fetch-only", action="store_true", help="only fetch the release with Maven, once")
+    parser.add_argument("--log", default=None, help="the broker's log file (default: in a temporary folder)")
+    options = parser.parse_args(args)
+    try:
+        if options.fetch_only:
+            fetch()
+            print(f"Apache Kafka {KAFKA_VERSION} is in {libs_dir()}")
+            return 0
+        log = Path(options.log) if options.log else Path(tempfile.mkdtemp(prefix="kpi-kafka-log-")) / "kafka.log"
+        broker = ApacheKafka(log_path=log, port=options.port)
+        started = time.monotonic()
+        broker.start()
+    except BrokerError as exc:
+        print(f"kpi-stream: {exc}", file=sys.stderr)
+        return 1
+    print(f"Apache Kafka {KAFKA_VERSION} ready in {time.monotonic() - started:.1f} s; log {log}", flush=True)
+    print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+    try:
+        while broker.running():
+            time.sleep(0.5)
+        print("kpi-stream: the broker exited; see its log", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping the broker and removing its data ...", file=sys.stderr)
+        return 0
+    finally:
+        broker.stop()
 
 
 def settings_table() -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stream.apache_kafka import KAFKA_VERSION
 from stream.settings import ENVIRONMENT, Settings
 from tests.ops.deploy_files import exported_series
 
@@ -384,7 +385,7 @@ def test_start_order() -> None:
 
 def test_kafka_is_a_single_kraft_node_with_a_healthcheck() -> None:
     kafka = _services()["kafka"]
-    assert kafka["image"] == "apache/kafka:3.9.1"
+    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"  # the release the integration tests run on
     env = {k: str(v) for k, v in _environment(kafka).items()}
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert set(env["KAFKA_LISTENERS"].split(",")) == {"PLAINTEXT://:9092", "CONTROLLER://:9093"}

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.broker import free_port
@@ -155,8 +156,32 @@ def client_config(broker: Broker) -> dict[str, str]:
     return {"bootstrap.servers": broker} if isinstance(broker, str) else dict(broker)
 
 
+PARTITIONS = 4  # of every topic a test makes (KPI_PARTITIONS in Names.env)
+
+
+def create_topics(bootstrap: Broker, topics: Iterable[str], partitions: int = PARTITIONS,
+                  config: dict[str, str] | None = None) -> None:
+    """Create the topics that do not exist yet, as an operator would before sending to them.
+
+    Apache Kafka creates a topic a producer names with ``num.partitions`` (1 here), so a message sent to
+    partition 3 of a topic nobody created is refused; Tansu created it with enough partitions.
+    """
+    admin = AdminClient(client_config(bootstrap))
+    existing = admin.list_topics(timeout=10).topics
+    missing = [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
+               for topic in sorted(set(topics)) if topic not in existing]
+    for topic, future in (admin.create_topics(missing, request_timeout=15).items() if missing else ()):
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise AssertionError(f"cannot create {topic}: {exc}") from exc
+
+
 def produce(bootstrap: Broker, messages: Iterable[tuple[str, int | None, bytes]]) -> int:
     """Send (topic, partition or None, value) messages and wait for delivery; returns how many."""
+    messages = list(messages)
+    create_topics(bootstrap, (topic for topic, _, _ in messages))
     producer = Producer({**client_config(bootstrap), "linger.ms": 5})
     failures: list[str] = []
     count = 0

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.eventset import DAY_START, MINUTE, mixed
-from tests.integration.harness import INPUTS, Names, produce, read_topic, start_worker
+from tests.integration.harness import INPUTS, Names, create_topics, produce, read_topic, start_worker
 from tests.integration.outcome import as_input, assert_final_kpis_exact, beats, wait_for_finals
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -108,16 +108,21 @@ def test_hostile_input_on_every_topic_is_dead_lettered_precisely_and_harms_nothi
 
 def test_a_message_too_large_for_a_whole_dead_letter_is_cut_and_harms_nothing(
         bootstrap: str, names: Names, tmp_path: Path) -> None:
-    """The embedded broker takes messages of any size (Kafka refuses more than 1 MB by default): 3.5 MB of
-    control characters would make a 4.7 MB dead letter even as base64, over what the worker's producer sends."""
+    """An input topic made for messages of up to 8 MB (Kafka refuses more than 1 MB by default; Tansu takes any
+    size): 3.5 MB of control characters would make a 4.7 MB dead letter even as base64, over what the worker's
+    producer sends."""
     huge = b"\x01" * 3_500_000
     good = json.dumps({"event_id": "after-huge", "ts": TS, **VALID["leads"]}).encode()
+    create_topics(bootstrap, [names.topic("leads")], config={"max.message.bytes": "8000000"})
     worker = start_worker(names, bootstrap, tmp_path)
     try:
         producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 8_000_000})
-        producer.produce(names.topic("leads"), value=huge, partition=0)
-        producer.produce(names.topic("leads"), value=good, partition=0)
+        failures: list[str] = []
+        for value in (huge, good):
+            producer.produce(names.topic("leads"), value=value, partition=0,
+                             on_delivery=lambda err, _: err and failures.append(str(err)))
         assert producer.flush(30) == 0
+        assert not failures, failures
         worker.wait_until(lambda: worker.total("leadgen_events_rejected_total") == 1
                           and worker.total("leadgen_events_total") == 1, 60, what="both messages accounted")
         assert not worker.errors(), worker.errors()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import RunningBroker
 from tests.eventset import doc, mixed
 from tests.integration.harness import Names, Worker, produce, read_topic, start_worker
 from tests.integration.outcome import (
@@ -26,13 +27,15 @@ from tests.integration.outcome import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_replayed_backlog_matches_batch_computation(bootstrap: str, names: Names, tmp_path: Path) -> None:
+def test_replayed_backlog_matches_batch_computation(each_broker: RunningBroker, names: Names, tmp_path: Path) -> None:
+    """Also on the embedded broker, the demo's default."""
+    bootstrap = each_broker.bootstrap_servers
     messages, expected = mixed()
     # The whole set is waiting before the worker starts: partitions are read unevenly, as on any backlog.
     sent = produce(bootstrap, as_input(names, messages, seed=1))
     sent_beats = beats(names)
     sent += produce(bootstrap, sent_beats)
-    worker = start_worker(names, bootstrap, tmp_path)
+    worker = start_worker(names, bootstrap, tmp_path, **each_broker.worker_env)
     try:
         wait_for_finals(worker, sent)
         counts = {name: worker.total(name) for name in (

@@ -9,11 +9,12 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker
+from tests.conftest import RunningBroker
 from tests.eventset import mixed
 from tests.integration.harness import ACCOUNTING_COUNTERS, Names, Worker, produce, start_worker
 from tests.integration.outcome import (
@@ -37,6 +38,7 @@ RETENTION = {"KPI_DEDUP_RETENTION": "7d"}
 def _counts(worker: Worker) -> dict[str, float]:
     counts = {name: worker.total(name) for name in ACCOUNTING_COUNTERS}
     counts["late_contributions"] = worker.total("leadgen_late_contributions_total")
+    counts["rebalances"] = worker.total("leadgen_rebalances_total")
     return counts
 
 
@@ -147,50 +149,60 @@ def test_sigkill_one_of_two_workers_and_a_third_joining_gives_exact_final_kpis(
     print(f"\nscale-out: survivor owned all 4 entity partitions {takeover:.1f} s after the kill")
 
 
-def test_broker_paused_for_20_seconds_mid_stream_gives_exact_final_kpis(names: Names, tmp_path: Path) -> None:
+def test_broker_paused_for_20_seconds_mid_stream_gives_exact_final_kpis(
+        names: Names, tmp_path: Path, new_broker: Callable[[Path], RunningBroker]) -> None:
     """SIGSTOP the broker for 20 s while events flow; after SIGCONT the worker carries on by itself."""
     messages, expected = mixed(seed=19)
     payload = as_input(names, messages, seed=6)
     sent_beats = beats(names)
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
-        bootstrap = broker.bootstrap_servers
-        worker = start_worker(names, bootstrap, tmp_path, KPI_BATCH_MAX="20")
-        try:
-            half = len(payload) // 2
-            sent = produce(bootstrap, payload[:half])
-            worker.wait_until(lambda: worker.accounted() > 0, what="the worker to process events")
-            broker.send_signal(signal.SIGSTOP)
-            time.sleep(20)
-            broker.send_signal(signal.SIGCONT)
-            resumed_at = time.monotonic()
-            sent += produce(bootstrap, payload[half:]) + produce(bootstrap, sent_beats)
-            wait_for_watermark(worker)
-            caught_up = time.monotonic() - resumed_at
-            counts = _counts(worker)
-            assert worker.process.poll() is None
-        finally:
-            worker.stop()
-        # Nothing was read twice, so no contribution may have reached a closed window (a watermark ahead of
-        # events still to come); checked first, as it names the cause of the KPI mismatch it would lead to.
-        assert counts["late_contributions"] == 0, counts
-        assert_final_kpis_exact(bootstrap, names, messages, sent_beats)
-        assert len(set(dead_letter_sources(bootstrap, names))) == expected["rejected"]
-    # The worker never stopped, so its counters saw everything once.
+    broker = new_broker(tmp_path)
+    bootstrap = broker.bootstrap_servers
+    worker = start_worker(names, bootstrap, tmp_path, KPI_BATCH_MAX="20")
+    try:
+        half = len(payload) // 2
+        sent = produce(bootstrap, payload[:half])
+        worker.wait_until(lambda: worker.accounted() > 0, what="the worker to process events")
+        broker.send_signal(signal.SIGSTOP)
+        time.sleep(20)
+        broker.send_signal(signal.SIGCONT)
+        resumed_at = time.monotonic()
+        sent += produce(bootstrap, payload[half:]) + produce(bootstrap, sent_beats)
+        wait_for_watermark(worker)
+        caught_up = time.monotonic() - resumed_at
+        counts = _counts(worker)
+        assert worker.process.poll() is None
+    finally:
+        worker.stop()
+    # Nothing was read twice, so no contribution may have reached a closed window (a watermark ahead of
+    # events still to come); checked first, as it names the cause of the KPI mismatch it would lead to.
+    assert counts["late_contributions"] == 0, counts
+    assert_final_kpis_exact(bootstrap, names, messages, sent_beats)
+    assert len(set(dead_letter_sources(bootstrap, names))) == expected["rejected"]
+    # The worker never stopped. Without a rebalance its counters saw everything once. Apache Kafka, resumed,
+    # expires the group session the stall outlasted (KPI_SESSION_TIMEOUT, 6 s): the worker joins again and reads
+    # again what it had not committed, counting a repeated event id as a duplicate and a bad message again
+    # (see "Counters across a crash" in docs/reliability.md). Valid events are counted once either way.
     assert counts["leadgen_events_total"] == expected["valid"] + len(sent_beats), counts
-    assert counts["leadgen_events_duplicate_total"] == expected["duplicate"], counts
-    assert counts["leadgen_events_rejected_total"] == expected["rejected"], counts
+    if counts["rebalances"] <= 1:  # the first assignment only
+        assert counts["leadgen_events_duplicate_total"] == expected["duplicate"], counts
+        assert counts["leadgen_events_rejected_total"] == expected["rejected"], counts
+    else:
+        assert counts["leadgen_events_duplicate_total"] >= expected["duplicate"], counts
+        assert counts["leadgen_events_rejected_total"] >= expected["rejected"], counts
     assert sent == len(payload) + len(sent_beats)
     print(f"\nbroker stall 20 s: all windows final {caught_up:.1f} s after the broker resumed; counters {counts}")
 
 
-def test_sigterm_with_the_broker_gone_stops_the_worker_within_its_stop_timeout(names: Names, tmp_path: Path) -> None:
+def test_sigterm_with_the_broker_gone_stops_the_worker_within_its_stop_timeout(
+        names: Names, tmp_path: Path, new_broker: Callable[[Path], RunningBroker]) -> None:
     """A worker whose broker has gone cannot deliver its last sends, and Faust's stop waits for them; it exits
     at KPI_STOP_TIMEOUT with status 75 instead of running on (it did, over 90 s after SIGTERM)."""
     messages, _ = mixed(seed=23)
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
-        worker = start_worker(names, broker.bootstrap_servers, tmp_path, KPI_STOP_TIMEOUT="3s")
-        produce(broker.bootstrap_servers, as_input(names, messages, seed=7))
-        worker.wait_until(lambda: worker.accounted() > 0, what="the worker to process events")
+    broker = new_broker(tmp_path)
+    worker = start_worker(names, broker.bootstrap_servers, tmp_path, KPI_STOP_TIMEOUT="3s")
+    produce(broker.bootstrap_servers, as_input(names, messages, seed=7))
+    worker.wait_until(lambda: worker.accounted() > 0, what="the worker to process events")
+    broker.stop()
     time.sleep(2)  # the broker is gone: progress reports pile up unsent
     signalled = time.monotonic()
     worker.process.send_signal(signal.SIGTERM)

@@ -1,38 +1,53 @@
-"""The worker over TLS, with SASL settings passed through and never shown.
+"""The worker on an Apache Kafka that checks everything: TLS, SASL users, and an authorizer with no ACL, no access.
 
-The embedded broker's own TLS does not work in the version shipped (``--cert`` and ``--key`` are rejected
-together, and either alone serves plaintext), so the broker listens in plaintext behind a TLS-terminating
-proxy that it advertises as its address: every client connection crosses TLS, verified against a CA made
-for the test.
+(Tansu has no TLS of its own, no SASL users and no ACLs: before these tests the worker's TLS and SASL/PLAIN were
+tested through proxies in front of it.)
+
+The broker listens with SASL_SSL (a certificate made by the test for 127.0.0.1, signed by a CA made by the test;
+SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN) for clients, and in plaintext on a second listener that only the test's
+administration uses (its principal, ANONYMOUS, is the super user, as the broker's controller is). SCRAM users are
+created by Kafka's own storage tool when the broker is formatted. These tests always run on Apache Kafka, whatever
+broker the session uses: they are about what only a real broker does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import ssl
-import struct
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 
-from stream.broker import free_port, stop_process, tansu_binary
+from stream.acls import Acl, worker_acls
+from stream.apache_kafka import ApacheKafka, Listener
+from stream.broker import free_port
+from stream.settings import Settings
 from tests.eventset import mixed
-from tests.integration.harness import Names, Worker, produce, start_worker
+from tests.integration.harness import INPUTS, Names, Worker, create_topics, produce, read_topic, start_worker
 from tests.integration.outcome import as_input, assert_final_kpis_exact, beats, wait_for_finals
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PASSWORD = "s3cret-sasl-password-value"
+SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+# Each mechanism's worker user, and the producer of the generator; PLAIN users are declared in the listener's JAAS.
+USERS = {"SCRAM-SHA-512": "kpi512", "SCRAM-SHA-256": "kpi256", "PLAIN": "kpiplain"}
+PRODUCER = "producer"
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -51,325 +66,204 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return directory / "server.pem", directory / "server.key", directory / "ca.pem"
 
 
-async def _pipe_both(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
-                     broker_reader: asyncio.StreamReader, broker_writer: asyncio.StreamWriter) -> None:
-    """Copy bytes both ways until either side closes."""
+@dataclass
+class SecureKafka:
+    """The broker, its CA file, and the admin's (plaintext, super user) client config."""
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
+    broker: ApacheKafka
+    ca: Path
 
-    await asyncio.gather(pipe(client_reader, broker_writer), pipe(broker_reader, client_writer))
+    @property
+    def admin(self) -> dict[str, str]:
+        return self.broker.client_config()
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    def client(self, user: str, mechanism: str, password: str = PASSWORD) -> dict[str, str]:
+        """librdkafka settings of a client that logs in as ``user``."""
+        return {"bootstrap.servers": self.bootstrap, "security.protocol": "SASL_SSL", "ssl.ca.location": str(self.ca),
+                "sasl.mechanism": mechanism, "sasl.username": user, "sasl.password": password}
+
+    def env(self, user: str, mechanism: str, password: str = PASSWORD) -> dict[str, str]:
+        """The worker's settings for the same login."""
+        return {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SSL_CA_FILE": str(self.ca),
+                "KAFKA_SASL_MECHANISM": mechanism, "KAFKA_SASL_USERNAME": user, "KAFKA_SASL_PASSWORD": password}
 
 
-@contextmanager
-def _broker_behind(tmp_path: Path, proxy: Callable[[int, int], Any], config: Callable[[int], dict[str, str]],
-                   ) -> Iterator[tuple[dict[str, str], Any]]:
-    """The embedded broker on a hidden port, advertising the port of the proxy in front of it.
-
-    ``proxy(outer, inner)`` starts the proxy; ``config(outer)`` is a client config that gets through it.
-    Yields (that config, the proxy) once a client with it is answered.
-    """
-    inner, outer = free_port(), free_port()
-    with (tmp_path / "tansu.log").open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - the broker binary with our own arguments
-            [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{inner}",
-             "--advertised-listener-url", f"tcp://127.0.0.1:{outer}", "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    front = proxy(outer, inner)
-    client = config(outer)
+@pytest.fixture(scope="module")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    directory = tmp_path_factory.mktemp("secure-kafka")
+    cert, key, ca = make_certificates(directory)
+    keystore = directory / "keystore.pem"  # Kafka's PEM key store: the certificate, then its (PKCS#8) key
+    keystore.write_text(cert.read_text() + key.read_text())
+    plain_users = f'user_{USERS["PLAIN"]}="{PASSWORD}"'
+    properties = {
+        "inter.broker.listener.name": "INTERNAL",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
+        "listener.name.secure.scram-sha-512.sasl.jaas.config": SCRAM_JAAS,
+        "listener.name.secure.scram-sha-256.sasl.jaas.config": SCRAM_JAAS,
+        "listener.name.secure.plain.sasl.jaas.config":
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(keystore),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": "User:ANONYMOUS",
+    }
+    scram = [("SCRAM-SHA-512", USERS["SCRAM-SHA-512"], PASSWORD), ("SCRAM-SHA-256", USERS["SCRAM-SHA-256"], PASSWORD),
+             ("SCRAM-SHA-256", PRODUCER, PASSWORD)]
+    broker = ApacheKafka(log_path=directory / "kafka.log", properties=properties, scram_users=scram,
+                         listeners=[Listener("SECURE", "SASL_SSL"), Listener("INTERNAL", "PLAINTEXT")])
+    broker.start()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                AdminClient({**client, "log_level": 0}).list_topics(timeout=1)
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                assert time.monotonic() < deadline, "the broker behind the proxy did not answer"
-        yield client, front
+        yield SecureKafka(broker, ca)
     finally:
-        front.stop()
-        stop_process(process, timeout_s=5)
+        broker.stop()
 
 
-class TlsProxy:
-    """Accepts TLS on ``port`` and pipes each connection, in plaintext, to ``target``."""
-
-    def __init__(self, port: int, target: int, cert: Path, key: Path) -> None:
-        self.port, self.target = port, target
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(cert, key)
-        self.loop = asyncio.new_event_loop()
-        self.connections = 0
-        started = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
-        self.thread.start()
-        assert started.wait(5), "the TLS proxy did not start"
-
-    def _run(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.context))
-        started.set()
-        self.loop.run_forever()
-        server.close()
-
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        await _pipe_both(client_reader, client_writer, broker_reader, broker_writer)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+def _binding(acl: Acl, principal: str) -> AclBinding:
+    pattern = ResourcePatternType.PREFIXED if acl.prefixed else ResourcePatternType.LITERAL
+    return AclBinding(ResourceType[acl.resource_type], acl.name, pattern, principal, "*",
+                      AclOperation[acl.operation], AclPermissionType.ALLOW)
 
 
-@pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path, TlsProxy]]:
-    """(client config, CA file, proxy) of a broker reachable only over TLS."""
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    cert, key, ca = make_certificates(certs)
-    with _broker_behind(tmp_path, lambda outer, inner: TlsProxy(outer, inner, cert, key),
-                        lambda outer: {"bootstrap.servers": f"127.0.0.1:{outer}", "security.protocol": "SSL",
-                                       "ssl.ca.location": str(ca)}) as (config, proxy):
-        yield config, ca, proxy
+def grant(kafka: SecureKafka, acls: list[Acl], principal: str) -> None:
+    admin = AdminClient(kafka.admin)
+    for future in admin.create_acls([_binding(acl, principal) for acl in acls], request_timeout=15).values():
+        future.result()
+    # ACLs reach the authorizer through the metadata log: wait until the broker lists them all.
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    wanted = {_binding(acl, principal) for acl in acls}
+    deadline = time.monotonic() + 10
+    while not wanted <= set(admin.describe_acls(everything, request_timeout=10).result()):
+        assert time.monotonic() < deadline, "the broker did not list the ACLs granted"
+        time.sleep(0.1)
 
 
-def test_worker_over_tls_gives_exact_kpis_and_never_shows_the_sasl_password(
-        names: Names, tmp_path: Path, tls_broker: tuple[dict[str, str], Path, TlsProxy]) -> None:
-    config, ca, proxy = tls_broker
-    bootstrap = config["bootstrap.servers"]
-    # A plaintext client gets nothing from the TLS port.
-    with pytest.raises(Exception):  # noqa: B017, PT011 - librdkafka raises KafkaException on the timeout
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=3)
-    messages, expected = mixed(seed=31)
-    before = proxy.connections
-    worker = start_worker(names, bootstrap, tmp_path, KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CA_FILE=str(ca),
-                          KAFKA_SASL_USERNAME="kpi", KAFKA_SASL_PASSWORD=PASSWORD, KPI_LOG_LEVEL="debug",
-                          KPI_WEB_HOST="127.0.0.2")
+def settings_of(names: Names, kafka: SecureKafka, env: dict[str, str]) -> Settings:
+    return Settings.from_env({**names.env(kafka.bootstrap, 0), **env})
+
+
+def kpi_stream(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stream", *args], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+def test_worker_over_sasl_ssl_with_exactly_its_acls_gives_exact_kpis(
+        mechanism: str, secure_kafka: SecureKafka, names: Names, tmp_path: Path) -> None:
+    """The worker, `topics` and `generate` over SASL_SSL; the worker's user has only `kpi-stream acls`'s ACLs."""
+    user = USERS[mechanism]
+    login = secure_kafka.env(user, mechanism)
+    env = {**names.env(secure_kafka.bootstrap, free_port()), **login}
+    create_topics(secure_kafka.admin, [names.topic(topic) for topic in INPUTS])  # the producers' topics exist
+    grant(secure_kafka, worker_acls(settings_of(names, secure_kafka, login)), f"User:{user}")
+    printed = kpi_stream("acls", env=env)
+    assert printed.returncode == 0 and printed.stdout.count(f"--allow-principal User:{user} ") == len(
+        worker_acls(settings_of(names, secure_kafka, login))), printed.stdout + printed.stderr
+
+    # `kpi-stream topics` as the worker's user creates the outputs and lists every topic.
+    topics = kpi_stream("topics", env=env)
+    assert topics.returncode == 0, topics.stderr
+    assert f"{names.topic('kpi-cost-per-lead')}: 4 partitions" in topics.stdout, topics.stdout
+
+    # `kpi-stream generate` as a producer allowed to write the inputs of its own names.
+    traffic = Names()
+    create_topics(secure_kafka.admin, [traffic.topic(topic) for topic in INPUTS])
+    grant(secure_kafka, [Acl("TOPIC", traffic.topic(topic), "WRITE") for topic in INPUTS], f"User:{PRODUCER}")
+    producer = secure_kafka.env(PRODUCER, "SCRAM-SHA-256")
+    generated = kpi_stream("generate", "--rate", "0", "--events", "300", "--seed", "2",
+                           env={**traffic.env(secure_kafka.bootstrap, 0), **producer})
+    assert generated.returncode == 0 and "sent 300 events in total" in generated.stderr, generated.stderr
+    received = sum(len(read_topic(secure_kafka.admin, traffic.topic(topic), idle_s=1)) for topic in INPUTS)
+    assert received == 300
+
+    # A plaintext client gets nothing from the SASL_SSL port.
+    with pytest.raises(KafkaException):
+        AdminClient({"bootstrap.servers": secure_kafka.bootstrap, "log_level": 0}).list_topics(timeout=3)
+
+    messages, expected = mixed(seed=41)
+    sent_beats = beats(names)
+    sent = produce(secure_kafka.admin, as_input(names, messages, seed=11)) + produce(secure_kafka.admin, sent_beats)
+    worker = start_worker(names, secure_kafka.bootstrap, tmp_path, KPI_LOG_LEVEL="debug", KPI_WEB_HOST="127.0.0.2",
+                          **login)
     try:
         # /metrics answers on the configured address only (all of 127.0.0.0/8 reaches this host).
         assert worker.total("leadgen_worker_ready") == 1
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", worker.port), timeout=5).close()
-        sent_beats = beats(names)
-        sent = produce(config, as_input(names, messages, seed=8)) + produce(config, sent_beats)
         wait_for_finals(worker, sent)
         assert worker.total("leadgen_events_rejected_total") == expected["rejected"]
         assert not worker.errors(), worker.errors()
     finally:
         assert worker.stop() == 0, worker.log_tail()
-    assert proxy.connections > before  # the worker's own connections went through TLS
-    assert_final_kpis_exact(config, names, messages, sent_beats)
+    assert_final_kpis_exact(secure_kafka.admin, names, messages, sent_beats)
     log = worker.log_path.read_text(errors="replace")
-    assert '"security_protocol":"SSL"' in log and '"sasl_password":"***"' in log
+    assert '"security_protocol":"SASL_SSL"' in log and '"sasl_password":"***"' in log
     assert PASSWORD not in log
-    shown = subprocess.run([sys.executable, "-m", "stream", "settings"], capture_output=True, text=True, check=True,
-                           env={**os.environ, "KAFKA_SASL_PASSWORD": PASSWORD})
+    shown = kpi_stream("settings", env=env)
     assert '"***"' in shown.stdout and PASSWORD not in shown.stdout + shown.stderr
 
 
-# ------------------------------------------------------------------ SASL
-
-SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS = 17, 36, 18
-UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED, ILLEGAL_SASL_STATE = 33, 58, 34
-
-
-def _uvarint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, at
-        shift += 7
-
-
-def _skip_tags(data: bytes, at: int) -> int:
-    count, at = _uvarint(data, at)
-    for _ in range(count):
-        _, at = _uvarint(data, at)
-        size, at = _uvarint(data, at)
-        at += size
-    return at
-
-
-class SaslProxy:
-    """A broker front that checks SASL/PLAIN credentials, as a broker with SASL users does, then pipes the
-    authenticated connection to ``target`` unchanged (the embedded broker has no SASL users of its own).
-
-    Before authentication it answers SaslHandshake (v0, v1) and SaslAuthenticate (v0 to v2) itself, passes
-    ApiVersions through, and closes the connection on anything else, or on wrong credentials after saying so.
-    """
-
-    def __init__(self, port: int, target: int, users: dict[str, str]) -> None:
-        self.port, self.target, self.users = port, target, users
-        self.loop = asyncio.new_event_loop()
-        self.authenticated: list[str] = []
-        self.refused: list[str] = []
-        started = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
-        self.thread.start()
-        assert started.wait(5), "the SASL proxy did not start"
-
-    def _run(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", self.port))
-        started.set()
-        self.loop.run_forever()
-        server.close()
-
-    def _check(self, token: bytes) -> str | None:
-        """The user name of a correct PLAIN token (authzid NUL user NUL password), else None."""
-        parts = token.split(b"\x00")
-        if len(parts) != 3:
-            return None
-        user, password = parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
-        return user if self.users.get(user) == password else None
-
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        try:
-            if not await self._authenticate(client_reader, client_writer, broker_reader, broker_writer):
-                return
-        except (asyncio.IncompleteReadError, ConnectionError):
-            client_writer.close()
-            broker_writer.close()
-            return
-
-        await _pipe_both(client_reader, client_writer, broker_reader, broker_writer)
-
-    async def _authenticate(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
-                            broker_reader: asyncio.StreamReader, broker_writer: asyncio.StreamWriter) -> bool:
-        """Run the SASL exchange; True once the client is authenticated (False: the connection is closed)."""
-
-        def reply(correlation: int, body: bytes, flexible: bool = False) -> None:
-            header = struct.pack(">i", correlation) + (b"\x00" if flexible else b"")
-            client_writer.write(struct.pack(">i", len(header) + len(body)) + header + body)
-
-        def close() -> bool:
-            client_writer.close()
-            broker_writer.close()
-            return False
-
-        while True:
-            size = struct.unpack(">i", await client_reader.readexactly(4))[0]
-            request = await client_reader.readexactly(size)
-            api_key, version, correlation, client_id_size = struct.unpack(">hhih", request[:10])
-            at = 10 + max(client_id_size, 0)
-            if api_key == API_VERSIONS:
-                broker_writer.write(struct.pack(">i", size) + request)
-                answer_size = await broker_reader.readexactly(4)
-                client_writer.write(answer_size + await broker_reader.readexactly(struct.unpack(">i", answer_size)[0]))
-            elif api_key == SASL_HANDSHAKE:
-                mechanism_size = struct.unpack(">h", request[at:at + 2])[0]
-                mechanism = request[at + 2:at + 2 + mechanism_size]
-                error = 0 if mechanism == b"PLAIN" else UNSUPPORTED_SASL_MECHANISM
-                reply(correlation, struct.pack(">hih", error, 1, 5) + b"PLAIN")
-                await client_writer.drain()
-                if error:
-                    return close()
-                if version == 0:  # the token follows as a bare frame, not in a SaslAuthenticate request
-                    token_size = struct.unpack(">i", await client_reader.readexactly(4))[0]
-                    user = self._check(await client_reader.readexactly(token_size))
-                    if user is None:
-                        self.refused.append("?")
-                        return close()
-                    client_writer.write(struct.pack(">i", 0))
-                    await client_writer.drain()
-                    self.authenticated.append(user)
-                    return True
-            elif api_key == SASL_AUTHENTICATE:
-                flexible = version >= 2
-                if flexible:
-                    at = _skip_tags(request, at)
-                    token_size, at = _uvarint(request, at)
-                    token = request[at:at + token_size - 1]
-                else:
-                    token_size = struct.unpack(">i", request[at:at + 4])[0]
-                    token = request[at + 4:at + 4 + token_size]
-                user = self._check(token)
-                error = 0 if user is not None else SASL_AUTHENTICATION_FAILED
-                message = b"" if user is not None else b"Authentication failed: invalid username or password"
-                if flexible:
-                    body = struct.pack(">h", error) + (bytes([len(message) + 1]) + message if message else b"\x00")
-                    body += b"\x01" + struct.pack(">q", 0) + b"\x00"  # no auth bytes, no session lifetime, no tags
-                else:
-                    body = struct.pack(">h", error) + (struct.pack(">h", len(message)) + message if message
-                                                       else struct.pack(">h", -1)) + struct.pack(">i", 0)
-                    if version >= 1:
-                        body += struct.pack(">q", 0)
-                reply(correlation, body, flexible)
-                await client_writer.drain()
-                if user is None:
-                    self.refused.append(token.split(b"\x00")[1].decode(errors="replace") if b"\x00" in token else "?")
-                    return close()
-                self.authenticated.append(user)
-                return True
-            else:
-                reply(correlation, struct.pack(">h", ILLEGAL_SASL_STATE))
-                return close()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-@pytest.fixture
-def sasl_broker(tmp_path: Path) -> Iterator[tuple[dict[str, str], SaslProxy]]:
-    """(client config, proxy) of a broker reachable only with the SASL/PLAIN user ``kpi``."""
-    with _broker_behind(tmp_path, lambda outer, inner: SaslProxy(outer, inner, {"kpi": PASSWORD}),
-                        lambda outer: {"bootstrap.servers": f"127.0.0.1:{outer}", "security.protocol": "SASL_PLAINTEXT",
-                                       "sasl.mechanism": "PLAIN", "sasl.username": "kpi", "sasl.password": PASSWORD},
-                        ) as (config, proxy):
-        yield config, proxy
-
-
-def test_worker_with_sasl_plain_gives_exact_kpis_and_a_wrong_password_is_refused(
-        names: Names, tmp_path: Path, sasl_broker: tuple[dict[str, str], SaslProxy]) -> None:
-    config, proxy = sasl_broker
-    bootstrap = config["bootstrap.servers"]
-    # Without credentials, or with a wrong password, a client gets nothing.
-    for refused in ({"bootstrap.servers": bootstrap}, {**config, "sasl.password": "wrong"}):
-        with pytest.raises(Exception):  # noqa: B017, PT011 - librdkafka raises KafkaException on the timeout
-            AdminClient({**refused, "log_level": 0}).list_topics(timeout=2)
-    assert "kpi" in proxy.refused
-    messages, expected = mixed(seed=37)
-    before = len(proxy.authenticated)
-    worker = start_worker(names, bootstrap, tmp_path, KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
-                          KAFKA_SASL_MECHANISM="PLAIN", KAFKA_SASL_USERNAME="kpi", KAFKA_SASL_PASSWORD=PASSWORD,
-                          KPI_LOG_LEVEL="debug")
+def test_a_wrong_password_ends_the_worker_fast_naming_the_refused_login(
+        secure_kafka: SecureKafka, names: Names, tmp_path: Path) -> None:
+    started = time.monotonic()
+    worker = Worker(names.env(secure_kafka.bootstrap, free_port(),
+                              **secure_kafka.env(USERS["SCRAM-SHA-512"], "SCRAM-SHA-512", "not-the-password")),
+                    tmp_path / "wrong.log")
     try:
-        sent_beats = beats(names)
-        sent = produce(config, as_input(names, messages, seed=9)) + produce(config, sent_beats)
-        wait_for_finals(worker, sent)
-        assert worker.total("leadgen_events_rejected_total") == expected["rejected"]
-        assert not worker.errors(), worker.errors()
+        code = worker.process.wait(timeout=60)
     finally:
-        assert worker.stop() == 0, worker.log_tail()
-    # The worker's consumers, producer and admin client all authenticated (several connections).
-    assert len(proxy.authenticated) - before >= 3, proxy.authenticated
-    assert_final_kpis_exact(config, names, messages, sent_beats)
-    log = worker.log_path.read_text(errors="replace")
-    assert '"security_protocol":"SASL_PLAINTEXT"' in log and PASSWORD not in log
-    # With a wrong password the worker does not run on unauthenticated: it fails, and says why.
-    wrong = Worker(names.env(bootstrap, free_port(), KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
-                             KAFKA_SASL_USERNAME="kpi", KAFKA_SASL_PASSWORD="not-the-password"),
-                   tmp_path / "wrong.log")
-    try:
-        code = wrong.process.wait(timeout=60)
-    finally:
-        wrong.stop()
-    assert code == 1
-    text = wrong.log_path.read_text(errors="replace")
+        worker.stop()
+    took = time.monotonic() - started
+    text = worker.log_path.read_text(errors="replace")
     last = text.strip().splitlines()[-1]
+    assert code == 1, text[-3000:]
     assert last.startswith("kpi-stream: cannot reach Kafka") and "Authentication failed" in last, text[-3000:]
+    assert USERS["SCRAM-SHA-512"] in last, last  # the refused login is named
     assert "not-the-password" not in text
+    assert took < 15, took
+    print(f"\nwrong password: worker exited {code} {took:.1f} s after start: {last}")
+
+
+def _lacking(settings: Settings) -> dict[str, Acl]:
+    """One ACL of each kind the worker needs, by a name for the test's id."""
+    acls = worker_acls(settings)
+
+    def find(resource_type: str, operation: str, name: str | None = None, prefixed: bool = False) -> Acl:
+        return next(acl for acl in acls if (acl.resource_type, acl.operation, acl.prefixed) ==
+                    (resource_type, operation, prefixed) and (name is None or acl.name == name))
+
+    return {"input-read": find("TOPIC", "READ", next(iter(sorted(settings.input_topics.values())))),
+            "kpi-write": find("TOPIC", "WRITE", settings.kpi_topic("cost-per-lead")),
+            "group-read": find("GROUP", "READ"),
+            "internal-write": find("TOPIC", "WRITE", prefixed=True),
+            "internal-create": find("TOPIC", "CREATE", prefixed=True)}
+
+
+@pytest.mark.parametrize("lacking", ["input-read", "kpi-write", "group-read", "internal-write", "internal-create"])
+def test_a_worker_lacking_one_acl_fails_naming_what_it_lacked(
+        lacking: str, secure_kafka: SecureKafka, names: Names, tmp_path: Path) -> None:
+    login = secure_kafka.env(USERS["SCRAM-SHA-512"], "SCRAM-SHA-512")
+    settings = settings_of(names, secure_kafka, login)
+    taken = _lacking(settings)[lacking]
+    create_topics(secure_kafka.admin, [names.topic(topic) for topic in INPUTS])
+    grant(secure_kafka, [acl for acl in worker_acls(settings) if acl != taken], f"User:{USERS['SCRAM-SHA-512']}")
+    messages, _ = mixed(seed=43)
+    produce(secure_kafka.admin, as_input(names, messages, seed=12))
+    started = time.monotonic()
+    worker = Worker(names.env(secure_kafka.bootstrap, free_port(), **login), tmp_path / "worker.log")
+    try:
+        code = worker.process.wait(timeout=90)
+    finally:
+        worker.stop()
+    took = time.monotonic() - started
+    text = worker.log_path.read_text(errors="replace")
+    last = text.strip().splitlines()[-1]
+    print(f"\nlacking {taken.operation} on {taken.resource_type} {taken.name}: exit {code} after {took:.1f} s: {last}")
+    assert code in (1, 70), text[-3000:]  # refused at start, or the first batch that needed it
+    assert taken.name in last and ("acls" in last), last  # names the resource, and where the list of ACLs is
+    assert took < 30, took

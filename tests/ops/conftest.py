@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import bootstrap, names
+from tests.integration.conftest import names
 
-__all__ = ["bootstrap", "names"]
+__all__ = ["names"]
