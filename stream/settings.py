@@ -127,9 +127,9 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "idempotent_producer": ("KPI_IDEMPOTENT_PRODUCER", "true",
                             "The worker's producer is idempotent (`acks=all`, sequence numbers): a send retried "
                             "after the broker's answer was lost (a broker stall, a leader change) is written once. "
-                            "Without it Apache Kafka 4.4 kept 3 internal messages twice after a 20 s broker stall. "
-                            "The embedded Tansu broker refuses idempotent producers: `kpi-stream demo` turns this "
-                            "off for it."),
+                            "Apache Kafka 4.4 answered sends with NOT_LEADER after a 20 s stall (the node fences "
+                            "itself), and a retried send it had written is otherwise written twice. The embedded "
+                            "Tansu broker refuses idempotent producers: `kpi-stream demo` turns this off for it."),
     "watermark_interval": ("KPI_WATERMARK_INTERVAL", "500ms", "How often input progress is sent downstream."),
     "processing_guarantee": ("KPI_PROCESSING_GUARANTEE", "at_least_once",
                              "`at_least_once`, the only value accepted: every result is idempotent, so input read "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
@@ -53,6 +54,11 @@ _PROBE_DEADLINE_S = 30.0
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     fetch_max_wait_ms: ClassVar[int] = 1500
     verify_changelog_end: ClassVar[bool] = False
+
+    def highwater_timestamp_ms(self, tp: TP) -> int | None:
+        """Wall-clock milliseconds of the last fetch response that carried ``tp`` (aiokafka's record of it)."""
+        stamp: int | None = self._ensure_consumer().last_poll_timestamp(tp)
+        return stamp
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -300,6 +306,11 @@ class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return self.thread_class(self, loop=self.loop, beacon=self.beacon)
 
+    def highwater_age_s(self, tp: TP) -> float | None:
+        """Seconds since a fetch response last carried ``tp``'s high watermark (None: never)."""
+        stamp = cast(_ConsumerThread, self._thread).highwater_timestamp_ms(tp)
+        return None if stamp is None else max(0.0, time.time() - stamp / 1000)
+
 
 def _value_size(item: Any) -> int:
     """Bytes of the message an event in a stream queue was decoded from (0 for anything else)."""
@@ -367,8 +378,9 @@ class IdempotentProducer(faust_aiokafka.Producer):
     """Faust's producer, idempotent also outside transactions (Faust turns idempotence on only with them).
 
     A send whose answer the broker never gave (a stall, a leader change while waiting for ``acks=all``) is sent
-    again; without sequence numbers the broker writes it twice. Measured on Apache Kafka 4.4: after a 20 s
-    SIGSTOP of the broker a worker counted 3 events twice (the internal topic held them twice).
+    again; without sequence numbers the broker writes it twice. On Apache Kafka 4.4 a worker logged
+    NOT_LEADER retries of its sends to the internal topics after a 20 s SIGSTOP of the broker (the resumed
+    node fences itself and its partitions get new leader epochs). Tansu refuses idempotent producers.
     """
 
     def _settings_extra(self) -> Mapping[str, Any]:
