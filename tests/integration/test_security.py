@@ -208,18 +208,21 @@ def test_worker_over_sasl_ssl_with_exactly_its_acls_gives_exact_kpis(
     assert '"***"' in shown.stdout and PASSWORD not in shown.stdout + shown.stderr
 
 
-def test_a_wrong_password_ends_the_worker_fast_naming_the_refused_login(
-        secure_kafka: SecureKafka, names: Names, tmp_path: Path) -> None:
+def run_to_exit(env: dict[str, str], log_path: Path, timeout_s: float = 90) -> tuple[int, float, str]:
+    """Start a worker that is to fail: (its exit status, seconds from start to exit, its whole log)."""
     started = time.monotonic()
-    worker = Worker(names.env(secure_kafka.bootstrap, free_port(),
-                              **secure_kafka.env(USERS["SCRAM-SHA-512"], "SCRAM-SHA-512", "not-the-password")),
-                    tmp_path / "wrong.log")
+    worker = Worker(env, log_path)
     try:
-        code = worker.process.wait(timeout=60)
+        code = worker.process.wait(timeout=timeout_s)
     finally:
         worker.stop()
-    took = time.monotonic() - started
-    text = worker.log_path.read_text(errors="replace")
+    return code, time.monotonic() - started, log_path.read_text(errors="replace")
+
+
+def test_a_wrong_password_ends_the_worker_fast_naming_the_refused_login(
+        secure_kafka: SecureKafka, names: Names, tmp_path: Path) -> None:
+    login = secure_kafka.env(USERS["SCRAM-SHA-512"], "SCRAM-SHA-512", "not-the-password")
+    code, took, text = run_to_exit(names.env(secure_kafka.bootstrap, free_port(), **login), tmp_path / "wrong.log")
     last = text.strip().splitlines()[-1]
     assert code == 1, text[-3000:]
     assert last.startswith("kpi-stream: cannot reach Kafka") and "Authentication failed" in last, text[-3000:]
@@ -254,14 +257,7 @@ def test_a_worker_lacking_one_acl_fails_naming_what_it_lacked(
     grant(secure_kafka, [acl for acl in worker_acls(settings) if acl != taken], f"User:{USERS['SCRAM-SHA-512']}")
     messages, _ = mixed(seed=43)
     produce(secure_kafka.admin, as_input(names, messages, seed=12))
-    started = time.monotonic()
-    worker = Worker(names.env(secure_kafka.bootstrap, free_port(), **login), tmp_path / "worker.log")
-    try:
-        code = worker.process.wait(timeout=90)
-    finally:
-        worker.stop()
-    took = time.monotonic() - started
-    text = worker.log_path.read_text(errors="replace")
+    code, took, text = run_to_exit(names.env(secure_kafka.bootstrap, free_port(), **login), tmp_path / "worker.log")
     last = text.strip().splitlines()[-1]
     print(f"\nlacking {taken.operation} on {taken.resource_type} {taken.name}: exit {code} after {took:.1f} s: {last}")
     assert code in (1, 70), text[-3000:]  # refused at start, or the first batch that needed it
