@@ -9,19 +9,14 @@ broker and controller with its data in a temporary folder, removed when it stops
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from stream.broker import BrokerError, LocalBroker, free_port
 
@@ -155,6 +150,7 @@ class ApacheKafka(LocalBroker):
         heap: the JVM's maximum heap.
     """
 
+    name = f"Apache Kafka {KAFKA_VERSION}"
     worker_env: dict[str, str] = {}  # a worker runs on Apache Kafka with its defaults
     stop_timeout_s = 20.0  # a controlled shutdown of a combined node takes 1-5 s; past 20 s something is stuck
 
@@ -179,11 +175,6 @@ class ApacheKafka(LocalBroker):
     def bootstrap_servers(self) -> str:
         """The address clients of the first listener connect to."""
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """The broker's process id while it runs."""
-        return None if self._process is None else self._process.pid
 
     def server_properties(self, data_dir: Path) -> dict[str, str]:
         """The broker's whole configuration."""
@@ -241,23 +232,7 @@ class ApacheKafka(LocalBroker):
             self._process = subprocess.Popen(  # noqa: S603 - java with our own arguments
                 self._java(libs, "kafka.Kafka", str(self._data("server.properties")), heap=self.heap),
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready(timeout_s)
-
-    def _wait_ready(self, timeout_s: float) -> None:
-        assert self._process is not None
-        admin = AdminClient({**self.client_config(), "log_level": 0})
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self.stop()
-                raise BrokerError(f"Apache Kafka exited with code {code}; see {self.log_path}")
-            with contextlib.suppress(KafkaException):  # not up yet: librdkafka raises it until it is
-                if admin.list_topics(timeout=0.5).brokers:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise BrokerError(f"Apache Kafka did not answer within {timeout_s:.0f} s; see {self.log_path}")
+        self._wait_answering(self.client_config(), timeout_s)
 
     def client_config(self) -> dict[str, str]:
         """librdkafka settings of the first PLAINTEXT listener (the readiness check's, and an admin's when the

@@ -3,6 +3,7 @@ with the Apache Kafka broker of ``stream.apache_kafka`` (a child process, signal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 
@@ -53,11 +55,34 @@ def tansu_binary() -> str:
 class LocalBroker:
     """A broker run as a child process of this one; subclasses start it and say how long its stop may take."""
 
+    name = "the broker"  # in error messages
     stop_timeout_s = 5.0
+    log_path: Path
     _process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         raise NotImplementedError
+
+    def _wait_answering(self, client: dict[str, str], timeout_s: float) -> None:
+        """Wait until the started broker lists itself in a metadata answer to ``client``.
+
+        Raises:
+            BrokerError: it exited, or did not answer within ``timeout_s`` (it is stopped then).
+        """
+        assert self._process is not None
+        admin = AdminClient({**client, "log_level": 0})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self.stop()
+                raise BrokerError(f"{self.name} exited with code {code}; see {self.log_path}")
+            with contextlib.suppress(KafkaException):  # not up yet: librdkafka raises it until it is
+                if admin.list_topics(timeout=0.5).brokers:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"{self.name} did not answer within {timeout_s:.0f} s; see {self.log_path}")
 
     def running(self) -> bool:
         """Whether the broker process is alive."""
@@ -116,15 +141,4 @@ class EmbeddedBroker(LocalBroker):
                  "--storage-engine", "memory://tansu/"],
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise BrokerError(f"the broker exited with code {self._process.returncode}; see {self.log_path}")
-            try:
-                admin.list_topics(timeout=0.5)
-                return
-            except Exception:  # noqa: BLE001 - not up yet: librdkafka raises KafkaException until it is
-                time.sleep(0.05)
-        self.stop()
-        raise BrokerError(f"the broker did not answer within {timeout_s:.0f} s; see {self.log_path}")
+        self._wait_answering({"bootstrap.servers": self.bootstrap_servers}, timeout_s)

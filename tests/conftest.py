@@ -36,6 +36,10 @@ class RunningBroker(Protocol):
 
     def send_signal(self, sig: int) -> None: ...
 
+    def __enter__(self) -> RunningBroker: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--broker", choices=BROKERS, default=os.environ.get("KPI_TEST_BROKER", "kafka"),
@@ -61,26 +65,17 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def session_broker(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
     """The session's broker; every worker the tests start gets its settings (the environment is inherited)."""
-    broker = make_broker(broker_kind, tmp_path_factory.mktemp("broker"))
-    broker.start()
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in broker.worker_env.items():
-                patch.setenv(name, value)
-            yield broker
-    finally:
-        broker.stop()
+    with make_broker(broker_kind, tmp_path_factory.mktemp("broker")) as broker, pytest.MonkeyPatch.context() as patch:
+        for name, value in broker.worker_env.items():
+            patch.setenv(name, value)
+        yield broker
 
 
 @pytest.fixture(scope="session")
 def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
     """The embedded broker, for the tests that run on it whatever the session's broker is."""
-    broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
-    broker.start()
-    try:
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log") as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

@@ -81,11 +81,6 @@ class SecureKafka:
     def bootstrap(self) -> str:
         return self.broker.bootstrap_servers
 
-    def client(self, user: str, mechanism: str, password: str = PASSWORD) -> dict[str, str]:
-        """librdkafka settings of a client that logs in as ``user``."""
-        return {"bootstrap.servers": self.bootstrap, "security.protocol": "SASL_SSL", "ssl.ca.location": str(self.ca),
-                "sasl.mechanism": mechanism, "sasl.username": user, "sasl.password": password}
-
     def env(self, user: str, mechanism: str, password: str = PASSWORD) -> dict[str, str]:
         """The worker's settings for the same login."""
         return {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SSL_CA_FILE": str(self.ca),
