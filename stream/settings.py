@@ -117,13 +117,14 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "fetch_max_wait": ("KPI_FETCH_MAX_WAIT", "100ms",
                        "Longest a consumer fetch waits for data on an idle topic (Faust hard-codes 1.5 s); "
                        "bounds the latency of each hop of the pipeline."),
-    "verify_changelog_end": ("KPI_VERIFY_CHANGELOG_END", "false",
+    "verify_changelog_end": ("KPI_VERIFY_CHANGELOG_END", "true",
                              "Before restoring a table, read past the end offset the broker reports for each "
                              "changelog partition and restore up to the last record actually there (`true`), "
                              "or trust the reported offset (`false`). Needed on brokers that under-report end "
-                             "offsets: Tansu (`kpi-stream demo` and the bench turn it on there); Apache Kafka "
-                             "reports them right (35 restores in a test run, none corrected). Costs about two "
-                             "fetch waits per rebalance."),
+                             "offsets (Tansu). Apache Kafka reports them right (35 restores in a test run, none "
+                             "corrected), yet with `false` one run in four of the two-worker test on Kafka hung in "
+                             "recovery (a changelog record never delivered), not understood: it stays on. Costs "
+                             "about two fetch waits per rebalance."),
     "idempotent_producer": ("KPI_IDEMPOTENT_PRODUCER", "true",
                             "The worker's producer is idempotent (`acks=all`, sequence numbers): a send retried "
                             "after the broker's answer was lost (a broker stall, a leader change) is written once. "

@@ -15,8 +15,11 @@ with a separate, group-less consumer up to the high watermark its fetch
 responses carry (which Tansu reports correctly), and recovery targets the last
 record actually there. Apache Kafka reports correct ends: in a run of the whole
 test suite on Kafka 4.4 (35 recoveries, 16 of them restoring state) the probe
-corrected none, so it is off by default and on only for Tansu
-(``EmbeddedBroker.worker_env``).
+corrected none. Turned off there, one full run in four hung in the two-worker
+test: after the second worker joined, the first restored two changelog
+partitions whose one record (end offset 1) never came, "No event received ...
+since recovery start" for 2 minutes. Not understood (the probe's two fetch waits
+before recovery may let an earlier fetch settle); it stays on by default.
 
 Which of the other workarounds here Apache Kafka needs too: the short fetch
 wait bounds each hop's latency on an idle topic on either broker (Kafka answers
