@@ -5,8 +5,8 @@ Both know each key's partition, so that a worker drops the keys of the partition
 store knows it through a second dict of every key (as large as the data's own dict on the lead-heavy million,
 42 MB); ``memory://`` here keeps one dict per partition instead, so the partition is where the key is.
 
-The agents write whole batches to a table's data and changelog themselves (``stream.app._write``), so a store
-must not file a write under the partition of "the current stream event", as Faust's own RocksDB store does.
+The agents write whole batches to a table's data and changelog themselves (``stream.runtime.faust_output``), so
+a store must not file a write under the partition of "the current stream event", as Faust's own RocksDB store does.
 This one keeps one key space per table, like the in-memory store, and differs from it only in where the bytes
 live: worker memory then holds the stages' own indexes, not every lead, visitor, event id and cell.
 
@@ -172,23 +172,23 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         self._values = DiskMapping(self.directory / "data")
         self._partitions = DiskMapping(self.directory / "partitions")
         self.data: MutableMapping[bytes, bytes] = self._values
-        self._key_partition: MutableMapping[bytes, int] = _PartitionMapping(self._partitions)
+        self.key_partitions: MutableMapping[bytes, int] = _PartitionMapping(self._partitions)
         # At exit, not when Faust stops the table: it stops tables before the agents, whose last batches still
         # write to them (a batch cut short there is read again after a restart; it must not fail).
         atexit.register(self._remove)
 
     def put(self, key: bytes, value: bytes, partition: int) -> None:
-        """Set ``key`` in ``partition``: what the agents' writes do (``stream.app._write``)."""
+        """Set ``key`` in ``partition``: what the agents' writes do (``stream.runtime.faust_output._write``)."""
         self.data[key] = value
-        self._key_partition[key] = partition
+        self.key_partitions[key] = partition
 
     def delete(self, key: bytes) -> bool:
         """Delete ``key``; whether it was there."""
-        self._key_partition.pop(key, None)
+        self.key_partitions.pop(key, None)
         return self.data.pop(key, None) is not None
 
     def partition_of(self, key: bytes) -> int | None:
-        return self._key_partition.get(key)
+        return self.key_partitions.get(key)
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:
@@ -197,10 +197,17 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
             key = to_key(event.key)
             if event.message.value is None:
                 self.data.pop(key, None)
-                self._key_partition.pop(key, None)
+                self.key_partitions.pop(key, None)
             else:
                 self.data[key] = to_value(event.value)
-                self._key_partition[key] = event.message.partition
+                self.key_partitions[key] = event.message.partition
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Drop the keys of the partitions no longer owned."""
+        owned = {partition for _, partition in active_tps}
+        for key in [key for key, partition in self.key_partitions.items() if partition not in owned]:
+            self.data.pop(key, None)
+            self.key_partitions.pop(key, None)
 
     def _remove(self) -> None:
         """Close and delete the files: the changelog holds the state."""
@@ -292,7 +299,7 @@ class MemoryStore(faust_memory.Store[bytes, bytes]):
         self.data: PartitionedData = PartitionedData()
 
     def put(self, key: bytes, value: bytes, partition: int) -> None:
-        """Set ``key`` in ``partition``: what the agents' writes do (``stream.app._write``)."""
+        """Set ``key`` in ``partition``: what the agents' writes do (``stream.runtime.faust_output._write``)."""
         self.data.put(key, value, partition)
 
     def delete(self, key: bytes) -> bool:

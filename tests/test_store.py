@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from stream.app import _write, build_app
+from stream.app import build_app
+from stream.runtime.faust_output import _write
 from stream.settings import Settings
 from stream.store import PREFIX, DiskMapping, DiskStore, MemoryStore, PartitionedData, _PartitionMapping, remove_orphans
 
@@ -84,7 +85,7 @@ def _disk_store(tmp_path: Path) -> Any:
     # The disk store's two mappings, without the app that names its directory.
     store = object.__new__(DiskStore)
     store._values, store._partitions = DiskMapping(tmp_path / "data"), DiskMapping(tmp_path / "partitions")
-    store.data, store._key_partition = store._values, _PartitionMapping(store._partitions)
+    store.data, store.key_partitions = store._values, _PartitionMapping(store._partitions)
     return store
 
 

@@ -1,24 +1,37 @@
 """The whole dataflow in one process with dicts for tables: for tests and for reasoning, no broker needed.
 
-It runs the same three stage objects as the Faust agents, passes envelopes
-through in-memory partition logs, and keeps the last KPI record per key.
+It runs the same three stage objects and the same steps (``stream.pipeline.steps``) as the Faust agents, over
+an output that keeps tables in dicts and hands each message sent to an internal topic to its stage as soon as
+the step that sent it is over, depth first; it keeps the last KPI record per key.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
 
 from stream.core.events import Kind
 from stream.core.validation import Validator
 from stream.pipeline.cells import CellStage
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.entities import EntityStage
-from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope, encode_envelopes
+from stream.pipeline.ingest import IngestStage, InputMessage
 from stream.pipeline.routing import source_name
 from stream.pipeline.state import apply_writes
+from stream.pipeline.steps import (
+    CELLS,
+    DEAD_LETTERS,
+    ENTITIES,
+    ENTITY_TABLE,
+    cell_step,
+    entity_step,
+    ingest_step,
+    progress_step,
+)
 from stream.settings import Settings
 
 
@@ -63,48 +76,34 @@ class LocalFlow:
         topics = self.settings.input_topics
         batch = [InputMessage(kind, topics[kind], part, self._next_offset(topics[kind], part), None, payload)
                  for kind, payload, part in messages]
-        now = self.clock()
-        out = self.ingest.process(batch, now)
-        self.counts.merge(out.counts)
-        self.dead_letters.extend(record for _, record in out.dead_letters)
-        # Progress is reported after the events it covers, as the Faust agent does.
-        self.ingest.commit_progress(out, now)
-        report = self._report(now)
-        for entity_partition in range(self.settings.partitions):
-            for envelope in encode_envelopes(out.envelopes.get(entity_partition, []), report):
-                self._run_entity(entity_partition, envelope)
+        out = MemoryOutput(self)
+        result = run_now(ingest_step(self.ingest, batch, self._owned(), self.clock(), self.settings.partitions, out))
+        self.counts.merge(result.counts)
+        out.pass_on()
 
     def tick(self) -> None:
         """A watermark report with no events, as the periodic timer sends."""
-        report = self._report(self.clock())
-        for entity_partition in range(self.settings.partitions):
-            self._run_entity(entity_partition, encode_envelope([], report))
+        out = MemoryOutput(self)
+        run_now(progress_step(self.ingest, self._owned(), [], self.clock(), self.settings.partitions, out))
+        out.pass_on()
 
-    def _report(self, now: int) -> dict[str, int | None]:
-        owned = [source_name(topic, p) for topic in self.settings.input_topics.values()
-                 for p in range(self.input_partitions)]
-        return self.ingest.progress.report(owned, now)
+    def _owned(self) -> list[str]:
+        return [source_name(topic, p) for topic in self.settings.input_topics.values()
+                for p in range(self.input_partitions)]
 
     def _run_entity(self, partition: int, envelope: bytes) -> None:
         offset = self._next_offset("entities", partition)
-        out = self.entities.process(partition, [(offset, envelope)], self.clock())
-        self.counts.merge(out.counts)
-        self.dead_letters.extend(record for _, record in out.dead_letters)
-        for cell_partition, cell_envelopes in sorted(out.envelopes.items()):
-            for cell_envelope in cell_envelopes:
-                self._run_cells(cell_partition, cell_envelope)
-        apply_writes(self.entity_table, out.writes)
-        for entity_partition, rerouted in sorted(out.reroutes.items()):
-            self._run_entity(entity_partition, rerouted)
+        out = MemoryOutput(self)
+        for result in run_now(entity_step(self.entities, {partition: [(offset, envelope)]}, self.clock(), out)):
+            self.counts.merge(result.counts)
+        out.pass_on()
 
     def _run_cells(self, partition: int, envelope: bytes) -> None:
         offset = self._next_offset("cells", partition)
-        out = self.cells.process(partition, [(offset, envelope)], self.clock())
-        self.counts.merge(out.counts)
-        for record in out.records:
-            self.records[record.key] = record.record
-            self.record_log.append((record.key, record.record))
-        apply_writes(self.cell_table, out.writes)
+        out = MemoryOutput(self)
+        for result in run_now(cell_step(self.cells, {partition: [(offset, envelope)]}, self.clock(), out)):
+            self.counts.merge(result.counts)
+        out.pass_on()
 
     def latest(self, kpi: str, size: str, start: str, **dimensions: str) -> dict[str, Any] | None:
         """The current record of one KPI key, or None."""
@@ -113,3 +112,52 @@ class LocalFlow:
                     and record["dimensions"] == dimensions):
                 return record
         return None
+
+
+class MemoryOutput:
+    """A step's output in ``LocalFlow``: tables are its dicts, KPI records and dead letters are kept as a consumer
+    of their topics would read them, and messages to the internal topics are run through their stage once the
+    step is over (``pass_on``), depth first."""
+
+    def __init__(self, flow: LocalFlow) -> None:
+        self._flow = flow
+        self._internal: list[tuple[str, int, bytes]] = []
+
+    async def send(self, route: str, value: bytes, partition: int | None = None, key: bytes | None = None) -> None:
+        flow = self._flow
+        if route in (ENTITIES, CELLS):
+            self._internal.append((route, partition or 0, value))
+        elif route == DEAD_LETTERS:
+            flow.dead_letters.append(orjson.loads(value))
+        else:
+            record_key, record = (key or b"").decode(), orjson.loads(value)
+            flow.records[record_key] = record
+            flow.record_log.append((record_key, record))
+
+    async def write(self, table: str, partition: int, writes: dict[bytes, bytes | None]) -> None:
+        apply_writes(self._flow.entity_table if table == ENTITY_TABLE else self._flow.cell_table, writes)
+
+    async def delivered(self) -> None:
+        """Nothing to wait for: every send is done when it returns."""
+
+    def pass_on(self) -> None:
+        """Run the messages sent to the internal topics through their stage, in the order sent."""
+        for route, partition, value in self._internal:
+            if route == ENTITIES:
+                self._flow._run_entity(partition, value)
+            else:
+                self._flow._run_cells(partition, value)
+
+
+T = TypeVar("T")
+
+
+def run_now(step: Coroutine[Any, Any, T]) -> T:
+    """Run a step over an output that never waits (an in-memory one) to its end, without an event loop."""
+    try:
+        step.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    step.close()
+    raise RuntimeError("a step over an in-memory output waited for something")

@@ -64,7 +64,7 @@ def test_restart_mid_stream_gives_same_final_kpis(bootstrap: str, names: Names, 
     """Stop the worker between two halves of the stream (its batches done), start it again: same final KPIs.
 
     The restarted worker restores its tables from their changelogs first, so this is the test of recovery
-    reading each changelog to its real end (see ``stream.transport``); crashes in flight are in
+    reading each changelog to its real end (see ``stream.runtime.faust_internals``); crashes in flight are in
     ``test_reliability``.
     """
     messages, expected = mixed(seed=11)

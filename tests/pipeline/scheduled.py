@@ -14,14 +14,27 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from stream.core.events import Kind
 from stream.core.validation import Validator
 from stream.pipeline.cells import CellStage
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.entities import EntityStage
-from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope, encode_envelopes
+from stream.pipeline.ingest import IngestStage, InputMessage
+from stream.pipeline.local import run_now
 from stream.pipeline.routing import source_name
 from stream.pipeline.state import apply_writes
+from stream.pipeline.steps import (
+    CELLS,
+    DEAD_LETTERS,
+    ENTITIES,
+    ENTITY_TABLE,
+    cell_step,
+    entity_step,
+    ingest_step,
+    progress_step,
+)
 from stream.settings import Settings
 
 KINDS = {kind.value: kind for kind in Kind}
@@ -102,10 +115,12 @@ class ScheduledFlow:
         self.stalls += 1
         self._mark_busy()
 
+    def _busy(self) -> list[str]:
+        """What the worker's timer sees from the lag: partitions with messages left, which are not idle."""
+        return [source_name(topic, p) for (topic, p), log in self._inputs.items() if log.waiting()]
+
     def _mark_busy(self) -> None:
-        """What the worker's timer does from the lag it sees: partitions with messages left are not idle."""
-        busy = [source_name(topic, p) for (topic, p), log in self._inputs.items() if log.waiting()]
-        self.ingest.progress.mark_busy(busy, self.clock_ms)
+        self.ingest.progress.mark_busy(self._busy(), self.clock_ms)
 
     def _ingest_step(self) -> None:
         """One fetch: a few input partitions, some messages of each, as one ingest batch."""
@@ -115,42 +130,24 @@ class ScheduledFlow:
         for topic, partition in chosen:
             for offset, (kind, raw) in self._inputs[(topic, partition)].take(self.rand.randint(1, 12)):
                 batch.append(InputMessage(kind, topic, partition, offset, None, raw))
-        now = self.clock_ms
-        out = self.ingest.process(batch, now)
-        report = self.ingest.progress.report_after(out.observed, self._owned(), now)
-        for partition in range(self.settings.partitions):
-            for envelope in encode_envelopes(out.envelopes.get(partition, []), report):
-                self._entity_logs[partition].append(envelope)
-        self.ingest.commit_progress(out, now)
+        out = run_now(ingest_step(self.ingest, batch, self._owned(), self.clock_ms, self.settings.partitions,
+                                  _LogOutput(self)))
         self.counts.merge(out.counts)
-        self.dead_letters.extend(record for _, record in out.dead_letters)
 
     def _tick(self) -> None:
         """The worker's periodic progress report to every entity partition."""
-        self._mark_busy()
-        envelope = encode_envelope([], self.ingest.progress.report(self._owned(), self.clock_ms))
-        for log in self._entity_logs:
-            log.append(envelope)
+        run_now(progress_step(self.ingest, self._owned(), self._busy(), self.clock_ms, self.settings.partitions,
+                              _LogOutput(self)))
 
     def _entity_step(self, partition: int) -> None:
         taken = self._entity_logs[partition].take(self.rand.randint(1, 8))
-        out = self.entities.process(partition, taken, self.clock_ms)
-        for target, envelopes in out.envelopes.items():
-            for envelope in envelopes:
-                self._cell_logs[target].append(envelope)
-        for target, envelope in out.reroutes.items():
-            self._entity_logs[target].append(envelope)
-        apply_writes(self._entity_table, out.writes)
-        self.counts.merge(out.counts)
-        self.dead_letters.extend(record for _, record in out.dead_letters)
+        for out in run_now(entity_step(self.entities, {partition: taken}, self.clock_ms, _LogOutput(self))):
+            self.counts.merge(out.counts)
 
     def _cell_step(self, partition: int) -> None:
         taken = self._cell_logs[partition].take(self.rand.randint(1, 8))
-        out = self.cells.process(partition, taken, self.clock_ms)
-        apply_writes(self._cell_table, out.writes)
-        for record in out.records:
-            self.records[record.key] = record.record
-        self.counts.merge(out.counts)
+        for out in run_now(cell_step(self.cells, {partition: taken}, self.clock_ms, _LogOutput(self))):
+            self.counts.merge(out.counts)
 
     def step(self) -> bool:
         """Run one randomly chosen step; False when nothing waits anywhere."""
@@ -177,6 +174,31 @@ class ScheduledFlow:
             self._tick()
             while self.step():
                 pass
+
+
+class _LogOutput:
+    """A step's output here: internal messages appended to their partition's queue, tables in dicts, records and
+    dead letters kept as a consumer of their topics reads them."""
+
+    def __init__(self, flow: ScheduledFlow) -> None:
+        self._flow = flow
+
+    async def send(self, route: str, value: bytes, partition: int | None = None, key: bytes | None = None) -> None:
+        flow = self._flow
+        if route == ENTITIES:
+            flow._entity_logs[partition or 0].append(value)
+        elif route == CELLS:
+            flow._cell_logs[partition or 0].append(value)
+        elif route == DEAD_LETTERS:
+            flow.dead_letters.append(orjson.loads(value))
+        else:
+            flow.records[(key or b"").decode()] = orjson.loads(value)
+
+    async def write(self, table: str, partition: int, writes: dict[bytes, bytes | None]) -> None:
+        apply_writes(self._flow._entity_table if table == ENTITY_TABLE else self._flow._cell_table, writes)
+
+    async def delivered(self) -> None:
+        """Nothing to wait for: a message is in its queue once sent."""
 
 
 def queue_all(flow: ScheduledFlow, messages: list[tuple[str, bytes]], seed: int) -> None:

@@ -1,13 +1,21 @@
-"""Faust's aiokafka transport with a configurable fetch wait and checked changelog ends.
+"""Every use of Faust's, mode's and aiokafka's private or undocumented names, in one module.
 
-faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its worker
+This is the adapter between the worker and faust-streaming: a consumer that feeds the offsets ledger
+(``stream.runtime.offsets``) and gates acks, its fetching thread, stream queues bounded in bytes, an idempotent
+producer, the app that puts them together, and a worker process without the spinner that stops in time. Each
+private name relied on is listed in ``PRIVATE_NAMES`` below with why, and
+``tests/runtime/test_faust_internals.py`` checks that each is still there, and that the installed versions are
+the ones they were checked with (``CHECKED_WITH``): upgrading faust-streaming, mode-streaming or aiokafka fails
+that test until this list has been checked again. No other module of ``stream/`` uses such a name.
+
+The fetch wait. faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its worker
 consumer. On brokers that answer a fetch only when the wait runs out (the
 embedded Tansu broker) every hop of the pipeline then costs that long, and a
 KPI record trails its event by seconds; a short wait keeps updates within
 about a second. It only matters while a topic is idle: a busy fetch returns
 as soon as there is data.
 
-Table recovery reads each changelog partition up to the end offset the broker
+Changelog ends. Table recovery reads each changelog partition up to the end offset the broker
 reports. Tansu under-reports it (measured: 78 reported where 105 records were
 there to read), so a restarted worker restored only part of its tables. With
 ``verify_changelog_end`` the reported ends are checked by reading on from them
@@ -24,15 +32,17 @@ before recovery may let an earlier fetch settle); it stays on by default.
 Which of the other workarounds here Apache Kafka needs too: the short fetch
 wait bounds each hop's latency on an idle topic on either broker (Kafka answers
 a fetch as soon as data arrives, Tansu only when the wait ends); the consumer's
-re-read after a seek and after an offset jump (``Consumer``) answer Faust's own
+re-read after a seek and after an offset jump (the ledger's rules) answer Faust's own
 races, not a broker's, and also pass compacted changelogs and transaction
 markers (a jump that repeats is accepted): they run on both.
 """
-
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -48,7 +58,53 @@ from faust.types import TP, TransportT
 from mode.services import WaitResults
 from mode.utils.queues import ThrowableQueue
 
+from stream.runtime.offsets import Admission, OffsetLedger
+
 log = logging.getLogger(__name__)
+
+# The versions the names below were checked with; the test fails when an installed version differs.
+CHECKED_WITH = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
+
+# (owner, name, why): every private or undocumented name of those packages this module relies on. The owner is
+# "module:Class"; the name is a class attribute or method, or an attribute its instances set (``self.name``).
+PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_create_worker_consumer",
+     "overridden: the worker consumer's fetch wait is set on the consumer it returns"),
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_highwaters",
+     "overridden: recovery's changelog ends, checked by reading on"),
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_ensure_consumer",
+     "the aiokafka consumer, for the time of a partition's last fetch response"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms",
+     "read when the fetcher starts, after construction: the only way to set the worker consumer's wait"),
+    ("faust.transport.consumer:Consumer", "_read_offset", "replaced: left alone while a partition is re-read"),
+    ("faust.transport.consumer:Consumer", "callback", "wrapped: each fetched message is admitted by the ledger"),
+    ("faust.transport.consumer:Consumer", "suspend_flow", "the event a hand-over that can wait races against"),
+    ("faust.transport.consumer:Consumer", "_is_changelog_tp", "changelog partitions are not the ledger's"),
+    ("faust.transport.consumer:Consumer", "_add_gap", "superseded; called for the gaps the ledger finds"),
+    ("faust.transport.consumer:Consumer", "_gap", "where _add_gap files gaps (read by the tests)"),
+    ("faust.transport.consumer:Consumer", "_committed_offset", "read by _add_gap (set up by the tests)"),
+    ("faust.transport.consumer:ThreadDelegateConsumer", "_new_consumer_thread",
+     "overridden: the thread class of this module"),
+    ("faust.transport.consumer:ThreadDelegateConsumer", "_thread", "the consumer thread, for fetch times"),
+    ("faust.transport.consumer:Consumer", "perform_seek", "extended: the ledger learns each seek"),
+    ("faust.transport.consumer:Consumer", "seek_wait", "seeks the partitions the ledger re-reads"),
+    ("mode.services:Service", "wait_first", "overridden: Faust's per-message race, run only when it matters"),
+    ("faust.transport.conductor:Conductor", "_tp_index", "the channels a partition's messages go to"),
+    ("faust.app.base:App", "rebalancing", "a message handed over during a rebalance is lost"),
+    ("faust.app.base:App", "_new_transport", "overridden: the transport with this module's classes"),
+    ("faust.app.base:App", "FlowControlQueue", "overridden: stream queues bounded in bytes"),
+    ("mode.utils.queues:FlowControlQueue", "_pending_pressure_drop_callbacks", "the byte bound drives them"),
+    ("mode.utils.queues:FlowControlQueue", "in_pressure_high_state", "overridden: high at either bound"),
+    ("mode.utils.queues:FlowControlQueue", "maybe_endorse_pressure_drop", "overridden: dropped at both bounds"),
+    ("mode.utils.queues:FlowControlQueue", "pressure_high_ratio", "the bytes use the count's ratios"),
+    ("mode.utils.queues:FlowControlQueue", "pressure_drop_ratio", "the bytes use the count's ratios"),
+    ("asyncio.queues:Queue", "_put", "extended: counts the bytes of what is put"),
+    ("asyncio.queues:Queue", "_get", "extended: counts the bytes of what is taken"),
+    ("faust.transport.drivers.aiokafka:Producer", "_settings_extra", "extended: acks=all and idempotence"),
+    ("faust.worker:Worker", "_setup_spinner_handler", "overridden: no spinner (it sets the root logger to DEBUG)"),
+    ("faust.worker:Worker", "_schedule_shutdown", "extended: a deadline for stopping"),
+    ("mode.worker:Worker", "_signal_stop_time", "set once the first stop signal came"),
+)
 
 # Longest the end probe reads before it settles for the ends found so far.
 _PROBE_DEADLINE_S = 30.0
@@ -140,35 +196,26 @@ class _ReadOffsets(defaultdict[TP, int | None]):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """Faust's consumer, made to deliver every message of a stream partition after a rebalance.
+    """Faust's consumer, made to deliver every message of a stream partition after a rebalance: an adapter that
+    feeds the offsets ledger (``stream.runtime.offsets``) and does what it says.
 
-    Recovery resumes the stream partitions *before* it seeks them to their committed offsets, and the batch
-    being delivered when the seek lands goes on from the old position. Faust then takes the first later
-    message as a gap and drops the refetched messages below it (they are under its read offset), and those it
-    had not delivered because the flow was suspended are lost: on Tansu a restarted worker lost whole
-    envelopes that way (measured in the SIGKILL test). Here a stream partition's messages are dropped from
-    its assignment until the first fetch after the seek, which starts again at the committed offset. Any
-    other message that comes ahead of the next offset expected has its partition read again from there (see
-    ``_in_order``).
+    The ledger decides; this class only reports to it what Faust does (assignments, seeks, revocations, each
+    fetched message) and carries out its answers: drop a message, seek a partition again before the next fetch,
+    register a gap. It also gates acks (``acking``) and hands messages over without Faust's per-message race
+    when nothing can make the hand-over wait (``wait_first``).
     """
 
     thread_class: ClassVar[type[_ConsumerThread]] = _ConsumerThread
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._stale: set[TP] = set()  # stream partitions assigned and not yet fetched again after the seek
-        self._reseek: dict[TP, int] = {}
-        self._jumps: dict[TP, tuple[int, int]] = {}  # the jump a partition was read again for, per partition
-        self._next: dict[TP, int] = {}  # per stream partition, the offset to deliver next (from the last seek on)
+        self.ledger = OffsetLedger()
         self._acking = False
-        self._read_offset = _ReadOffsets(self._stale)
-        # The last offset handed to the streams, per partition: what an agent has still to take from its queue.
-        self.delivered: dict[TP, int] = {}
+        self._read_offset = _ReadOffsets(cast(set[TP], self.ledger.stale))
         deliver = self.callback
 
         async def on_message(message: Any) -> None:
-            if await self._in_order(message.tp, message.offset):
-                self.delivered[message.tp] = message.offset
+            if await self._admit(message.tp, message.offset):
                 if self._delivers_at_once(message.tp):
                     await deliver(message)
                 else:
@@ -200,55 +247,13 @@ class Consumer(faust_aiokafka.Consumer):
             return False
         return not any(channel.queue.full() for channel in channels)
 
-    async def _in_order(self, tp: TP, offset: int) -> bool:
-        """Whether to hand the message at ``offset`` to the streams: not while its partition is to be read again,
-        nor when it comes ahead of the offset expected next; then the partition is read again from there, once.
-
-        Faust's own check compares an offset with its read offset, which is the committed offset right after a
-        seek (the next to read) but the last offset read afterwards (one less): a message missing right after a
-        seek is no gap to it, and it commits past the message once the next is acked. Here the next offset is
-        tracked exactly from each seek, and any jump is read again. A jump that repeats from there is a real gap
-        (offsets compacted away, transaction markers), which faust may commit past.
-        """
-        if tp in self._stale:
-            return False  # fetched before the seek that reads it again
-        expected = self._next.get(tp)
-        if expected is None:
-            return True  # a changelog partition, which recovery seeks on its own
-        if self.app.rebalancing:
-            # At the end of a rebalance faust resumes and seeks the stream partitions, then resumes the flow,
-            # which empties the streams' queues: a message handed over in between is lost, and faust's read
-            # offset has moved past it (measured in the scale-out test: the first message after a rebalance,
-            # delivered 1 ms before "Worker ready", never reached its agent). Read again once the flow runs.
-            log.info("consumer: %s[%d] delivered offset %d before the rebalance ended; reading again from %d",
-                     tp.topic, tp.partition, offset, min(offset, expected))
-            self._stale.add(tp)
-            self._reseek[tp] = min(offset, expected)
-            return False
-        if offset > expected:
-            if self._jumps.pop(tp, None) != (expected, offset):
-                log.info("consumer: %s[%d] delivered offset %d where %d was next; reading again from there",
-                         tp.topic, tp.partition, offset, expected)
-                self._jumps[tp] = (expected, offset)
-                self._stale.add(tp)
-                self._reseek[tp] = expected
-                return False
-            log.warning("consumer: offsets %d..%d of %s[%d] are not there after reading again; taken as a gap",
-                        expected, offset - 1, tp.topic, tp.partition)
+    async def _admit(self, tp: TP, offset: int) -> bool:
+        """Whether to hand the message at ``offset`` to the streams, as the ledger says; a gap it finds is
+        registered with Faust, which may then commit past it."""
+        admission, expected = self.ledger.admit(tp, offset, self.app.rebalancing)
+        if admission is Admission.DELIVER_PAST_GAP:
             await super()._add_gap(tp, expected, offset)
-        if offset >= expected:
-            self._next[tp] = offset + 1
-        return True
-
-    def to_read_again(self, tp: TP) -> bool:
-        """Whether messages of ``tp`` fetched since the last seek are dropped, to be read again: the consumer's
-        position is then past messages the streams never got."""
-        return tp in self._stale
-
-    def next_offset(self, tp: TP) -> int | None:
-        """The offset the streams get next from stream partition ``tp``, once sought (None before); meaningful
-        only while it is not to be read again (see ``to_read_again``)."""
-        return self._next.get(tp)
+        return admission is not Admission.DROP
 
     @contextmanager
     def acking(self) -> Iterator[None]:
@@ -273,16 +278,11 @@ class Consumer(faust_aiokafka.Consumer):
         return acked
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        self._stale.update(tp for tp in assigned if not self._is_changelog_tp(tp))
+        self.ledger.assigned(tp for tp in assigned if not self._is_changelog_tp(tp))
         await super().on_partitions_assigned(assigned, generation_id)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        self._stale.difference_update(revoked)
-        for tp in revoked:
-            self.delivered.pop(tp, None)
-            self._reseek.pop(tp, None)
-            self._jumps.pop(tp, None)
-            self._next.pop(tp, None)
+        self.ledger.revoked(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def perform_seek(self) -> None:
@@ -290,21 +290,16 @@ class Consumer(faust_aiokafka.Consumer):
         for tp in self.assignment():
             if not self._is_changelog_tp(tp):
                 # No committed offset: the reset policy (earliest) applies, and a log that starts later is a gap.
-                self._next[tp] = self._read_offset.get(tp) or 0
-                if tp in self._stale:
-                    self._reseek[tp] = self._next[tp]
+                self.ledger.sought(tp, self._read_offset.get(tp) or 0)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-        if self._reseek:
-            partitions, self._reseek = self._reseek, {}
-            self._stale.difference_update(partitions)
-            self._next.update(partitions)
-            await self.seek_wait(partitions)
+        if self.ledger.reseek:
+            await self.seek_wait(cast(dict[TP, int], self.ledger.take_reseeks()))
         async for item in super().getmany(timeout):
             yield item
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
-        """Faust's gap detection, superseded by ``_in_order`` (which registers the real gaps)."""
+        """Faust's gap detection, superseded by the ledger's (``_admit`` registers the real gaps)."""
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return self.thread_class(self, loop=self.loop, beacon=self.beacon)
@@ -421,3 +416,36 @@ class KpiApp(faust.App):
     def _new_transport(self) -> TransportT:
         transport: TransportT = self._transport_class(self.conf.broker_consumer, self, loop=self.loop)
         return transport
+
+
+# Exit status of a worker that did not finish stopping within KPI_STOP_TIMEOUT (Kafka unreachable): a
+# temporary failure, as for a SIGKILL the input it had not committed is read again after a restart.
+EXIT_STOP_TIMED_OUT = 75
+
+
+class QuietWorker(faust.Worker):
+    """A worker without the progress spinner, which turns the root logger to DEBUG on a backlog, that stops
+    within ``stop_timeout_s`` of a signal."""
+
+    stop_timeout_s: ClassVar[float] = 30.0
+
+    def _setup_spinner_handler(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
+        # Faust's stop flushes the producer, which waits for every pending send: with Kafka gone it waited for
+        # good (measured: still running 90 s after SIGTERM, at "Flush producer buffer"). Stopping is what the
+        # signal asked for, and nothing is lost by it: unacked input is read again, as after a SIGKILL.
+        if not self._signal_stop_time:
+            deadline = threading.Timer(self.stop_timeout_s, _stop_timed_out, (self.stop_timeout_s,))
+            deadline.daemon = True
+            deadline.start()
+        super()._schedule_shutdown(sig)
+
+
+def _stop_timed_out(timeout_s: float) -> None:
+    log.critical("the worker did not stop within %.0f s (KPI_STOP_TIMEOUT), most likely because Kafka cannot be "
+                 "reached to deliver its last sends; exiting with status %d, and a restart reads the input it had "
+                 "not committed again", timeout_s, EXIT_STOP_TIMED_OUT)
+    logging.shutdown()
+    os._exit(EXIT_STOP_TIMED_OUT)

@@ -1,9 +1,15 @@
-"""The consumer's handling of a message that comes ahead of the next offset expected, and of its hand-over."""
+"""The Faust adapter: the consumer's gap registration, ack gate and hand-over, and the byte-bound queues."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.metadata
+import inspect
+import re
+import tomllib
 from collections import defaultdict
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from weakref import WeakSet
@@ -13,7 +19,8 @@ from faust.types import TP
 from intervaltree import IntervalTree
 from mode.utils.queues import FlowControlEvent
 
-from stream.transport import ByteBoundQueue, Consumer, KpiApp
+from stream.runtime.faust_internals import CHECKED_WITH, PRIVATE_NAMES, ByteBoundQueue, Consumer, KpiApp
+from stream.runtime.offsets import OffsetLedger
 
 TOPIC = TP("t-entities", 1)
 
@@ -21,107 +28,23 @@ TOPIC = TP("t-entities", 1)
 def consumer(next_offset: int | None = 6) -> Consumer:
     """The consumer's gap bookkeeping alone, without a broker or an app, as a seek to ``next_offset`` left it."""
     bare = object.__new__(Consumer)
-    bare._stale, bare._reseek, bare._jumps, bare._next = set(), {}, {}, {}
+    bare.ledger = OffsetLedger()
     if next_offset is not None:
-        bare._next[TOPIC] = next_offset
+        bare.ledger.sought(TOPIC, next_offset)
     bare._committed_offset = defaultdict(lambda: None)
     bare._gap = defaultdict(IntervalTree)
     bare.app = SimpleNamespace(rebalancing=False)
     return bare
 
 
-def in_order(c: Consumer, offset: int) -> bool:
-    return asyncio.run(c._in_order(TOPIC, offset))
-
-
-def reseek(c: Consumer) -> None:
-    """What the next fetch does first: seek the partitions to be read again, and take their messages again."""
-    partitions, c._reseek = c._reseek, {}
-    c._stale.difference_update(partitions)
-    c._next.update(partitions)
-
-
-def test_messages_in_order_are_delivered() -> None:
+def test_a_gap_the_ledger_finds_is_registered_with_faust() -> None:
+    # Faust may commit past a registered gap: only a jump seen again after reading again is one.
     c = consumer()
-    assert [in_order(c, offset) for offset in (6, 7, 8)] == [True, True, True]
-    assert c._next[TOPIC] == 9 and not c._reseek and not c._gap[TOPIC]
-
-
-def test_the_first_message_after_a_seek_missing_reads_the_partition_again() -> None:
-    # Faust compares with the committed offset here (6, the next to read): 7 is no gap to it, and acking 7
-    # commits 8, past 6. That lost the first message after a rebalance in the scale-out test.
-    c = consumer(6)
-    assert in_order(c, 7) is False
-    assert c._reseek == {TOPIC: 6} and TOPIC in c._stale and not c._gap[TOPIC]
-
-
-def test_a_first_jump_reads_the_partition_again_from_the_offset_expected() -> None:
-    c = consumer()
-    assert in_order(c, 6) is True
-    assert in_order(c, 41) is False
-    assert not c._gap[TOPIC]  # nothing is taken as a gap, so nothing is committed past
-    assert c._reseek == {TOPIC: 7}
-    assert TOPIC in c._stale  # the message that jumped, and those after it, are dropped until then
-
-
-def test_messages_dropped_until_the_seek_are_no_gap() -> None:
-    c = consumer()
-    assert in_order(c, 41) is False
-    assert in_order(c, 42) is False
-    assert not c._gap[TOPIC] and c._reseek == {TOPIC: 6}
-
-
-def test_the_partition_read_again_delivers_from_the_offset_expected() -> None:
-    c = consumer()
-    in_order(c, 41)
-    reseek(c)
-    assert [in_order(c, offset) for offset in (6, 7)] == [True, True]
-    assert c._next[TOPIC] == 8 and not c._gap[TOPIC]
-
-
-def test_the_same_jump_after_reading_again_is_a_gap() -> None:
-    c = consumer()
-    in_order(c, 41)
-    reseek(c)
-    assert in_order(c, 41) is True
+    assert asyncio.run(c._admit(TOPIC, 41)) is False
+    assert not c._gap[TOPIC]
+    c.ledger.take_reseeks()
+    assert asyncio.run(c._admit(TOPIC, 41)) is True
     assert sorted((i.begin, i.end) for i in c._gap[TOPIC]) == [(6, 42)]
-    assert not c._reseek and TOPIC not in c._stale and c._next[TOPIC] == 42
-
-
-def test_another_jump_after_reading_again_is_read_again_too() -> None:
-    c = consumer()
-    in_order(c, 41)
-    reseek(c)
-    assert [in_order(c, offset) for offset in range(6, 20)] == [True] * 14
-    assert in_order(c, 41) is False
-    assert not c._gap[TOPIC] and c._reseek == {TOPIC: 20}
-
-
-def test_a_message_read_again_below_the_next_offset_is_delivered_and_changes_nothing() -> None:
-    # The agents' offset guard drops what they have handled already.
-    c = consumer()
-    in_order(c, 6)
-    in_order(c, 7)
-    assert in_order(c, 6) is True
-    assert c._next[TOPIC] == 8 and not c._reseek
-
-
-def test_a_message_handed_over_before_a_rebalance_ends_is_read_again_after_it() -> None:
-    # Faust empties the streams' queues when it resumes the flow, after the partitions are sought and resumed.
-    c = consumer(6)
-    c.app.rebalancing = True
-    assert in_order(c, 6) is False and in_order(c, 7) is False
-    assert c._reseek == {TOPIC: 6} and TOPIC in c._stale
-    c.app.rebalancing = False
-    reseek(c)
-    assert [in_order(c, offset) for offset in (6, 7)] == [True, True]
-    assert c._next[TOPIC] == 8 and not c._gap[TOPIC]
-
-
-def test_a_partition_without_a_seek_of_its_own_is_not_checked() -> None:
-    # Changelog partitions: table recovery seeks and reads them itself.
-    c = consumer(None)
-    assert in_order(c, 41) is True and not c._reseek
 
 
 def acking_consumer() -> Consumer:
@@ -303,3 +226,54 @@ def test_the_app_s_stream_queues_are_bound_in_bytes() -> None:
     app = KpiApp("bytes-bound-test", stream_buffer_bytes=4096, stream_buffer_maxsize=7)
     q = app.topic("bytes-bound-test-input").queue  # what the conductor puts an agent's events into
     assert isinstance(q, ByteBoundQueue) and q.max_bytes == 4096 and q.maxsize == 7
+
+
+def _owner(dotted: str) -> type:
+    module, _, name = dotted.partition(":")
+    owner: type = getattr(importlib.import_module(module), name)
+    return owner
+
+
+def _sets_attribute(owner: type, name: str) -> bool:
+    """Whether ``owner`` or a class it inherits from assigns ``self.<name>`` in its source."""
+    pattern = re.compile(rf"self\.{re.escape(name)}\b\s*(:[^=\n]*)?=[^=]")
+    for cls in owner.__mro__:
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            continue
+        if pattern.search(source):
+            return True
+    return False
+
+
+@pytest.mark.parametrize(("owner", "name", "why"), PRIVATE_NAMES,
+                         ids=[f"{owner.split(':')[1]}.{name}" for owner, name, _ in PRIVATE_NAMES])
+def test_every_private_name_relied_on_is_still_there(owner: str, name: str, why: str) -> None:
+    cls = _owner(owner)
+    assert hasattr(cls, name) or _sets_attribute(cls, name), f"{owner} has no {name} any more ({why})"
+
+
+@pytest.mark.parametrize("package", sorted(CHECKED_WITH))
+def test_the_private_names_were_checked_with_the_installed_versions(package: str) -> None:
+    # Upgrading one of these packages: check PRIVATE_NAMES against the new version, then update CHECKED_WITH.
+    assert importlib.metadata.version(package) == CHECKED_WITH[package]
+
+
+def test_the_checked_versions_are_the_pinned_ones() -> None:
+    pins = dict(line.split("==") for line in tomllib.loads(
+        (Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["dependencies"] if "==" in line)
+    assert {package: pins.get(package) for package in CHECKED_WITH} == CHECKED_WITH
+
+
+def test_no_other_module_uses_a_private_name_of_faust_mode_or_aiokafka() -> None:
+    # Names listed in PRIVATE_NAMES, used outside the one module allowed to.
+    stream = Path(__file__).parents[2] / "stream"
+    private = {name for _, name, _ in PRIVATE_NAMES if name.startswith("_")}
+    found = []
+    for path in stream.rglob("*.py"):
+        if path.name == "faust_internals.py":
+            continue
+        text = path.read_text()
+        found += [f"{path.relative_to(stream)}: {name}" for name in private if re.search(rf"\.{name}\b", text)]
+    assert found == []

@@ -1,0 +1,192 @@
+"""The offsets ledger: a message that comes ahead of the next offset expected, reading again, and catching up."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.runtime.offsets import Admission, OffsetLedger, Unknown
+
+TOPIC = ("t-entities", 1)
+
+
+def ledger(next_offset: int | None = 6) -> OffsetLedger:
+    """A ledger as a seek to ``next_offset`` left it (None: a partition without a seek of its own)."""
+    fresh = OffsetLedger()
+    if next_offset is not None:
+        fresh.sought(TOPIC, next_offset)
+    return fresh
+
+
+def gaps(found: list[tuple[Admission, int, int]]) -> list[tuple[int, int]]:
+    return [(expected, offset + 1) for admission, expected, offset in found if admission is Admission.DELIVER_PAST_GAP]
+
+
+class Feed:
+    """Messages of ``TOPIC`` fed to a ledger as the consumer does, with the gaps it registers."""
+
+    def __init__(self, next_offset: int | None = 6) -> None:
+        self.ledger = ledger(next_offset)
+        self.rebalancing = False
+        self.found: list[tuple[Admission, int, int]] = []
+
+    def __call__(self, offset: int) -> bool:
+        admission, expected = self.ledger.admit(TOPIC, offset, self.rebalancing)
+        self.found.append((admission, expected, offset))
+        return admission is not Admission.DROP
+
+    def gaps(self) -> list[tuple[int, int]]:
+        return gaps(self.found)
+
+    def reseek(self) -> None:
+        """What the next fetch does first: seek the partitions to be read again, and take their messages again."""
+        self.ledger.take_reseeks()
+
+
+def test_messages_in_order_are_delivered() -> None:
+    in_order = Feed()
+    assert [in_order(offset) for offset in (6, 7, 8)] == [True, True, True]
+    assert in_order.ledger.expected[TOPIC] == 9 and not in_order.ledger.reseek and not in_order.gaps()
+
+
+def test_the_first_message_after_a_seek_missing_reads_the_partition_again() -> None:
+    # Faust compares with the committed offset here (6, the next to read): 7 is no gap to it, and acking 7
+    # commits 8, past 6. That lost the first message after a rebalance in the scale-out test.
+    in_order = Feed(6)
+    assert in_order(7) is False
+    assert in_order.ledger.reseek == {TOPIC: 6} and TOPIC in in_order.ledger.stale and not in_order.gaps()
+
+
+def test_a_first_jump_reads_the_partition_again_from_the_offset_expected() -> None:
+    in_order = Feed()
+    assert in_order(6) is True
+    assert in_order(41) is False
+    assert not in_order.gaps()  # nothing is taken as a gap, so nothing is committed past
+    assert in_order.ledger.reseek == {TOPIC: 7}
+    assert TOPIC in in_order.ledger.stale  # the message that jumped, and those after it, are dropped until then
+
+
+def test_messages_dropped_until_the_seek_are_no_gap() -> None:
+    in_order = Feed()
+    assert in_order(41) is False
+    assert in_order(42) is False
+    assert not in_order.gaps() and in_order.ledger.reseek == {TOPIC: 6}
+
+
+def test_the_partition_read_again_delivers_from_the_offset_expected() -> None:
+    in_order = Feed()
+    in_order(41)
+    in_order.reseek()
+    assert [in_order(offset) for offset in (6, 7)] == [True, True]
+    assert in_order.ledger.expected[TOPIC] == 8 and not in_order.gaps()
+
+
+def test_the_same_jump_after_reading_again_is_a_gap() -> None:
+    in_order = Feed()
+    in_order(41)
+    in_order.reseek()
+    assert in_order(41) is True
+    assert in_order.gaps() == [(6, 42)]
+    assert not in_order.ledger.reseek and TOPIC not in in_order.ledger.stale and in_order.ledger.expected[TOPIC] == 42
+
+
+def test_another_jump_after_reading_again_is_read_again_too() -> None:
+    in_order = Feed()
+    in_order(41)
+    in_order.reseek()
+    assert [in_order(offset) for offset in range(6, 20)] == [True] * 14
+    assert in_order(41) is False
+    assert not in_order.gaps() and in_order.ledger.reseek == {TOPIC: 20}
+
+
+def test_a_message_read_again_below_the_next_offset_is_delivered_and_changes_nothing() -> None:
+    # The agents' offset guard drops what they have handled already.
+    in_order = Feed()
+    in_order(6)
+    in_order(7)
+    assert in_order(6) is True
+    assert in_order.ledger.expected[TOPIC] == 8 and not in_order.ledger.reseek
+
+
+def test_a_message_handed_over_before_a_rebalance_ends_is_read_again_after_it() -> None:
+    # Faust empties the streams' queues when it resumes the flow, after the partitions are sought and resumed.
+    in_order = Feed(6)
+    in_order.rebalancing = True
+    assert in_order(6) is False and in_order(7) is False
+    assert in_order.ledger.reseek == {TOPIC: 6} and TOPIC in in_order.ledger.stale
+    in_order.rebalancing = False
+    in_order.reseek()
+    assert [in_order(offset) for offset in (6, 7)] == [True, True]
+    assert in_order.ledger.expected[TOPIC] == 8 and not in_order.gaps()
+
+
+def test_a_partition_without_a_seek_of_its_own_is_not_checked() -> None:
+    # Changelog partitions: table recovery seeks and reads them itself.
+    in_order = Feed(None)
+    assert in_order(41) is True and not in_order.ledger.reseek
+
+
+def test_a_newly_assigned_partition_drops_what_it_fetched_until_its_seek_is_made_again() -> None:
+    # Faust resumes a partition before seeking it to its committed offset: what comes in between is dropped.
+    book = OffsetLedger()
+    book.assigned([TOPIC])
+    assert book.admit(TOPIC, 90, rebalancing=False)[0] is Admission.DROP
+    book.sought(TOPIC, 40)
+    assert book.reseek == {TOPIC: 40}
+    assert book.take_reseeks() == {TOPIC: 40} and not book.stale and not book.reseek
+    assert book.admit(TOPIC, 40, rebalancing=False)[0] is Admission.DELIVER
+    assert book.delivered[TOPIC] == 40
+
+
+def test_a_revoked_partition_is_forgotten_by_the_consumer_side_only() -> None:
+    # The agents forget what they handled once their running batches are over (``forget_handled``).
+    book = ledger(6)
+    book.admit(TOPIC, 6, rebalancing=False)
+    assert book.first_time(TOPIC, 6)
+    book.admit(TOPIC, 41, rebalancing=False)
+    book.revoked([TOPIC])
+    assert not (book.expected or book.delivered or book.reseek or book.stale or book.jumps)
+    assert book.handled == {TOPIC: 6}
+    book.forget_handled([TOPIC])
+    assert book.handled == {}
+
+
+@pytest.mark.parametrize(("offsets", "kept"), [
+    ([1, 2, 3], [1, 2, 3]),
+    ([1, 2, 2, 3], [1, 2, 3]),  # handed over twice in one process
+    ([5, 3, 6], [5, 6]),  # below the last handled: resumed before the seek back
+])
+def test_an_offset_is_handled_once_per_process(offsets: list[int], kept: list[int]) -> None:
+    book = OffsetLedger()
+    assert [offset for offset in offsets if book.first_time(TOPIC, offset)] == kept
+
+
+def test_the_next_offset_to_handle_comes_from_what_was_handled_then_from_the_seek() -> None:
+    book = OffsetLedger()
+    assert book.next_to_handle(TOPIC) is Unknown.NOT_SOUGHT
+    book.assigned([TOPIC])
+    assert book.next_to_handle(TOPIC) is Unknown.READ_AGAIN
+    book.sought(TOPIC, 12)
+    book.take_reseeks()
+    assert book.next_to_handle(TOPIC) == 12
+    book.first_time(TOPIC, 15)
+    assert book.next_to_handle(TOPIC) == 16
+
+
+@pytest.mark.parametrize(("next_offset", "highwater", "age_s", "delivered", "handled", "caught_up"), [
+    (10, 10, 0.1, 9, 9, True),
+    (9, 10, 0.1, 8, 8, False),  # one message left on the broker
+    (10, 10, 0.1, 9, 8, False),  # fetched, still in the agent's queue
+    (None, 10, 0.1, -1, -1, False),  # next offset unknown
+    (10, None, None, 9, 9, False),  # never fetched
+    (10, 10, 2.5, 9, 9, False),  # high watermark too old to trust
+    (10, 10, None, 9, 9, False),
+])
+def test_an_input_partition_is_caught_up_only_when_nothing_is_left_or_unknown(
+        next_offset: int | None, highwater: int | None, age_s: float | None, delivered: int, handled: int,
+        caught_up: bool) -> None:
+    book = OffsetLedger()
+    if delivered >= 0:
+        book.delivered[TOPIC] = delivered
+    if handled >= 0:
+        book.handled[TOPIC] = handled
+    assert book.caught_up(TOPIC, next_offset, highwater, age_s, stale_after_s=2.0) is caught_up
