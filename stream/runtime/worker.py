@@ -99,7 +99,8 @@ class Worker:
         for name, topic, handle in (("ingest", self.inputs, self.ingest_batch),
                                     ("entities", routes.topics[ENTITIES], self.entity_batch),
                                     ("cells", routes.topics[CELLS], self.cell_batch)):
-            app.agent(topic, name=name)(self._agent(name, handle))
+            # The stage's name in logs: "a cell batch failed ..."
+            app.agent(topic, name=name)(self._agent(handle.__name__.removesuffix("_batch"), handle))
         app.timer(self.settings.watermark_interval_ms / 1000, name="report_progress")(self.report_progress)
         app.timer(5.0, name="measure_lag")(self.measure_lag)
         app.task(self.mark_ready)
