@@ -41,6 +41,7 @@ from stream.pipeline.entities import EntityStage
 from stream.pipeline.ingest import IngestStage, InputMessage, encode_envelope, encode_envelopes
 from stream.pipeline.routing import source_name
 from stream.settings import Settings
+from stream.stages import cell_config, entity_config
 from stream.store import DiskStore, MemoryStore
 from stream.transport import Consumer, KpiApp
 
@@ -326,8 +327,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                                settings.idle_partition_timeout_ms, settings.max_future_skew_ms)
     sources = frozenset(source_name(topic, p) for topic in settings.input_topics.values()
                         for p in range(input_partitions[topic]))
-    entity_stage = EntityStage(settings.entity_config(sources), entity_table)
-    cell_stage = CellStage(settings.cell_config(), cell_table)
+    entity_stage = EntityStage(entity_config(settings, sources), entity_table)
+    cell_stage = CellStage(cell_config(settings), cell_table)
     in_flight = InFlight()
     guards = {"ingest": OffsetGuard(), "entities": OffsetGuard(), "cells": OffsetGuard()}
 

@@ -11,9 +11,6 @@ from typing import Any
 from stream.core.events import Kind
 from stream.core.money import RateTable, parse_rate_table
 from stream.core.timeutil import format_duration, is_zero_duration, parse_duration_ms
-from stream.core.visitors import AttributionConfig
-from stream.pipeline.cells import CellConfig
-from stream.pipeline.entities import EntityConfig
 
 SECRET_FIELDS = frozenset({"sasl_password"})
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -223,21 +220,6 @@ class Settings:
     heartbeat_interval_ms: int
     stop_timeout_ms: int
     log_level: str
-
-    def entity_config(self, sources: frozenset[str]) -> EntityConfig:
-        """What the entity stage takes from the settings, given every input partition's name."""
-        return EntityConfig(self.partitions, sources, self.window_sizes_ms, self.allowed_lateness_ms, self.funnel,
-                            self.dedup_retention_ms, self.unknown_lead_timeout_ms, self.cohort_window_ms,
-                            AttributionConfig(self.attribution_lookback_ms, self.attribution_half_life_ms,
-                                              self.touch_limit))
-
-    def cell_config(self) -> CellConfig:
-        """What the cell stage takes from the settings."""
-        economics = None
-        if self.churn_rate is not None and self.gross_margin is not None:
-            economics = (self.churn_rate, self.gross_margin)
-        return CellConfig(self.partitions, self.window_sizes_ms, self.allowed_lateness_ms, self.funnel,
-                          self.rates.reporting_currency, self.cohort_window_ms, economics, self.value_limit)
 
     @property
     def input_topics(self) -> dict[Kind, str]:

@@ -1,6 +1,8 @@
 """Tests for stream.settings: defaults, each kind of bad value, and secret masking in describe()."""
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -326,3 +328,10 @@ def test_at_least_once_is_accepted(value):
 def test_the_guarantee_setting_says_exactly_once_is_refused():
     meaning = ENVIRONMENT["processing_guarantee"][2]
     assert "`exactly_once` (Kafka transactions) is refused" in meaning
+
+
+def test_settings_import_nothing_from_the_pipeline():
+    # Settings only parse; the stages' configurations are built where the worker is wired (stream.stages).
+    code = "import sys, stream.settings; print(sorted(m for m in sys.modules if m.startswith('stream.pipeline')))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]"
