@@ -410,7 +410,11 @@ class Settings(BaseSettings):
 
 
 class _Environment(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping instead of ``os.environ``."""
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``.
+
+    ``_load_env_vars`` is the hook pydantic-settings' own .env source overrides the same way; the tests that read
+    from a given mapping only, and from the process environment by default, fail if it changes.
+    """
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
         self.environ = environ  # read by _load_env_vars, which the base constructor calls
