@@ -35,6 +35,7 @@ from stream.runtime.faust_internals import KpiApp, QuietWorker
 from stream.runtime.faust_output import Routes
 from stream.runtime.worker import Stages, Worker
 from stream.settings import Settings
+from stream.stages import cell_config, entity_config
 
 # Loggers that write whole message values at DEBUG. Input payloads may hold personal data (e-mail addresses,
 # names), so these never log below INFO, whatever KPI_LOG_LEVEL says.
@@ -100,8 +101,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                         for p in range(input_partitions[topic]))
     stages = Stages(IngestStage(Validator(settings.rates, settings.max_event_bytes), n,
                                 settings.idle_partition_timeout_ms, settings.max_future_skew_ms),
-                    EntityStage(settings.entity_config(sources), tables[ENTITY_TABLE]),
-                    CellStage(settings.cell_config(), tables[CELL_TABLE]))
+                    EntityStage(entity_config(settings, sources), tables[ENTITY_TABLE]),
+                    CellStage(cell_config(settings), tables[CELL_TABLE]))
     Worker(app, settings, stages, routes, inputs=app.topic(*settings.input_topics.values(), **RAW),
            input_kinds={topic: kind for kind, topic in settings.input_topics.items()},
            metrics=Metrics.create(registry, settings.campaign_labels, settings.campaign_label_limit),

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -191,9 +191,9 @@ def run_demo(args: list[str], settings: Settings) -> int:
         env.setdefault("KPI_EXCHANGE_RATES", DEMO_RATES)
         port = int(env.get("KPI_WEB_PORT", "0")) or free_port()
         env["KPI_WEB_PORT"] = str(port)
-        settings = replace(settings, bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], app_id=env.get(
-            "KPI_APP_ID", settings.app_id), rates=parse_rate_table(settings.rates.reporting_currency,
-                                                                  env["KPI_EXCHANGE_RATES"]))
+        settings = settings.model_copy(update={
+            "bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"], "app_id": env.get("KPI_APP_ID", settings.app_id),
+            "rates": parse_rate_table(settings.rates.reporting_currency, env["KPI_EXCHANGE_RATES"])})
         ensure_topics(settings)
         console.print(f"worker log: {workdir / 'worker.log'}")
         worker = stack.enter_context(_worker(env, workdir / "worker.log"))

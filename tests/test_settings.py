@@ -1,12 +1,14 @@
 """Tests for stream.settings: defaults, each kind of bad value, and secret masking in describe()."""
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
 
 from stream.core.events import Kind
-from stream.settings import ENVIRONMENT, Settings, SettingsError
+from stream.settings import ENVIRONMENT, SECRET_FIELDS, Settings, SettingsError
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -288,7 +290,7 @@ def test_describe_is_human_readable(defaults):
     assert shown["campaign_labels"] == []
     assert shown["web_port"] == 6066
     assert json.loads(json.dumps(shown))["funnel"] == ["lead", "mql", "sal", "sql", "opportunity", "won"]
-    assert set(shown) == {name for name in Settings.__dataclass_fields__}
+    assert set(shown) == set(Settings.model_fields)
 
 
 def test_repr_does_not_show_the_password(with_secret):
@@ -326,3 +328,68 @@ def test_at_least_once_is_accepted(value):
 def test_the_guarantee_setting_says_exactly_once_is_refused():
     meaning = ENVIRONMENT["processing_guarantee"][2]
     assert "`exactly_once` (Kafka transactions) is refused" in meaning
+
+
+def test_settings_import_nothing_from_the_pipeline():
+    # Settings only parse; the stages' configurations are built where the worker is wired (stream.stages).
+    code = "import sys, stream.settings; print(sorted(m for m in sys.modules if m.startswith('stream.pipeline')))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KPI_WEB_PORT": "65536"}, "KPI_WEB_PORT=65536 is outside 0..65535"),
+        ({"KPI_PARTITIONS": "0"}, "KPI_PARTITIONS=0 is outside 1..10000"),
+        ({"KPI_WEB_PORT": " http "}, "KPI_WEB_PORT='http' is not a whole number"),
+        ({"KPI_WEB_PORT": "80.5"}, "KPI_WEB_PORT='80.5' is not a whole number"),
+        ({"KPI_APP_ID": "  "}, "KPI_APP_ID must not be empty"),
+        ({"KPI_STORE": ""}, "KPI_STORE must not be empty"),
+        ({"KAFKA_SECURITY_PROTOCOL": "tls"},
+         "KAFKA_SECURITY_PROTOCOL='tls' is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
+        ({"KPI_LOG_LEVEL": "Verbose"}, "KPI_LOG_LEVEL='Verbose' is not one of debug, info, warning, error"),
+        ({"KPI_VERIFY_CHANGELOG_END": "t"}, "KPI_VERIFY_CHANGELOG_END='t' is not true or false"),
+        ({"KPI_REPORTING_CURRENCY": "U5D", "KPI_EXCHANGE_RATES": "EUR"}, "KPI_REPORTING_CURRENCY='U5D' is not an ISO "
+         "4217 code"),
+        ({"KPI_CHURN_RATE": "2"}, "KPI_CHURN_RATE='2' must be a fraction above 0 and at most 1"),
+    ],
+    ids=["above-bound", "below-bound", "not-a-number", "fraction", "blank", "empty-store", "choice", "choice-case",
+         "boolean", "first-error-wins", "fraction-above-one"],
+)
+def test_bad_value_message_is_worded_as_before(env, message):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    assert str(refused.value) == message
+
+
+def test_no_argument_reads_the_process_environment(monkeypatch):
+    monkeypatch.setenv("KPI_WEB_PORT", "7070")
+    assert Settings.from_env().web_port == 7070
+
+
+def test_nothing_but_the_given_environment_is_read(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("KPI_WEB_PORT=7070\n")
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env({"kpi_web_port": "7070"}).web_port == 6066  # names are case-sensitive, .env unread
+
+
+def test_settings_are_frozen(defaults):
+    with pytest.raises(ValueError, match="frozen"):
+        defaults.web_port = 1
+
+
+def test_every_field_is_a_documented_variable():
+    assert list(ENVIRONMENT) == list(Settings.model_fields)
+    for var, _, meaning in ENVIRONMENT.values():
+        assert var.startswith(("KPI_", "KAFKA_")) and meaning.endswith(".")
+
+
+def test_the_password_is_the_one_secret(with_secret):
+    assert SECRET_FIELDS == {"sasl_password"}
+    assert with_secret.secrets() == [PASSWORD]
+    assert Settings.from_env({}).secrets() == []
+
+
+def test_the_reporting_currency_is_shown_on_its_own_too():
+    assert Settings.from_env({"KPI_REPORTING_CURRENCY": "gbp"}).describe()["reporting_currency"] == "GBP"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -80,7 +79,7 @@ def measure_two_workers(settings: Settings, app_id: str, expected: int, work_dir
     """
     from stream.kafka import ensure_topics
 
-    group = dataclasses.replace(settings, app_id=app_id)
+    group = settings.model_copy(update={"app_id": app_id})
     ensure_topics(group)  # here, not by both workers at once
     ports = distinct_free_ports(2)
     workers = []

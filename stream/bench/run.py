@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -49,9 +48,9 @@ def broker_for(settings: Settings, work_dir: Path, progress: Progress, kind: str
         progress.show(f"{name} on {broker.bootstrap_servers}", force=True)
         # What the broker needs of a worker (Tansu: no idempotent producer, the changelog end probe).
         needs = Settings.from_env({**os.environ, **broker.worker_env})
-        yield dataclasses.replace(settings, bootstrap_servers=broker.bootstrap_servers,
-                                  idempotent_producer=needs.idempotent_producer,
-                                  verify_changelog_end=needs.verify_changelog_end)
+        yield settings.model_copy(update={"bootstrap_servers": broker.bootstrap_servers,
+                                          "idempotent_producer": needs.idempotent_producer,
+                                          "verify_changelog_end": needs.verify_changelog_end})
     finally:
         broker.stop()
 

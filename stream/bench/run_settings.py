@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -11,11 +10,11 @@ from stream.settings import ENVIRONMENT, Settings
 
 def bench_settings(settings: Settings, run_id: str) -> Settings:
     """The settings with a fresh app id and fresh topic names, so that runs never read each other's data."""
-    return dataclasses.replace(
-        settings, app_id=run_id, topic_page_views=f"{run_id}-page-views", topic_leads=f"{run_id}-leads",
-        topic_stage_changes=f"{run_id}-stage-changes", topic_spend=f"{run_id}-spend",
-        topic_dead_letters=f"{run_id}-kpi-dead-letters", kpi_topic_prefix=f"{run_id}-kpi-",
-        web_host="127.0.0.1")
+    return settings.model_copy(update={
+        "app_id": run_id, "topic_page_views": f"{run_id}-page-views", "topic_leads": f"{run_id}-leads",
+        "topic_stage_changes": f"{run_id}-stage-changes", "topic_spend": f"{run_id}-spend",
+        "topic_dead_letters": f"{run_id}-kpi-dead-letters", "kpi_topic_prefix": f"{run_id}-kpi-",
+        "web_host": "127.0.0.1"})
 
 
 def settings_env(settings: Settings, web_port: int, data_dir: Path) -> dict[str, str]:
@@ -28,7 +27,7 @@ def settings_env(settings: Settings, web_port: int, data_dir: Path) -> dict[str,
               "data_dir": str(data_dir), "idempotent_producer": str(settings.idempotent_producer).lower(),
               "verify_changelog_end": str(settings.verify_changelog_end).lower()}
     env = {**os.environ, **{ENVIRONMENT[name][0]: value for name, value in values.items()}}
-    rates_var = ENVIRONMENT["exchange_rates"][0]
+    rates_var = ENVIRONMENT["rates"][0]
     if not env.get(rates_var, "").strip():
         env[rates_var] = "EUR=1.08"  # the traffic model has EUR deals
     return env

@@ -33,6 +33,7 @@ from stream.pipeline.steps import (
     progress_step,
 )
 from stream.settings import Settings
+from stream.stages import cell_config, entity_config
 
 
 @dataclass(slots=True)
@@ -59,8 +60,8 @@ class LocalFlow:
         self.ingest = IngestStage(validator, cfg.partitions, cfg.idle_partition_timeout_ms, cfg.max_future_skew_ms)
         sources = frozenset(source_name(topic, p) for topic in cfg.input_topics.values()
                             for p in range(self.input_partitions))
-        self.entities = EntityStage(cfg.entity_config(sources), self.entity_table)
-        self.cells = CellStage(cfg.cell_config(), self.cell_table)
+        self.entities = EntityStage(entity_config(cfg, sources), self.entity_table)
+        self.cells = CellStage(cell_config(cfg), self.cell_table)
 
     def _next_offset(self, log: str, partition: int) -> int:
         offset = self._offsets[(log, partition)]

@@ -36,6 +36,7 @@ from stream.pipeline.steps import (
     progress_step,
 )
 from stream.settings import Settings
+from stream.stages import cell_config, entity_config
 
 KINDS = {kind.value: kind for kind in Kind}
 
@@ -90,8 +91,8 @@ class ScheduledFlow:
         self._inputs = {(topic, p): _Log() for topic in cfg.input_topics.values()
                         for p in range(self.input_partitions)}
         sources = frozenset(source_name(topic, p) for topic, p in self._inputs)
-        self.entities = EntityStage(cfg.entity_config(sources), self._entity_table)
-        self.cells = CellStage(cfg.cell_config(), self._cell_table)
+        self.entities = EntityStage(entity_config(cfg, sources), self._entity_table)
+        self.cells = CellStage(cell_config(cfg), self._cell_table)
         self._entity_logs = [_Log() for _ in range(cfg.partitions)]
         self._cell_logs = [_Log() for _ in range(cfg.partitions)]
 

@@ -14,6 +14,7 @@ from stream.core.watermark import HOLD
 from stream.pipeline.cells import CellStage
 from stream.pipeline.local import LocalFlow
 from stream.settings import Settings
+from stream.stages import cell_config
 from tests.eventset import DAY_START, MINUTE, heartbeats, mixed
 from tests.reference import compute, from_records, mismatches
 
@@ -333,7 +334,7 @@ def test_a_restored_cell_partition_sends_its_last_records_again_once() -> None:
     flow.send(Kind.STAGE_CHANGE, _stage("b", DAY_START + MINUTE, "mql"))
     sent = {key: {**record, "emitted_at": None} for key, record in flow.records.items()}
     assert any(record["kpi"] == "mql_volume" for record in sent.values())
-    restarted = CellStage(settings.cell_config(), flow.cell_table)
+    restarted = CellStage(cell_config(settings), flow.cell_table)
     nothing = orjson.dumps({"src": 0, "d": [], "wm": HOLD})
     again = restarted.process(0, [(1000, nothing)], DAY_START)
     assert {record.key: {**record.record, "emitted_at": None} for record in again.records} == sent

@@ -19,6 +19,7 @@ from stream.pipeline.state import (
     write_value,
 )
 from stream.settings import Settings
+from stream.stages import cell_config
 from tests.eventset import DAY_START, heartbeats, mixed
 from tests.pipeline.test_local_flow import KINDS, RATES
 from tests.reference import compute, from_records, mismatches
@@ -80,7 +81,7 @@ def test_the_parts_of_a_value_replaced_before_a_stop_are_found_as_orphans() -> N
 def _flow_over(messages: list[tuple[str, bytes]], chunk_bytes: int) -> LocalFlow:
     settings = Settings.from_env({"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "1"})
     flow = LocalFlow(settings, clock=lambda: DAY_START, input_partitions=1)
-    flow.cells = CellStage(settings.cell_config(), flow.cell_table, chunk_bytes=chunk_bytes)
+    flow.cells = CellStage(cell_config(settings), flow.cell_table, chunk_bytes=chunk_bytes)
     for start in range(0, len(messages), 5):
         flow.send_batch([(KINDS[topic], raw, 0) for topic, raw in messages[start:start + 5]])
     return flow
@@ -88,7 +89,7 @@ def _flow_over(messages: list[tuple[str, bytes]], chunk_bytes: int) -> LocalFlow
 
 def _restored_records(flow: LocalFlow, chunk_bytes: int) -> dict[str, dict]:
     """What a new owner of the cell partition sends when it restores the table: the last record of each cell."""
-    restarted = CellStage(flow.settings.cell_config(), dict(flow.cell_table), chunk_bytes=chunk_bytes)
+    restarted = CellStage(cell_config(flow.settings), dict(flow.cell_table), chunk_bytes=chunk_bytes)
     nothing = orjson.dumps({"src": 0, "d": [], "wm": HOLD})
     return {record.key: {**record.record, "emitted_at": None}
             for record in restarted.process(0, [(10**6, nothing)], DAY_START).records}
@@ -136,7 +137,7 @@ def test_a_new_owner_deletes_the_orphaned_parts_of_its_own_cells_and_nothing_els
     # Parts of an older generation left by a stop between the new value and the deletion of the old parts.
     orphan = chunk_key(chunked[0], 0, 0)
     table[orphan] = b"left behind"
-    restarted = CellStage(flow.settings.cell_config(), table, chunk_bytes=2000)
+    restarted = CellStage(cell_config(flow.settings), table, chunk_bytes=2000)
     nothing = orjson.dumps({"src": 0, "d": [], "wm": HOLD})
     writes = restarted.process(0, [(10**6, nothing)], DAY_START).writes
     assert {key: value for key, value in writes.items() if key.startswith(CHUNK_KEY_PREFIX)} == {orphan: None}
