@@ -23,19 +23,14 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from stream.core.kpis import FAMILIES
-from stream.core.validation import Validator
 from stream.kafka import MAX_REQUEST_BYTES, faust_credentials, internal_topic
 from stream.metrics import Metrics
-from stream.pipeline.cells import CellStage
-from stream.pipeline.entities import EntityStage
-from stream.pipeline.ingest import IngestStage
-from stream.pipeline.routing import source_name
 from stream.pipeline.steps import CELL_TABLE, CELLS, DEAD_LETTERS, ENTITIES, ENTITY_TABLE, kpi_route
 from stream.runtime.faust_internals import KpiApp, QuietWorker
 from stream.runtime.faust_output import Routes
-from stream.runtime.worker import Stages, Worker
+from stream.runtime.worker import Worker
 from stream.settings import Settings
-from stream.stages import cell_config, entity_config
+from stream.stages import build_stages
 
 # Loggers that write whole message values at DEBUG. Input payloads may hold personal data (e-mail addresses,
 # names), so these never log below INFO, whatever KPI_LOG_LEVEL says.
@@ -97,12 +92,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                 DEAD_LETTERS: app.topic(settings.topic_dead_letters, **RAW)},
         raw_topics={kpi_route(family): settings.kpi_topic(family) for family in FAMILIES},
         tables=tables, producer=app.maybe_start_producer)
-    sources = frozenset(source_name(topic, p) for topic in settings.input_topics.values()
-                        for p in range(input_partitions[topic]))
-    stages = Stages(IngestStage(Validator(settings.rates, settings.max_event_bytes), n,
-                                settings.idle_partition_timeout_ms, settings.max_future_skew_ms),
-                    EntityStage(entity_config(settings, sources), tables[ENTITY_TABLE]),
-                    CellStage(cell_config(settings), tables[CELL_TABLE]))
+    stages = build_stages(settings, input_partitions, tables[ENTITY_TABLE], tables[CELL_TABLE])
     Worker(app, settings, stages, routes, inputs=app.topic(*settings.input_topics.values(), **RAW),
            input_kinds={topic: kind for kind, topic in settings.input_topics.items()},
            metrics=Metrics.create(registry, settings.campaign_labels, settings.campaign_label_limit),

@@ -1,11 +1,46 @@
-"""The stages' configurations, built from the settings where the worker is wired (the app, ``LocalFlow``)."""
+"""The three stages built from the settings, in one place for every runner (the app, ``LocalFlow``, the
+scheduled test flow)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from stream.core.validation import Validator
 from stream.core.visitors import AttributionConfig
-from stream.pipeline.cells import CellConfig
-from stream.pipeline.entities import EntityConfig
+from stream.pipeline.cells import CellConfig, CellStage
+from stream.pipeline.entities import EntityConfig, EntityStage
+from stream.pipeline.ingest import IngestStage
+from stream.pipeline.routing import source_name
+from stream.pipeline.state import Store
 from stream.settings import Settings
+
+
+@dataclass(slots=True)
+class Stages:
+    """The three stage objects of one worker (or one in-memory flow)."""
+
+    ingest: IngestStage
+    entities: EntityStage
+    cells: CellStage
+
+
+def build_stages(settings: Settings, input_partitions: Mapping[str, int], entity_table: Store, cell_table: Store
+                 ) -> Stages:
+    """The stages over the given tables.
+
+    Args:
+        settings: the service settings.
+        input_partitions: partition count of each input topic (the watermark waits for all of them).
+        entity_table: the entity stage's table.
+        cell_table: the cell stage's table.
+    """
+    sources = frozenset(source_name(topic, p) for topic in settings.input_topics.values()
+                        for p in range(input_partitions[topic]))
+    return Stages(IngestStage(Validator(settings.rates, settings.max_event_bytes), settings.partitions,
+                              settings.idle_partition_timeout_ms, settings.max_future_skew_ms),
+                  EntityStage(entity_config(settings, sources), entity_table),
+                  CellStage(cell_config(settings), cell_table))
 
 
 def entity_config(settings: Settings, sources: frozenset[str]) -> EntityConfig:

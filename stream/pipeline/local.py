@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import orjson
 
 from stream.core.events import Kind
-from stream.core.validation import Validator
 from stream.pipeline.cells import CellStage
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.entities import EntityStage
@@ -33,7 +32,7 @@ from stream.pipeline.steps import (
     progress_step,
 )
 from stream.settings import Settings
-from stream.stages import cell_config, entity_config
+from stream.stages import build_stages
 
 
 @dataclass(slots=True)
@@ -55,13 +54,10 @@ class LocalFlow:
     _offsets: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
 
     def __post_init__(self) -> None:
-        cfg = self.settings
-        validator = Validator(cfg.rates, cfg.max_event_bytes)
-        self.ingest = IngestStage(validator, cfg.partitions, cfg.idle_partition_timeout_ms, cfg.max_future_skew_ms)
-        sources = frozenset(source_name(topic, p) for topic in cfg.input_topics.values()
-                            for p in range(self.input_partitions))
-        self.entities = EntityStage(entity_config(cfg, sources), self.entity_table)
-        self.cells = CellStage(cell_config(cfg), self.cell_table)
+        topics = self.settings.input_topics.values()
+        stages = build_stages(self.settings, dict.fromkeys(topics, self.input_partitions), self.entity_table,
+                              self.cell_table)
+        self.ingest, self.entities, self.cells = stages.ingest, stages.entities, stages.cells
 
     def _next_offset(self, log: str, partition: int) -> int:
         offset = self._offsets[(log, partition)]

@@ -23,9 +23,7 @@ from faust.types import TP
 from prometheus_client import Gauge
 
 from stream.metrics import Metrics
-from stream.pipeline.cells import CellStage
-from stream.pipeline.entities import EntityStage
-from stream.pipeline.ingest import IngestStage, InputMessage
+from stream.pipeline.ingest import InputMessage
 from stream.pipeline.routing import source_name
 from stream.pipeline.steps import CELLS, ENTITIES, cell_step, entity_step, ingest_step, kpi_route, progress_step
 from stream.runtime.batches import REVOKE_WAIT_S, BatchLoop, Group, InFlight
@@ -33,6 +31,7 @@ from stream.runtime.faust_internals import Consumer
 from stream.runtime.faust_output import FaustOutput, Routes
 from stream.runtime.offsets import OffsetLedger, Unknown
 from stream.settings import Settings
+from stream.stages import Stages
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +53,6 @@ def _by_partition(events: list[faust.EventT[bytes]]) -> dict[int, list[tuple[int
     for event in events:
         grouped[event.message.partition].append((event.message.offset, event.message.value or b""))
     return grouped
-
-
-@dataclass(slots=True)
-class Stages:
-    """The three stage objects of one worker."""
-
-    ingest: IngestStage
-    entities: EntityStage
-    cells: CellStage
 
 
 @dataclass(slots=True)

@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 
 from stream.core.events import Kind
-from stream.core.validation import Validator
 from stream.pipeline.cells import CellStage
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.entities import EntityStage
@@ -36,7 +35,7 @@ from stream.pipeline.steps import (
     progress_step,
 )
 from stream.settings import Settings
-from stream.stages import cell_config, entity_config
+from stream.stages import build_stages
 
 KINDS = {kind.value: kind for kind in Kind}
 
@@ -86,13 +85,11 @@ class ScheduledFlow:
 
     def __post_init__(self) -> None:
         cfg = self.settings
-        self.ingest = IngestStage(Validator(cfg.rates, cfg.max_event_bytes), cfg.partitions,
-                                  cfg.idle_partition_timeout_ms, cfg.max_future_skew_ms)
         self._inputs = {(topic, p): _Log() for topic in cfg.input_topics.values()
                         for p in range(self.input_partitions)}
-        sources = frozenset(source_name(topic, p) for topic, p in self._inputs)
-        self.entities = EntityStage(entity_config(cfg, sources), self._entity_table)
-        self.cells = CellStage(cell_config(cfg), self._cell_table)
+        stages = build_stages(cfg, dict.fromkeys(cfg.input_topics.values(), self.input_partitions),
+                              self._entity_table, self._cell_table)
+        self.ingest, self.entities, self.cells = stages.ingest, stages.entities, stages.cells
         self._entity_logs = [_Log() for _ in range(cfg.partitions)]
         self._cell_logs = [_Log() for _ in range(cfg.partitions)]
 
