@@ -166,34 +166,45 @@ def _worker(settings_env: dict[str, str], log_path: Path) -> Iterator[subprocess
         stop_process(process, timeout_s=30)
 
 
-def run_demo(args: list[str], settings: Settings) -> int:
-    """Run the whole thing until Ctrl-C (or ``--duration`` seconds)."""
+def _options(args: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="kpi-stream demo", description="Live KPIs on synthetic traffic.")
     parser.add_argument("--rate", type=float, default=300.0, help="synthetic events per second (default 300)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--seed", type=int, default=int(time.time()), help="traffic seed")
-    options = parser.parse_args(args)
+    return parser.parse_args(args)
+
+
+def _cluster(stack: ExitStack, settings: Settings, workdir: Path, console: Console) -> tuple[Settings, dict[str, str]]:
+    """The settings and worker environment of the demo's cluster: the configured one, or an embedded broker
+    started for the demo (stopped with ``stack``)."""
+    env = {var: os.environ[var] for var, _, _ in ENVIRONMENT.values() if var in os.environ}
+    if not settings.bootstrap_servers:
+        broker = EmbeddedBroker(workdir / "broker.log")
+        console.print(f"starting the embedded broker (Tansu) on {broker.bootstrap_servers} ...")
+        broker.start()
+        stack.callback(broker.stop)
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        env.update(broker.worker_env)
+        env.setdefault("KPI_APP_ID", f"kpi-demo-{int(time.time())}")
+    env.setdefault("KPI_EXCHANGE_RATES", DEMO_RATES)
+    env["KPI_WEB_PORT"] = str(int(env.get("KPI_WEB_PORT", "0")) or free_port())
+    settings = settings.model_copy(update={
+        "bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"], "app_id": env.get("KPI_APP_ID", settings.app_id),
+        "rates": parse_rate_table(settings.rates.reporting_currency, env["KPI_EXCHANGE_RATES"])})
+    return settings, env
+
+
+def run_demo(args: list[str], settings: Settings) -> int:
+    """Run the whole thing until Ctrl-C (or ``--duration`` seconds)."""
+    options = _options(args)
     # Ctrl-C stops everything even when started from a shell that ignores SIGINT for its background jobs
     # (Python then installs no handler of its own, and the demo would run on).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="kpi-demo-"))
-    env = {var: os.environ[var] for var, _, _ in ENVIRONMENT.values() if var in os.environ}
     with ExitStack() as stack:
-        if not settings.bootstrap_servers:
-            broker = EmbeddedBroker(workdir / "broker.log")
-            console.print(f"starting the embedded broker (Tansu) on {broker.bootstrap_servers} ...")
-            broker.start()
-            stack.callback(broker.stop)
-            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-            env.update(broker.worker_env)
-            env.setdefault("KPI_APP_ID", f"kpi-demo-{int(time.time())}")
-        env.setdefault("KPI_EXCHANGE_RATES", DEMO_RATES)
-        port = int(env.get("KPI_WEB_PORT", "0")) or free_port()
-        env["KPI_WEB_PORT"] = str(port)
-        settings = settings.model_copy(update={
-            "bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"], "app_id": env.get("KPI_APP_ID", settings.app_id),
-            "rates": parse_rate_table(settings.rates.reporting_currency, env["KPI_EXCHANGE_RATES"])})
+        settings, env = _cluster(stack, settings, workdir, console)
+        port = int(env["KPI_WEB_PORT"])
         ensure_topics(settings)
         console.print(f"worker log: {workdir / 'worker.log'}")
         worker = stack.enter_context(_worker(env, workdir / "worker.log"))
