@@ -112,3 +112,16 @@ def test_each_gauge_shows_the_value_of_its_kpi_record(channel: str | None, state
     assert len(expected) == len(_series(label))  # every record shown maps onto a known series
     shown = {key: registry.get_sample_value(key[0], dict(key[1])) for key in expected}
     assert shown == expected
+
+
+def test_a_cleared_gauge_is_shown_again_when_its_kpi_has_a_value_again() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry, frozenset(), 20)
+    labels = {"channel": "email", "window": "1h"}
+    states = [CellState(counts={"lead": 4}, spend_micros=100 * USD), CellState(spend_micros=100 * USD),
+              CellState(spend_micros=100 * USD), CellState(counts={"lead": 5}, spend_micros=100 * USD)]
+    shown = []
+    for start, state in enumerate(states, start=1):
+        metrics.show_cells([(CellId(FUNNEL, HOUR, start * HOUR, "email", None), state)], DEFAULT_FUNNEL)
+        shown.append(registry.get_sample_value("leadgen_cost_per_lead", labels))
+    assert shown == [25.0, None, None, 20.0]
