@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from stream.core.cells import FUNNEL, CellId, CellState
-from stream.core.funnel import LEAD_STAGE
-from stream.core.kpis import CONVERSION_TIME_BUCKETS, conversion_rate, cost_per_lead, money_ratio, ratio
+from stream.core.kpis import CONVERSION_TIME_BUCKETS, FUNNEL_RATIOS, Quotient, step_conversions
 from stream.core.money import micros_to_float
 from stream.core.timeutil import format_duration
 from stream.pipeline.counts import BatchCounts
@@ -75,6 +74,7 @@ class Metrics:
     campaigns: LabelFolder
     channels: LabelFolder
     _latest_start: dict[tuple[str | None, int], int] = field(default_factory=dict)
+    _shown: dict[tuple[Gauge, tuple[str, ...]], Gauge] = field(default_factory=dict)
 
     @classmethod
     def create(cls, registry: CollectorRegistry, campaign_labels: frozenset[str], campaign_label_limit: int,
@@ -175,7 +175,11 @@ class Metrics:
                 duration_ms / 1000)
 
     def show_cells(self, cells: Iterable[tuple[CellId, CellState]], funnel: tuple[str, ...]) -> None:
-        """Point the KPI gauges at the latest window of each size, per channel and for all traffic."""
+        """Point the KPI gauges at the latest window of each size, per channel and for all traffic.
+
+        The values are the core's, as the KPI records of the same cell carry them (``FUNNEL_RATIOS``).
+        """
+        ratio_gauges = self._funnel_ratio_gauges()
         for cell, state in cells:
             # Conversion-time cells feed the histogram (see count), not gauges.
             if cell.family != FUNNEL or cell.campaign is not None:
@@ -186,23 +190,31 @@ class Metrics:
             self._latest_start[latest_key] = cell.start_ms
             channel = ALL if cell.channel is None else self.channels.fold(cell.channel)
             window = format_duration(cell.size_ms)
-            counts, spend = state.counts, state.spend_micros
-            won, lost, revenue = counts.get("won", 0), counts.get("lost", 0), state.sums.get("revenue", 0)
-            _set_or_clear(self.cost_per_lead, (channel, window), cost_per_lead(spend, counts.get(LEAD_STAGE, 0)))
-            _set_or_clear(self.cost_per_mql, (channel, window), money_ratio(spend, counts.get("mql", 0)))
-            _set_or_clear(self.cost_per_acquisition, (channel, window), money_ratio(spend, won))
-            _set_or_clear(self.win_ratio, (channel, window), ratio(won, won + lost))
-            _set_or_clear(self.return_on_ad_spend, (channel, window), ratio(revenue, spend))
-            for from_stage, to_stage in zip(funnel, funnel[1:], strict=False):
-                _set_or_clear(self.conversion_ratio, (from_stage, to_stage, channel, window),
-                              conversion_rate(state.counts.get(to_stage, 0), state.counts.get(from_stage, 0)))
+            for gauge, quotient_of in ratio_gauges:
+                self._show(gauge, (channel, window), quotient_of(state).value)
+            for from_stage, to_stage, conversion in step_conversions(state, funnel):
+                self._show(self.conversion_ratio, (from_stage, to_stage, channel, window), conversion.value)
 
+    def _show(self, gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+        """Set a KPI gauge's series, or remove it where the KPI has no value."""
+        # The labelled child is kept: Gauge.labels() and remove() cost about a
+        # microsecond each (label check, lock), and this runs ten times per cell.
+        # Only this method adds or removes series of the KPI gauges, so the
+        # children kept are exactly the series exported.
+        key = (gauge, labels)
+        if value is None:
+            if self._shown.pop(key, None) is not None:
+                gauge.remove(*labels)
+            return
+        child = self._shown.get(key)
+        if child is None:
+            child = self._shown[key] = gauge.labels(*labels)
+        child.set(value)
 
-def _set_or_clear(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
-    if value is None:
-        try:
-            gauge.remove(*labels)
-        except KeyError:
-            pass  # never set: nothing to clear
-    else:
-        gauge.labels(*labels).set(value)
+    def _funnel_ratio_gauges(self) -> tuple[tuple[Gauge, Callable[[CellState], Quotient]], ...]:
+        """Each ratio gauge with the core's definition of the KPI it shows (KPI record names differ in two)."""
+        return ((self.cost_per_lead, FUNNEL_RATIOS["cost_per_lead"]),
+                (self.cost_per_mql, FUNNEL_RATIOS["cost_per_mql"]),
+                (self.cost_per_acquisition, FUNNEL_RATIOS["cost_per_acquisition"]),
+                (self.win_ratio, FUNNEL_RATIOS["win_rate"]),
+                (self.return_on_ad_spend, FUNNEL_RATIOS["roas"]))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -131,25 +132,81 @@ def money_ratio(numerator_micros: int, denominator: int) -> float | None:
     return float(value)
 
 
+class Quotient(NamedTuple):
+    """A ratio KPI as its record carries it: numerator, denominator, and value (None for a zero denominator)."""
+
+    numerator: float | int
+    denominator: float | int
+    value: float | None
+
+
+def _cost_per_lead_of(state: CellState) -> Quotient:
+    leads = state.counts.get(LEAD_STAGE, 0)
+    return Quotient(_money(state.spend_micros), leads, cost_per_lead(state.spend_micros, leads))
+
+
+def _cost_per_mql_of(state: CellState) -> Quotient:
+    mqls = state.counts.get("mql", 0)
+    return Quotient(_money(state.spend_micros), mqls, money_ratio(state.spend_micros, mqls))
+
+
+def _cost_per_acquisition_of(state: CellState) -> Quotient:
+    won = state.counts.get("won", 0)
+    return Quotient(_money(state.spend_micros), won, money_ratio(state.spend_micros, won))
+
+
+def _win_rate_of(state: CellState) -> Quotient:
+    won, lost = state.counts.get("won", 0), state.counts.get(LOST_STAGE, 0)
+    return Quotient(won, won + lost, ratio(won, won + lost))
+
+
+def _roas_of(state: CellState) -> Quotient:
+    revenue = state.sums.get("revenue", 0)
+    return Quotient(_money(revenue), _money(state.spend_micros), ratio(revenue, state.spend_micros))
+
+
+# The ratio KPIs of a funnel cell that are also read outside the records (the
+# worker's gauges show them), by KPI name. Each is defined here once, and the
+# records take it from here too, so a gauge cannot show another value than the
+# record of the same cell.
+FUNNEL_RATIOS: dict[str, Callable[[CellState], Quotient]] = {
+    "cost_per_lead": _cost_per_lead_of,
+    "cost_per_mql": _cost_per_mql_of,
+    "cost_per_acquisition": _cost_per_acquisition_of,
+    "win_rate": _win_rate_of,
+    "roas": _roas_of,
+}
+
+
+def step_conversions(state: CellState, funnel: tuple[str, ...]) -> Iterator[tuple[str, str, Quotient]]:
+    """(from_stage, to_stage, conversion_rate) for each step of ``funnel``, from a funnel cell."""
+    for from_stage, to_stage in zip(funnel, funnel[1:], strict=False):
+        entered_to, entered_from = state.counts.get(to_stage, 0), state.counts.get(from_stage, 0)
+        yield from_stage, to_stage, Quotient(entered_to, entered_from, conversion_rate(entered_to, entered_from))
+
+
 Candidate = tuple[str, str, dict[str, str], Any, Any, float | None, str, dict[str, Any] | None]
+
+
+def _ratio_candidate(family: str, kpi: str, base: dict[str, str], state: CellState, unit: str) -> Candidate:
+    numerator, denominator, value = FUNNEL_RATIOS[kpi](state)
+    return (family, kpi, base, numerator, denominator, value, unit, None)
 
 
 def _funnel_candidates(base: dict[str, str], state: CellState, funnel: tuple[str, ...], currency: str,
                        economics: tuple[Decimal, Decimal] | None = None) -> list[Candidate]:
     counts, sums = state.counts, state.sums
-    leads, won, lost = counts.get(LEAD_STAGE, 0), counts.get("won", 0), counts.get(LOST_STAGE, 0)
-    mqls, opportunities = counts.get("mql", 0), counts.get("opportunity", 0)
+    leads, won, opportunities = counts.get(LEAD_STAGE, 0), counts.get("won", 0), counts.get("opportunity", 0)
     spend, revenue, pipeline = state.spend_micros, sums.get("revenue", 0), sums.get("pipeline", 0)
     found: list[Candidate] = [
-        (FAMILY_COST_PER_LEAD, "cost_per_lead", base, _money(spend), leads, cost_per_lead(spend, leads), currency,
-         None),
-        (FAMILY_COST, "cost_per_mql", base, _money(spend), mqls, money_ratio(spend, mqls), currency, None),
-        (FAMILY_COST, "cost_per_acquisition", base, _money(spend), won, money_ratio(spend, won), currency, None),
+        _ratio_candidate(FAMILY_COST_PER_LEAD, "cost_per_lead", base, state, currency),
+        _ratio_candidate(FAMILY_COST, "cost_per_mql", base, state, currency),
+        _ratio_candidate(FAMILY_COST, "cost_per_acquisition", base, state, currency),
         (FAMILY_QUALITY, "lead_to_opportunity", base, opportunities, leads, ratio(opportunities, leads), "ratio",
          None),
         (FAMILY_QUALITY, "lead_to_customer", base, won, leads, ratio(won, leads), "ratio", None),
         (FAMILY_QUALITY, "close_rate", base, won, leads, ratio(won, leads), "ratio", None),
-        (FAMILY_QUALITY, "win_rate", base, won, won + lost, ratio(won, won + lost), "ratio", None),
+        _ratio_candidate(FAMILY_QUALITY, "win_rate", base, state, "ratio"),
         (FAMILY_REVENUE, "pipeline", base, _money(pipeline), None, _money(pipeline), currency, None),
         (FAMILY_REVENUE, "revenue", base, _money(revenue), None, _money(revenue), currency, None),
         (FAMILY_REVENUE, "average_deal_size", base, _money(revenue), won, money_ratio(revenue, won), currency, None),
@@ -157,7 +214,7 @@ def _funnel_candidates(base: dict[str, str], state: CellState, funnel: tuple[str
          None),
         (FAMILY_REVENUE, "average_revenue_per_customer", base, _money(revenue), won, money_ratio(revenue, won),
          currency, None),
-        (FAMILY_REVENUE, "roas", base, _money(revenue), _money(spend), ratio(revenue, spend), "ratio", None),
+        _ratio_candidate(FAMILY_REVENUE, "roas", base, state, "ratio"),
         (FAMILY_REVENUE, "roi", base, _money(revenue - spend), _money(spend), ratio(revenue - spend, spend),
          "ratio", None),
     ]
@@ -174,11 +231,9 @@ def _funnel_candidates(base: dict[str, str], state: CellState, funnel: tuple[str
     for stage in (*funnel, LOST_STAGE):
         entered = counts.get(stage, 0)
         found.append((FAMILY_VOLUME, f"{stage}_volume", base, entered, None, float(entered), "leads", None))
-    for from_stage, to_stage in zip(funnel, funnel[1:], strict=False):
+    for from_stage, to_stage, (entered_to, entered_from, rate) in step_conversions(state, funnel):
         dims = {"from_stage": from_stage, "to_stage": to_stage, **base}
-        entered_to, entered_from = counts.get(to_stage, 0), counts.get(from_stage, 0)
-        found.append((FAMILY_CONVERSION_RATE, "conversion_rate", dims, entered_to, entered_from,
-                      conversion_rate(entered_to, entered_from), "ratio", None))
+        found.append((FAMILY_CONVERSION_RATE, "conversion_rate", dims, entered_to, entered_from, rate, "ratio", None))
     return found
 
 

@@ -17,6 +17,8 @@ from stream.core.kpis import (
     FAMILY_COST_PER_LEAD,
     FAMILY_TIME_TO_CONVERSION,
     FAMILY_VOLUME,
+    FUNNEL_RATIOS,
+    Quotient,
     changed_records,
     conversion_rate,
     conversion_stats,
@@ -24,6 +26,7 @@ from stream.core.kpis import (
     current_records,
     ratio,
     record_key,
+    step_conversions,
 )
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -178,6 +181,73 @@ def test_conversion_stats(samples_ms, expected):
         assert stats["mean"] is None
     else:
         assert stats["mean"] == pytest.approx(expected["mean"])
+
+
+@pytest.mark.parametrize(
+    ("kpi", "state", "expected"),
+    [
+        # KPIS.md: $1,000 of paid social producing 20 leads -> $50.
+        ("cost_per_lead", CellState(counts={"lead": 20}, spend_micros=1_000 * USD), Quotient(1_000.0, 20, 50.0)),
+        ("cost_per_lead", CellState(counts={"lead": 3}, spend_micros=100 * USD), Quotient(100.0, 3, 33.333333)),
+        ("cost_per_lead", CellState(spend_micros=100 * USD), Quotient(100.0, 0, None)),
+        ("cost_per_mql", CellState(counts={"lead": 20, "mql": 5}, spend_micros=1_000 * USD),
+         Quotient(1_000.0, 5, 200.0)),
+        ("cost_per_mql", CellState(counts={"lead": 20}, spend_micros=1_000 * USD), Quotient(1_000.0, 0, None)),
+        # KPIS.md: a CPL of $20 with a CPA of $100.
+        ("cost_per_acquisition", CellState(counts={"lead": 50, "won": 10}, spend_micros=1_000 * USD),
+         Quotient(1_000.0, 10, 100.0)),
+        ("cost_per_acquisition", CellState(counts={"won": 4}), Quotient(0.0, 4, 0.0)),
+        ("win_rate", CellState(counts={"won": 2, "lost": 6}), Quotient(2, 8, 0.25)),
+        ("win_rate", CellState(counts={"won": 0, "lost": 3}), Quotient(0, 3, 0.0)),
+        ("win_rate", CellState(counts={"lead": 9}), Quotient(0, 0, None)),
+        # KPIS.md: $5,000 on ads yielding $20,000 of sales -> ROAS 4 (a ratio, not a percent).
+        ("roas", CellState(spend_micros=5_000 * USD, sums={"revenue": 20_000 * USD}), Quotient(20_000.0, 5_000.0, 4.0)),
+        ("roas", CellState(sums={"revenue": 20_000 * USD}), Quotient(20_000.0, 0.0, None)),
+    ],
+    ids=["cpl-kpis-md", "cpl-micro-unit", "cpl-no-leads", "cpm", "cpm-no-mql", "cpa-kpis-md", "cpa-no-spend",
+         "win-rate", "win-rate-none-won", "win-rate-none-closed", "roas-kpis-md", "roas-no-spend"],
+)
+def test_funnel_ratios(kpi, state, expected):
+    assert FUNNEL_RATIOS[kpi](state) == expected
+
+
+def test_step_conversions_follow_the_funnel_in_order():
+    state = CellState(counts={"lead": 150, "mql": 35, "sql": 7})
+    assert list(step_conversions(state, ("lead", "mql", "sal", "sql"))) == [
+        ("lead", "mql", Quotient(35, 150, 35 / 150)),  # KPIS.md: 35 of 150 leads converted
+        ("mql", "sal", Quotient(0, 35, 0.0)),
+        ("sal", "sql", Quotient(7, 0, None)),  # a stage skipped leaves no value, not infinity
+    ]
+    assert list(step_conversions(state, ("lead",))) == []
+
+
+@pytest.mark.parametrize(
+    ("state", "records_sent"),
+    [
+        (CellState(counts={"lead": 20, "mql": 5, "sal": 4, "sql": 3, "opportunity": 2, "won": 2, "lost": 6},
+                   spend_micros=1_000 * USD, sums={"revenue": 4_000 * USD, "pipeline": 9_000 * USD}), 10),
+        (CellState(counts={"lead": 3, "mql": 3}, spend_micros=100 * USD), 6),
+        (CellState(counts={"won": 1}, sums={"revenue": 7 * USD}), 4),
+        (CellState(spend_micros=1), 4),
+    ],
+    ids=["everything", "no-sales", "no-spend", "spend-only"],
+)
+def test_records_carry_the_funnel_ratios_and_step_conversions(state, records_sent):
+    """The records take these KPIs from the definitions the gauges read: numerator, denominator and value."""
+    records = {(r.record["kpi"], r.record["dimensions"].get("from_stage")): r.record
+               for r in changed_records(CellId(FUNNEL, HOUR, H8, "email", None), state, DEFAULT_FUNNEL, "USD", NOW)}
+    expected = {(kpi, None): quotient_of(state) for kpi, quotient_of in FUNNEL_RATIOS.items()}
+    expected |= {("conversion_rate", from_stage): quotient
+                 for from_stage, _, quotient in step_conversions(state, DEFAULT_FUNNEL)}
+    compared = 0
+    for key, (numerator, denominator, value) in expected.items():
+        if not numerator and not denominator:
+            assert key not in records  # nothing behind it: not sent yet
+            continue
+        record = records[key]
+        assert (record["numerator"], record["denominator"], record["value"]) == (numerator, denominator, value)
+        compared += 1
+    assert compared == records_sent
 
 
 # --------------------------------------------------------------------- keys
