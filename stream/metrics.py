@@ -80,6 +80,8 @@ class Metrics:
     def create(cls, registry: CollectorRegistry, campaign_labels: frozenset[str], campaign_label_limit: int,
                channel_label_limit: int = 50) -> Metrics:
         """Register every metric on ``registry``."""
+        # Longer than a function should be, because it is a list: one declaration per metric, each with its name,
+        # help text and labels, read as the catalogue of what the worker exports (the README's metrics table).
         # The *_created series double the output and mean nothing to PromQL here.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         return cls(
