@@ -37,6 +37,7 @@ from stream.pipeline.state import (
     restore_join,
     write_value,
 )
+from stream.pipeline.wire import CellEnvelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +166,10 @@ class CellStage:
         changed: set[CellId] = set()
         smallest = cfg.window_sizes_ms[0]
         for _, raw_envelope in envelopes:
-            envelope = orjson.loads(raw_envelope)
-            source = str(envelope["src"])
+            envelope = CellEnvelope.decode(raw_envelope)
+            source = str(envelope.source)
             watermark = index.join.watermark()
-            for cell_fields, where, delta_doc in envelope["d"]:
-                named = CellId(*cell_fields)
+            for named, where, delta_doc in envelope.deltas:
                 if named in index.open_cells:
                     cell, tag = named, ""  # most deltas: an open cell of a value that has one
                 else:
@@ -200,7 +200,7 @@ class CellStage:
                         from_stage, to_stage = step.split(">")
                         out.counts.conversion_samples.extend(
                             (from_stage, to_stage, cell.channel, value) for value in values)
-            if index.join.update({source: envelope["wm"]}):
+            if index.join.update({source: envelope.watermark}):
                 persist_join(progress, partition, index.join)
         watermark = index.join.watermark()
         out.watermark = watermark

@@ -41,16 +41,16 @@ from stream.core.watermark import HOLD, WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.routing import partition_for
 from stream.pipeline.state import BatchWrites, Store, persist_join, restore_join
+from stream.pipeline.wire import CellDeltaItem, CellEnvelope, EntityEnvelope, LeadValue, PeerProgress, chunked
 
 CELL_ENVELOPE_ITEMS = 1000  # cell deltas per message (a few hundred bytes each)
 _LEAD_PREFIX = b"l:"
 _VISITOR_PREFIX = b"v:"
 _SEEN_PREFIX = b"s:"
-LEAD_VALUE = "lead-value"  # internal item: a lead's creation time, pipeline and revenue, for its visitor
 
 
 def peer_name(partition: int) -> str:
-    """How an entity partition names itself in the progress it reports to the others ('@' is no topic's)."""
+    """An entity partition's name in the join of the progress the others report (stored with the join, so fixed)."""
     return f"@entities:{partition}"
 
 
@@ -225,31 +225,31 @@ class EntityStage:
         index = self._partition_index(partition)
         leads, seen, progress = BatchWrites(self._table), BatchWrites(self._table), BatchWrites(self._table)
         out = EntityOutput()
-        deltas: dict[int, list[list[Any]]] = {}
+        deltas: dict[int, list[CellDeltaItem]] = {}
         cache: dict[bytes, LeadState] = {}
         visitors: dict[bytes, VisitorState] = {}
-        reroutes: dict[int, list[list[Any]]] = {}
+        reroutes: dict[int, list[LeadValue]] = {}
         pending: dict[CellId, CellDelta] = {}
         for offset, raw_envelope in envelopes:
-            envelope = orjson.loads(raw_envelope)
+            envelope = EntityEnvelope.decode(raw_envelope)
             watermark = combined_watermark(index)
             # Lateness is judged by this partition's own input progress, not by the combined watermark (lower
             # while a peer lags): the progress reported to the peers is the own one, so an event accepted here
             # must not be late by it, or a peer could close its window before the lead value sent with it came.
             own = index.join.watermark()
-            for item in envelope["ev"]:
-                kind, event_id, ts, key, attrs, topic, source_partition, source_offset, raw = item
-                if kind == LEAD_VALUE:
+            for item in envelope.events:
+                if isinstance(item, LeadValue):
                     # From this stage itself, already accepted where the lead lives: not an input event.
-                    visitor = self._visitor(leads, visitors, key, watermark)
+                    visitor = self._visitor(leads, visitors, item.visitor, watermark)
                     before = attribution_facts(visitor, cfg.attribution)
-                    if attrs["value"] is None:
-                        visitor.leads.pop(attrs["lead"], None)
+                    if item.value is None:
+                        visitor.leads.pop(item.lead, None)
                     else:
-                        visitor.leads[attrs["lead"]] = attrs["value"]
+                        visitor.leads[item.lead] = item.value
                     self._route(pending, attribution_deltas(
                         before, attribution_facts(visitor, cfg.attribution), cfg.window_sizes_ms))
                     continue
+                kind, event_id, ts, key, attrs, topic, source_partition, source_offset, raw = item
                 late = is_closed(earliest_window_end(ts, cfg.window_sizes_ms), own, cfg.allowed_lateness_ms)
                 if kind == Kind.PAGE_VIEW:
                     # Page views (most of the traffic) are deduplicated against the visitor's own touches, which
@@ -285,20 +285,19 @@ class EntityStage:
                     self._apply_lead_event(index, leads, cache, key, kind, topic, ts, attrs, change,
                                            pending, out, reroutes)
             self._flush(deltas, pending, offset)
-            reports = envelope["wm"]
-            peer_reports = {name: value for name, value in reports.items() if name.startswith("@")}
-            if index.join.update({name: value for name, value in reports.items() if not name.startswith("@")}):
+            if index.join.update(envelope.progress):
                 persist_join(progress, partition, index.join)
-            if peer_reports and index.peers.update(peer_reports):
+            peer = envelope.peer
+            if peer is not None and index.peers.update({peer_name(peer.partition): peer.progress}):
                 persist_join(progress, partition, index.peers, "peers")
         watermark = combined_watermark(index)
         hold = None
         if watermark is not None:
             hold = self._expire(index, partition, watermark, leads, seen, cache, out, now_ms)
-        for key, state in cache.items():
-            leads.set(key, jsonbytes.dumps(to_doc(state)) if state.arrived or state.pending else None)
-        for key, visitor in visitors.items():
-            leads.set(key, None if visitor.is_empty() else jsonbytes.dumps(visitor_doc(visitor)))
+        for stored_key, state in cache.items():
+            leads.set(stored_key, jsonbytes.dumps(to_doc(state)) if state.arrived or state.pending else None)
+        for stored_key, visitor in visitors.items():
+            leads.set(stored_key, None if visitor.is_empty() else jsonbytes.dumps(visitor_doc(visitor)))
         out.watermark = watermark
         # No watermark yet holds the cell stage back (HOLD), where None would leave this partition out.
         reported = HOLD if watermark is None else watermark if hold is None else min(watermark, hold)
@@ -311,12 +310,10 @@ class EntityStage:
         send_watermark = reported != index.last_sent_watermark
         targets = range(cfg.partitions) if send_watermark else deltas.keys()
         for cell_partition in targets:
-            items = deltas.get(cell_partition, [])
             # Messages stay far below the broker's size limit; only the last one moves the watermark on.
-            chunks = [items[i:i + CELL_ENVELOPE_ITEMS] for i in range(0, len(items), CELL_ENVELOPE_ITEMS)] or [[]]
             out.envelopes[cell_partition] = [
-                orjson.dumps({"src": partition, "d": chunk, "wm": reported if last else previous})
-                for last, chunk in ((i == len(chunks) - 1, chunk) for i, chunk in enumerate(chunks))]
+                CellEnvelope(partition, chunk, reported if last else previous).encode()
+                for last, chunk in chunked(deltas.get(cell_partition, []), CELL_ENVELOPE_ITEMS, _one)]
         index.last_sent_watermark = reported
         # Tell the other entity partitions how far the inputs are processed here, after the lead values this
         # batch sends them: none of them may let a window close before those values are in (see peer_name).
@@ -324,11 +321,11 @@ class EntityStage:
         peer_report = HOLD if own is None else own if hold is None else min(own, hold)
         for other in range(cfg.partitions):
             if other != partition and (other in reroutes or peer_report != index.last_peer_report):
-                out.reroutes[other] = orjson.dumps({"ev": reroutes.get(other, []),
-                                                    "wm": {peer_name(partition): peer_report}})
+                out.reroutes[other] = EntityEnvelope(reroutes.get(other, []), {},
+                                                     PeerProgress(partition, peer_report)).encode()
         for other, items in reroutes.items():
             if other == partition:
-                out.reroutes[other] = orjson.dumps({"ev": items, "wm": {}})
+                out.reroutes[other] = EntityEnvelope(items, {}).encode()
         index.last_peer_report = peer_report
         # State first, then the event ids it took in, then the watermarks: the changelog keeps this order, so a
         # restart that finds an event id finds its effect on the state too (a crash in between is replayed: the
@@ -366,7 +363,7 @@ class EntityStage:
             else:
                 known.merge(delta)
 
-    def _flush(self, deltas: dict[int, list[list[Any]]], pending: dict[CellId, CellDelta], offset: int) -> None:
+    def _flush(self, deltas: dict[int, list[CellDeltaItem]], pending: dict[CellId, CellDelta], offset: int) -> None:
         """One delta per cell per envelope, at the envelope's offset (its position in this partition).
 
         An envelope is a fixed message, so a replay recomputes the same (or, where state was already persisted,
@@ -376,7 +373,7 @@ class EntityStage:
         for cell, delta in pending.items():
             if not delta.is_empty():
                 target = partition_for(cell.routing_key(), self.config.partitions)
-                deltas.setdefault(target, []).append([list(cell), where, delta.to_doc()])
+                deltas.setdefault(target, []).append(CellDeltaItem(cell, where, delta.to_doc()))
         pending.clear()
 
     def _visitor(self, table: BatchWrites, visitors: dict[bytes, VisitorState], visitor_id: str,
@@ -394,7 +391,7 @@ class EntityStage:
     def _apply_lead_event(
         self, index: _PartitionIndex, leads: BatchWrites, cache: dict[bytes, LeadState], lead_id: str, kind: str,
         topic: str, ts: int, attrs: dict[str, Any], change: PendingChange | None,
-        pending: dict[CellId, CellDelta], out: EntityOutput, reroutes: dict[int, list[list[Any]]],
+        pending: dict[CellId, CellDelta], out: EntityOutput, reroutes: dict[int, list[LeadValue]],
     ) -> None:
         counts = out.counts
         key = lead_key(lead_id)
@@ -436,10 +433,10 @@ class EntityStage:
         if changes:
             self._route(pending, deltas_for_facts(changes, self.config.window_sizes_ms))
 
-    def _reroute(self, reroutes: dict[int, list[list[Any]]], visitor: str, lead_id: str, ts: int,
+    def _reroute(self, reroutes: dict[int, list[LeadValue]], visitor: str, lead_id: str, ts: int,
                  value: dict[str, Any] | None) -> None:
-        item = [LEAD_VALUE, f"lv:{lead_id}", ts, visitor, {"lead": lead_id, "value": value}, "", 0, 0, ""]
-        reroutes.setdefault(partition_for(visitor, self.config.partitions), []).append(item)
+        reroutes.setdefault(partition_for(visitor, self.config.partitions), []).append(
+            LeadValue(lead_id, visitor, ts, value))
 
     def _expire(
         self, index: _PartitionIndex, partition: int, watermark: int, leads: BatchWrites, seen: BatchWrites,
@@ -483,6 +480,10 @@ class EntityStage:
             seen.set(key, None)
         return hold
 
+
+
+def _one(_: CellDeltaItem) -> int:
+    return 1  # cell deltas are counted, not measured: each is a few hundred bytes
 
 
 def _earliest_close(hold: int | None, state: LeadState, cfg: EntityConfig) -> int | None:
