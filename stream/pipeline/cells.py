@@ -24,11 +24,10 @@ from stream.core.cells import (
 from stream.core.kpis import KpiRecord, changed_records, current_records
 from stream.core.watermark import WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
+from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, chunked_key, owns_cell
 from stream.pipeline.routing import partition_for
 from stream.pipeline.state import (
     CHUNK_BYTES,
-    CHUNK_KEY_PREFIX,
-    WATERMARK_KEY_PREFIX,
     BatchWrites,
     ChunkCensus,
     Store,
@@ -102,11 +101,6 @@ def _window_of(cell: CellId) -> tuple[tuple[str, str, str], int, int]:
     return cell.group(), cell.size_ms, cell.start_ms
 
 
-def cell_key(cell: CellId) -> bytes:
-    """Key of a cell in the cell table."""
-    return jsonbytes.dumps(list(cell))
-
-
 class CellStage:
     """Owns the cell table of the cell partitions assigned to this worker.
 
@@ -138,7 +132,7 @@ class CellStage:
         for key, value in self._cells.items():
             if census.see(key, value) or key.startswith(WATERMARK_KEY_PREFIX):
                 continue
-            cell = CellId(*orjson.loads(key))
+            cell = cell_of(key)
             if partition_for(cell.routing_key(), self.config.partitions) == partition:
                 state = CellState.from_doc(orjson.loads(read_value(self._cells, key) or b""))
                 (index.final_cells if state.final else index.open_cells).add(cell)
@@ -160,7 +154,7 @@ class CellStage:
                 out.records.extend(current_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                    cfg.economics))
             for key in orphans:
-                if self._owns_chunk(key, partition):
+                if owns_cell(chunked_key(key), partition, cfg.partitions):
                     table.set(key, None)
         states: dict[CellId, CellState] = {}
         changed: set[CellId] = set()
@@ -228,10 +222,6 @@ class CellStage:
         # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
         out.writes = {**table.take(), **progress.take()}
         return out
-
-    def _owns_chunk(self, key: bytes, partition: int) -> bool:
-        cell_fields = key[len(CHUNK_KEY_PREFIX):].split(b":", 2)[2]
-        return partition_for(CellId(*orjson.loads(cell_fields)).routing_key(), self.config.partitions) == partition
 
     def _load(self, states: dict[CellId, CellState], table: BatchWrites, cell: CellId) -> CellState:
         state = states.get(cell)

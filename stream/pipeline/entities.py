@@ -39,14 +39,12 @@ from stream.core.visitors import from_doc as visitor_from_doc
 from stream.core.visitors import to_doc as visitor_doc
 from stream.core.watermark import HOLD, WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
+from stream.pipeline.keys import LEAD_PREFIX, SEEN_PREFIX, lead_key, owns_lead, seen_key, visitor_key
 from stream.pipeline.routing import partition_for
 from stream.pipeline.state import BatchWrites, Store, persist_join, restore_join
 from stream.pipeline.wire import CellDeltaItem, CellEnvelope, EntityEnvelope, LeadValue, PeerProgress, chunked
 
 CELL_ENVELOPE_ITEMS = 1000  # cell deltas per message (a few hundred bytes each)
-_LEAD_PREFIX = b"l:"
-_VISITOR_PREFIX = b"v:"
-_SEEN_PREFIX = b"s:"
 
 
 def peer_name(partition: int) -> str:
@@ -63,11 +61,6 @@ def combined_watermark(index: _PartitionIndex) -> int | None:
     if own is None or peers is None:
         return None
     return min(own, peers)
-
-
-def visitor_key(visitor_id: str) -> bytes:
-    """Key of a visitor in the entity table."""
-    return _VISITOR_PREFIX + visitor_id.encode("utf-8")
 
 
 @dataclass(slots=True)
@@ -165,16 +158,6 @@ class EntityConfig:
     attribution: AttributionConfig = AttributionConfig(90 * 86_400_000, 7 * 86_400_000, 100)
 
 
-def lead_key(lead_id: str) -> bytes:
-    """Key of a lead in the lead table."""
-    return _LEAD_PREFIX + lead_id.encode("utf-8")
-
-
-def seen_key(kind: str, event_id: str) -> bytes:
-    """Key of an event id kept for deduplication (ids are unique per topic)."""
-    return _SEEN_PREFIX + kind.encode("utf-8") + b"\x00" + event_id.encode("utf-8")
-
-
 class EntityStage:
     """Owns the entity table of the entity partitions assigned to this worker.
 
@@ -206,18 +189,15 @@ class EntityStage:
         index = _PartitionIndex(restore_join(self._table, partition, self.config.sources),
                                 restore_join(self._table, partition, peers, "peers"))
         for key, value in self._table.items():
-            if key.startswith(_LEAD_PREFIX):
-                if b'"pe"' in value and self._owns(key[2:], partition):
+            if key.startswith(LEAD_PREFIX):
+                if b'"pe"' in value and owns_lead(key, partition, self.config.partitions):
                     index.pending_leads.add(key)
-            elif key.startswith(_SEEN_PREFIX):
+            elif key.startswith(SEEN_PREFIX):
                 ts, owner = orjson.loads(value)
                 if owner == partition:
                     index.seen_by_time.add(ts, key)
         self._index[partition] = index
         return index
-
-    def _owns(self, lead_id: bytes, partition: int) -> bool:
-        return partition_for(lead_id.decode("utf-8"), self.config.partitions) == partition
 
     def process(self, partition: int, envelopes: list[tuple[int, bytes]], now_ms: int) -> EntityOutput:
         """Process the envelopes read from one entity partition, in offset order."""
