@@ -24,6 +24,9 @@ LEAD_VALUE = "lead-value"
 _LEGACY_PEER_PREFIX = "@entities:"
 
 T = TypeVar("T")
+# Builds a named tuple from a sequence without its Python-level ``__new__`` or ``_make``: decoding builds one per
+# item, and that call was most of what typed records added to the entity stage's cost per event (see decode).
+_tuple = tuple.__new__
 
 
 class RoutedEvent(NamedTuple):
@@ -65,11 +68,9 @@ class LeadValue(NamedTuple):
 EntityItem = RoutedEvent | LeadValue
 
 
-def _entity_item(fields: list[Any]) -> EntityItem:
-    if fields[0] == LEAD_VALUE:
-        attrs = fields[4]
-        return LeadValue(attrs["lead"], fields[3], fields[2], attrs["value"])
-    return RoutedEvent._make(fields)
+def _lead_value(fields: list[Any]) -> LeadValue:
+    attrs = fields[4]
+    return LeadValue(attrs["lead"], fields[3], fields[2], attrs["value"])
 
 
 class PeerProgress(NamedTuple):
@@ -104,7 +105,10 @@ class EntityEnvelope:
             peer = PeerProgress(*peer)
         elif any(name.startswith(_LEGACY_PEER_PREFIX) for name in progress):
             peer, progress = _legacy_peer(progress)
-        return EntityEnvelope([_entity_item(fields) for fields in doc["ev"]], progress, peer)
+        # Nine fields per event, as written (an item of another length would fail where a field is read).
+        events = [_tuple(RoutedEvent, fields) if fields[0] != LEAD_VALUE else _lead_value(fields)
+                  for fields in doc["ev"]]
+        return EntityEnvelope(events, progress, peer)
 
 
 def _legacy_peer(reports: dict[str, int | None]) -> tuple[PeerProgress, dict[str, int | None]]:
@@ -139,24 +143,34 @@ class CellEnvelope:
 
     def encode(self) -> bytes:
         """Compact JSON: ``{"src": partition, "d": [...], "wm": watermark}``."""
-        return orjson.dumps({"src": self.source, "d": [item.fields() for item in self.deltas],
+        return orjson.dumps({"src": self.source, "d": [[list(cell), position, delta]
+                                                       for cell, position, delta in self.deltas],
                              "wm": self.watermark})
 
     @staticmethod
     def decode(raw: bytes) -> CellEnvelope:
         """Inverse of :meth:`encode`."""
         doc = orjson.loads(raw)
-        return CellEnvelope(doc["src"], [CellDeltaItem(CellId(*cell), position, delta)
+        return CellEnvelope(doc["src"], [_tuple(CellDeltaItem, (CellId(*cell), position, delta))
                                          for cell, position, delta in doc["d"]], doc["wm"])
 
 
-def chunked(items: Sequence[T], limit: int, size: Callable[[T], int]) -> Iterator[tuple[bool, list[T]]]:
+def chunked(items: Sequence[T], limit: int,
+            size: Callable[[T], int] | None = None) -> Iterator[tuple[bool, list[T]]]:
     """``items`` in order, in chunks whose ``size`` adds up to at most ``limit``, each with whether it is the last.
 
     Both internal topics split a batch's items over several messages to stay below the broker's message size;
     a message's progress must cover every item before it, so only the last chunk may carry the batch's. An item
-    larger than ``limit`` goes alone. No items give one empty chunk: the progress still goes out.
+    larger than ``limit`` goes alone. No items give one empty chunk: the progress still goes out. Without
+    ``size`` each item counts one.
     """
+    if size is None:  # sliced, not measured item by item: the cell deltas of a batch are many
+        count = len(items)
+        for start in range(0, count, limit):
+            yield start + limit >= count, list(items[start:start + limit])
+        if not count:
+            yield True, []
+        return
     chunk: list[T] = []
     total = 0
     for item in items:

@@ -308,7 +308,7 @@ def test_cohort_is_final_only_after_its_conversion_window() -> None:
 
 
 def test_large_batches_are_split_into_bounded_messages() -> None:
-    from stream.pipeline.entities import CELL_ENVELOPE_ITEMS
+    from stream.pipeline.entities.progress import CELL_ENVELOPE_ITEMS
     from stream.pipeline.ingest import ENVELOPE_BYTES, encode_envelopes
     from stream.pipeline.wire import RoutedEvent
 
