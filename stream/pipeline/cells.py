@@ -199,20 +199,7 @@ class CellStage:
         watermark = index.join.watermark()
         out.watermark = watermark
         if watermark is not None:
-            # A final cell is kept one more window length, then dropped: nothing can change it any more.
-            # Only cells final before this batch are dropped, so each one's final record has gone out.
-            for cell in [c for c in index.final_cells
-                         if is_closed(cfg.closes_at(c) + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
-                index.drop(cell)
-                states.pop(cell, None)
-                write_value(table, cell_key(cell), None)
-            for cell in [c for c in index.open_cells
-                         if is_closed(cfg.closes_at(c), watermark, cfg.allowed_lateness_ms)]:
-                state = self._load(states, table, cell)
-                state.final = True
-                changed.add(cell)
-                index.open_cells.discard(cell)
-                index.final_cells.add(cell)
+            changed.update(self._close_windows(index, watermark, table, states))
         for cell in changed:
             state = states[cell]
             out.records.extend(changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
@@ -222,6 +209,25 @@ class CellStage:
         # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
         out.writes = {**table.take(), **progress.take()}
         return out
+
+    def _close_windows(self, index: _PartitionIndex, watermark: int, table: BatchWrites,
+                       states: dict[CellId, CellState]) -> list[CellId]:
+        """Close the windows the watermark has passed: their open cells become final (returned, as changed), and
+        final cells a window length past their close are dropped."""
+        cfg = self.config
+        # A final cell is kept one more window length, then dropped: nothing can change it any more.
+        # Only cells final before this batch are dropped, so each one's final record has gone out.
+        for cell in [c for c in index.final_cells
+                     if is_closed(cfg.closes_at(c) + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
+            index.drop(cell)
+            states.pop(cell, None)
+            write_value(table, cell_key(cell), None)
+        closed = [c for c in index.open_cells if is_closed(cfg.closes_at(c), watermark, cfg.allowed_lateness_ms)]
+        for cell in closed:
+            self._load(states, table, cell).final = True
+            index.open_cells.discard(cell)
+            index.final_cells.add(cell)
+        return closed
 
     def _load(self, states: dict[CellId, CellState], table: BatchWrites, cell: CellId) -> CellState:
         state = states.get(cell)
