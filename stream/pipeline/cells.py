@@ -158,43 +158,10 @@ class CellStage:
                     table.set(key, None)
         states: dict[CellId, CellState] = {}
         changed: set[CellId] = set()
-        smallest = cfg.window_sizes_ms[0]
         for _, raw_envelope in envelopes:
             envelope = CellEnvelope.decode(raw_envelope)
-            source = str(envelope.source)
-            watermark = index.join.watermark()
-            for named, where, delta_doc in envelope.deltas:
-                if named in index.open_cells:
-                    cell, tag = named, ""  # most deltas: an open cell of a value that has one
-                else:
-                    cell = place(named, index.known, index.taken[_window_of(named)], cfg.value_limit)
-                    tag = fold_tag(named, cell)
-                    if tag:
-                        out.counts.folded_deltas += 1
-                state = self._load(states, table, cell)
-                if state.is_replay(source, where, tag):
-                    # Read again after a restart: a replay, whether or not its window has closed since.
-                    out.counts.replayed_deltas += 1
-                    continue
-                if state.final or is_closed(cfg.closes_at(cell), watermark, cfg.allowed_lateness_ms):
-                    # A lead's contribution landing in a closed window (its other events came later than the
-                    # lateness), or a replay reaching a cell already dropped: counted, not applied, so a final
-                    # record never changes.
-                    out.counts.late_contributions[cell.family] += 1
-                    continue
-                delta = CellDelta.from_doc(delta_doc)
-                if cell.family == SHARE:
-                    fold_share_names(delta, state.sums, cfg.value_limit)
-                state.apply(delta)
-                state.mark_applied(source, where, tag)
-                changed.add(cell)
-                index.add(cell)
-                if cell.family == CONVERSION_TIME and cell.size_ms == smallest and cell.channel is not None:
-                    for step, values in delta.samples_added.items():
-                        from_stage, to_stage = step.split(">")
-                        out.counts.conversion_samples.extend(
-                            (from_stage, to_stage, cell.channel, value) for value in values)
-            if index.join.update({source: envelope.watermark}):
+            changed.update(self._apply_deltas(index, envelope, table, states, out.counts))
+            if index.join.update({str(envelope.source): envelope.watermark}):
                 persist_join(progress, partition, index.join)
         watermark = index.join.watermark()
         out.watermark = watermark
@@ -209,6 +176,47 @@ class CellStage:
         # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
         out.writes = {**table.take(), **progress.take()}
         return out
+
+    def _apply_deltas(self, index: _PartitionIndex, envelope: CellEnvelope, table: BatchWrites,
+                      states: dict[CellId, CellState], counts: BatchCounts) -> list[CellId]:
+        """Apply an envelope's deltas to their cells, once each, none to a closed window; return the cells changed."""
+        cfg = self.config
+        smallest = cfg.window_sizes_ms[0]
+        applied: list[CellId] = []
+        source = str(envelope.source)
+        watermark = index.join.watermark()
+        for named, where, delta_doc in envelope.deltas:
+            if named in index.open_cells:
+                cell, tag = named, ""  # most deltas: an open cell of a value that has one
+            else:
+                cell = place(named, index.known, index.taken[_window_of(named)], cfg.value_limit)
+                tag = fold_tag(named, cell)
+                if tag:
+                    counts.folded_deltas += 1
+            state = self._load(states, table, cell)
+            if state.is_replay(source, where, tag):
+                # Read again after a restart: a replay, whether or not its window has closed since.
+                counts.replayed_deltas += 1
+                continue
+            if state.final or is_closed(cfg.closes_at(cell), watermark, cfg.allowed_lateness_ms):
+                # A lead's contribution landing in a closed window (its other events came later than the
+                # lateness), or a replay reaching a cell already dropped: counted, not applied, so a final
+                # record never changes.
+                counts.late_contributions[cell.family] += 1
+                continue
+            delta = CellDelta.from_doc(delta_doc)
+            if cell.family == SHARE:
+                fold_share_names(delta, state.sums, cfg.value_limit)
+            state.apply(delta)
+            state.mark_applied(source, where, tag)
+            applied.append(cell)
+            index.add(cell)
+            if cell.family == CONVERSION_TIME and cell.size_ms == smallest and cell.channel is not None:
+                for step, values in delta.samples_added.items():
+                    from_stage, to_stage = step.split(">")
+                    counts.conversion_samples.extend(
+                        (from_stage, to_stage, cell.channel, value) for value in values)
+        return applied
 
     def _close_windows(self, index: _PartitionIndex, watermark: int, table: BatchWrites,
                        states: dict[CellId, CellState]) -> list[CellId]:
