@@ -128,10 +128,6 @@ class CellDeltaItem(NamedTuple):
     position: int  # offset of the entity envelope it came from
     delta: dict[str, Any]  # ``CellDelta.to_doc()``: decoded by the cell stage only when it applies it
 
-    def fields(self) -> list[Any]:
-        """The wire form: ``[cell fields, position, delta]``."""
-        return [list(self.cell), self.position, self.delta]
-
 
 @dataclass(frozen=True, slots=True)
 class CellEnvelope:
@@ -142,7 +138,7 @@ class CellEnvelope:
     watermark: int
 
     def encode(self) -> bytes:
-        """Compact JSON: ``{"src": partition, "d": [...], "wm": watermark}``."""
+        """Compact JSON: ``{"src": partition, "d": [[cell fields, position, delta], ...], "wm": watermark}``."""
         return orjson.dumps({"src": self.source, "d": [[list(cell), position, delta]
                                                        for cell, position, delta in self.deltas],
                              "wm": self.watermark})
