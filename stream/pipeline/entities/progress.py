@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stream.core.events import Reason
-from stream.core.timeutil import earliest_window_end, format_rfc3339
-from stream.core.watermark import HOLD, WatermarkJoin, is_closed
+from stream.core.timeutil import format_rfc3339
+from stream.core.watermark import HOLD, WatermarkJoin
 from stream.pipeline.entities.batch import EntityBatch
 from stream.pipeline.entities.config import EntityConfig
 from stream.pipeline.state import Store, persist_join, restore_join
@@ -109,11 +109,6 @@ class PartitionProgress:
             envelopes[partition] = EntityEnvelope(lead_values[partition], {}).encode()
         self.last_peer_report = report
         return envelopes
-
-
-def is_late(event: RoutedEvent, own: int | None, config: EntityConfig) -> bool:
-    """Whether an input event falls in a window the partition's own watermark has already closed."""
-    return is_closed(earliest_window_end(event.ts, config.window_sizes_ms), own, config.allowed_lateness_ms)
 
 
 def reject_late(batch: EntityBatch, event: RoutedEvent, own: int | None, config: EntityConfig,

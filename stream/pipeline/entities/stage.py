@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 from stream.core.cells import deltas_for_spend
 from stream.core.events import Kind
+from stream.core.timeutil import earliest_window_end
+from stream.core.watermark import is_closed
 from stream.pipeline.entities.batch import EntityBatch, EntityOutput
 from stream.pipeline.entities.config import EntityConfig
 from stream.pipeline.entities.dedup import Dedup, ExpiryIndex, seen_entry
 from stream.pipeline.entities.leads import LeadFunnel, has_waiting_changes, store_leads
-from stream.pipeline.entities.progress import PartitionProgress, is_late, reject_late
+from stream.pipeline.entities.progress import PartitionProgress, reject_late
 from stream.pipeline.entities.visitors import VisitorTouches, store_visitors
 from stream.pipeline.keys import LEAD_PREFIX, SEEN_PREFIX, owns_lead
 from stream.pipeline.state import Store
@@ -78,7 +80,13 @@ class EntityStage:
     def _take_events(self, batch: EntityBatch, index: _PartitionIndex, partition: int, envelope: EntityEnvelope,
                      now_ms: int) -> None:
         """Apply an envelope's items in order: lead values from peers, then input events, each deduplicated and
-        judged late or not first."""
+        judged late or not first.
+
+        The page-view path is written out here, not in a method of its own: the two calls it took more per view
+        cost 1,100 of the 170,000 instructions an event took in this stage (callgrind, 4,000 generated events).
+        """
+        cfg = self.config
+        visitors = self._visitors
         watermark = index.progress.combined()
         # Lateness is judged by this partition's own input progress, not by the combined watermark (lower
         # while a peer lags): the progress reported to the peers is the own one, so an event accepted here
@@ -87,31 +95,27 @@ class EntityStage:
         for item in envelope.events:
             if isinstance(item, LeadValue):
                 # From this stage itself, already accepted where the lead lives: not an input event.
-                self._visitors.take_lead_value(batch, item, watermark)
+                visitors.take_lead_value(batch, item, watermark)
                 continue
-            late = is_late(item, own, self.config)
+            late = is_closed(earliest_window_end(item.ts, cfg.window_sizes_ms), own, cfg.allowed_lateness_ms)
             if item.kind == Kind.PAGE_VIEW:
-                self._take_page_view(batch, item, late, own, watermark, now_ms)
+                # Page views (most of the traffic) are deduplicated against the visitor's own touches, which
+                # keep their event ids: one state record per visitor instead of one dedup record per view.
+                visitor = visitors.load(batch, item.key, watermark)
+                if visitor.has_touch(item.event_id):
+                    batch.counts.duplicate[item.topic] += 1
+                elif late:
+                    reject_late(batch, item, own, cfg, now_ms)
+                else:
+                    batch.counts.valid[item.topic] += 1
+                    visitors.view(batch, visitor, item)
             elif self._dedup.is_duplicate(batch, item):
                 batch.counts.duplicate[item.topic] += 1
             elif late:
-                reject_late(batch, item, own, self.config, now_ms)
+                reject_late(batch, item, own, cfg, now_ms)
             else:
                 self._dedup.remember(batch, index.seen_by_time, item, partition)
                 self._apply(batch, index, item)
-
-    def _take_page_view(self, batch: EntityBatch, event: RoutedEvent, late: bool, own: int | None,
-                        watermark: int | None, now_ms: int) -> None:
-        # Page views (most of the traffic) are deduplicated against the visitor's own touches, which keep
-        # their event ids: one state record per visitor instead of one dedup record per view.
-        visitor = self._visitors.load(batch, event.key, watermark)
-        if visitor.has_touch(event.event_id):
-            batch.counts.duplicate[event.topic] += 1
-        elif late:
-            reject_late(batch, event, own, self.config, now_ms)
-        else:
-            batch.counts.valid[event.topic] += 1
-            self._visitors.view(batch, visitor, event)
 
     def _apply(self, batch: EntityBatch, index: _PartitionIndex, event: RoutedEvent) -> None:
         """Apply a new, timely event: spend goes straight to its cells, the rest to its lead."""
