@@ -84,9 +84,9 @@ def routed_item(event: Event, message: InputMessage) -> RoutedEvent:
 ENVELOPE_BYTES = 256 * 1024
 
 
-def estimated_bytes(event: RoutedEvent) -> int:
-    """About the size of an event in an envelope: the raw payload dominates; the rest is a few hundred bytes."""
-    return len(event.raw) + 300
+def estimated_bytes(events: list[RoutedEvent]) -> list[int]:
+    """About the size of each event in an envelope: the raw payload dominates; the rest is a few hundred bytes."""
+    return [len(event.raw) + 300 for event in events]
 
 
 def encode_envelope(events: list[RoutedEvent], progress: dict[str, int | None]) -> bytes:
@@ -97,4 +97,4 @@ def encode_envelope(events: list[RoutedEvent], progress: dict[str, int | None]) 
 def encode_envelopes(events: list[RoutedEvent], progress: dict[str, int | None]) -> list[bytes]:
     """The same, split so no message grows too large; only the last carries the progress."""
     return [encode_envelope(chunk, progress if last else {})
-            for last, chunk in chunked(events, ENVELOPE_BYTES, estimated_bytes)]
+            for last, chunk in chunked(events, ENVELOPE_BYTES, estimated_bytes(events))]

@@ -10,7 +10,7 @@ progress inside ``wm`` under an ``@`` name; :meth:`EntityEnvelope.decode` still 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -151,16 +151,15 @@ class CellEnvelope:
                                          for cell, position, delta in doc["d"]], doc["wm"])
 
 
-def chunked(items: Sequence[T], limit: int,
-            size: Callable[[T], int] | None = None) -> Iterator[tuple[bool, list[T]]]:
-    """``items`` in order, in chunks whose ``size`` adds up to at most ``limit``, each with whether it is the last.
+def chunked(items: Sequence[T], limit: int, sizes: Iterable[int] | None = None) -> Iterator[tuple[bool, list[T]]]:
+    """``items`` in order, in chunks whose ``sizes`` add up to at most ``limit``, each with whether it is the last.
 
     Both internal topics split a batch's items over several messages to stay below the broker's message size;
     a message's progress must cover every item before it, so only the last chunk may carry the batch's. An item
     larger than ``limit`` goes alone. No items give one empty chunk: the progress still goes out. Without
-    ``size`` each item counts one.
+    ``sizes`` (one per item) each item counts one.
     """
-    if size is None:  # sliced, not measured item by item: the cell deltas of a batch are many
+    if sizes is None:  # sliced, not measured item by item: the cell deltas of a batch are many
         count = len(items)
         for start in range(0, count, limit):
             yield start + limit >= count, list(items[start:start + limit])
@@ -169,8 +168,7 @@ def chunked(items: Sequence[T], limit: int,
         return
     chunk: list[T] = []
     total = 0
-    for item in items:
-        item_size = size(item)
+    for item, item_size in zip(items, sizes, strict=True):
         if chunk and total + item_size > limit:
             yield False, chunk
             chunk, total = [], 0

@@ -75,10 +75,10 @@ def test_cell_envelopes_encode_to_the_bytes_earlier_versions_wrote() -> None:
 ])
 def test_chunks_keep_order_stay_within_the_limit_and_mark_the_last(sizes: list[int], limit: int,
                                                                   expected: list[tuple[bool, list[int]]]) -> None:
-    assert list(chunked(list(range(len(sizes))), limit, lambda index: sizes[index])) == expected
+    assert list(chunked(list(range(len(sizes))), limit, sizes)) == expected
 
 
 @pytest.mark.parametrize(("count", "limit"), [(0, 3), (1, 3), (3, 3), (4, 3), (7, 3), (9, 3)])
 def test_counted_chunks_are_the_chunks_of_items_of_size_one(count: int, limit: int) -> None:
     items = list(range(count))
-    assert list(chunked(items, limit)) == list(chunked(items, limit, lambda _: 1))
+    assert list(chunked(items, limit)) == list(chunked(items, limit, [1] * count))
