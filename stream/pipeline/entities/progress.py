@@ -18,7 +18,6 @@ from stream.pipeline.state import Store, persist_join, restore_join
 from stream.pipeline.wire import (
     CellEnvelope,
     EntityEnvelope,
-    LeadValue,
     PeerProgress,
     RoutedEvent,
     chunked,
@@ -99,7 +98,7 @@ class PartitionProgress:
         # batch sends them: none of them may let a window close before those values are in.
         own = self.join.watermark()
         report = HOLD if own is None else own if hold is None else min(own, hold)
-        lead_values: dict[int, list[LeadValue]] = batch.lead_values
+        lead_values = batch.lead_values
         envelopes = {}
         for other in range(partitions):
             if other != partition and (other in lead_values or report != self.last_peer_report):
