@@ -24,11 +24,10 @@ from stream.core.cells import (
 from stream.core.kpis import KpiRecord, changed_records, current_records
 from stream.core.watermark import WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
+from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, chunked_key, owns_cell
 from stream.pipeline.routing import partition_for
 from stream.pipeline.state import (
     CHUNK_BYTES,
-    CHUNK_KEY_PREFIX,
-    WATERMARK_KEY_PREFIX,
     BatchWrites,
     ChunkCensus,
     Store,
@@ -37,6 +36,7 @@ from stream.pipeline.state import (
     restore_join,
     write_value,
 )
+from stream.pipeline.wire import CellEnvelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +101,6 @@ def _window_of(cell: CellId) -> tuple[tuple[str, str, str], int, int]:
     return cell.group(), cell.size_ms, cell.start_ms
 
 
-def cell_key(cell: CellId) -> bytes:
-    """Key of a cell in the cell table."""
-    return jsonbytes.dumps(list(cell))
-
-
 class CellStage:
     """Owns the cell table of the cell partitions assigned to this worker.
 
@@ -137,7 +132,7 @@ class CellStage:
         for key, value in self._cells.items():
             if census.see(key, value) or key.startswith(WATERMARK_KEY_PREFIX):
                 continue
-            cell = CellId(*orjson.loads(key))
+            cell = cell_of(key)
             if partition_for(cell.routing_key(), self.config.partitions) == partition:
                 state = CellState.from_doc(orjson.loads(read_value(self._cells, key) or b""))
                 (index.final_cells if state.final else index.open_cells).add(cell)
@@ -159,66 +154,19 @@ class CellStage:
                 out.records.extend(current_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                    cfg.economics))
             for key in orphans:
-                if self._owns_chunk(key, partition):
+                if owns_cell(chunked_key(key), partition, cfg.partitions):
                     table.set(key, None)
         states: dict[CellId, CellState] = {}
         changed: set[CellId] = set()
-        smallest = cfg.window_sizes_ms[0]
         for _, raw_envelope in envelopes:
-            envelope = orjson.loads(raw_envelope)
-            source = str(envelope["src"])
-            watermark = index.join.watermark()
-            for cell_fields, where, delta_doc in envelope["d"]:
-                named = CellId(*cell_fields)
-                if named in index.open_cells:
-                    cell, tag = named, ""  # most deltas: an open cell of a value that has one
-                else:
-                    cell = place(named, index.known, index.taken[_window_of(named)], cfg.value_limit)
-                    tag = fold_tag(named, cell)
-                    if tag:
-                        out.counts.folded_deltas += 1
-                state = self._load(states, table, cell)
-                if state.is_replay(source, where, tag):
-                    # Read again after a restart: a replay, whether or not its window has closed since.
-                    out.counts.replayed_deltas += 1
-                    continue
-                if state.final or is_closed(cfg.closes_at(cell), watermark, cfg.allowed_lateness_ms):
-                    # A lead's contribution landing in a closed window (its other events came later than the
-                    # lateness), or a replay reaching a cell already dropped: counted, not applied, so a final
-                    # record never changes.
-                    out.counts.late_contributions[cell.family] += 1
-                    continue
-                delta = CellDelta.from_doc(delta_doc)
-                if cell.family == SHARE:
-                    fold_share_names(delta, state.sums, cfg.value_limit)
-                state.apply(delta)
-                state.mark_applied(source, where, tag)
-                changed.add(cell)
-                index.add(cell)
-                if cell.family == CONVERSION_TIME and cell.size_ms == smallest and cell.channel is not None:
-                    for step, values in delta.samples_added.items():
-                        from_stage, to_stage = step.split(">")
-                        out.counts.conversion_samples.extend(
-                            (from_stage, to_stage, cell.channel, value) for value in values)
-            if index.join.update({source: envelope["wm"]}):
+            envelope = CellEnvelope.decode(raw_envelope)
+            changed.update(self._apply_deltas(index, envelope, table, states, out.counts))
+            if index.join.update({str(envelope.source): envelope.watermark}):
                 persist_join(progress, partition, index.join)
         watermark = index.join.watermark()
         out.watermark = watermark
         if watermark is not None:
-            # A final cell is kept one more window length, then dropped: nothing can change it any more.
-            # Only cells final before this batch are dropped, so each one's final record has gone out.
-            for cell in [c for c in index.final_cells
-                         if is_closed(cfg.closes_at(c) + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
-                index.drop(cell)
-                states.pop(cell, None)
-                write_value(table, cell_key(cell), None)
-            for cell in [c for c in index.open_cells
-                         if is_closed(cfg.closes_at(c), watermark, cfg.allowed_lateness_ms)]:
-                state = self._load(states, table, cell)
-                state.final = True
-                changed.add(cell)
-                index.open_cells.discard(cell)
-                index.final_cells.add(cell)
+            changed.update(self._close_windows(index, watermark, table, states))
         for cell in changed:
             state = states[cell]
             out.records.extend(changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
@@ -229,9 +177,65 @@ class CellStage:
         out.writes = {**table.take(), **progress.take()}
         return out
 
-    def _owns_chunk(self, key: bytes, partition: int) -> bool:
-        cell_fields = key[len(CHUNK_KEY_PREFIX):].split(b":", 2)[2]
-        return partition_for(CellId(*orjson.loads(cell_fields)).routing_key(), self.config.partitions) == partition
+    def _apply_deltas(self, index: _PartitionIndex, envelope: CellEnvelope, table: BatchWrites,
+                      states: dict[CellId, CellState], counts: BatchCounts) -> list[CellId]:
+        """Apply an envelope's deltas to their cells, once each, none to a closed window; return the cells changed."""
+        cfg = self.config
+        smallest = cfg.window_sizes_ms[0]
+        applied: list[CellId] = []
+        source = str(envelope.source)
+        watermark = index.join.watermark()
+        for named, where, delta_doc in envelope.deltas:
+            if named in index.open_cells:
+                cell, tag = named, ""  # most deltas: an open cell of a value that has one
+            else:
+                cell = place(named, index.known, index.taken[_window_of(named)], cfg.value_limit)
+                tag = fold_tag(named, cell)
+                if tag:
+                    counts.folded_deltas += 1
+            state = self._load(states, table, cell)
+            if state.is_replay(source, where, tag):
+                # Read again after a restart: a replay, whether or not its window has closed since.
+                counts.replayed_deltas += 1
+                continue
+            if state.final or is_closed(cfg.closes_at(cell), watermark, cfg.allowed_lateness_ms):
+                # A lead's contribution landing in a closed window (its other events came later than the
+                # lateness), or a replay reaching a cell already dropped: counted, not applied, so a final
+                # record never changes.
+                counts.late_contributions[cell.family] += 1
+                continue
+            delta = CellDelta.from_doc(delta_doc)
+            if cell.family == SHARE:
+                fold_share_names(delta, state.sums, cfg.value_limit)
+            state.apply(delta)
+            state.mark_applied(source, where, tag)
+            applied.append(cell)
+            index.add(cell)
+            if cell.family == CONVERSION_TIME and cell.size_ms == smallest and cell.channel is not None:
+                for step, values in delta.samples_added.items():
+                    from_stage, to_stage = step.split(">")
+                    counts.conversion_samples.extend(
+                        (from_stage, to_stage, cell.channel, value) for value in values)
+        return applied
+
+    def _close_windows(self, index: _PartitionIndex, watermark: int, table: BatchWrites,
+                       states: dict[CellId, CellState]) -> list[CellId]:
+        """Close the windows the watermark has passed: their open cells become final (returned, as changed), and
+        final cells a window length past their close are dropped."""
+        cfg = self.config
+        # A final cell is kept one more window length, then dropped: nothing can change it any more.
+        # Only cells final before this batch are dropped, so each one's final record has gone out.
+        for cell in [c for c in index.final_cells
+                     if is_closed(cfg.closes_at(c) + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
+            index.drop(cell)
+            states.pop(cell, None)
+            write_value(table, cell_key(cell), None)
+        closed = [c for c in index.open_cells if is_closed(cfg.closes_at(c), watermark, cfg.allowed_lateness_ms)]
+        for cell in closed:
+            self._load(states, table, cell).final = True
+            index.open_cells.discard(cell)
+            index.final_cells.add(cell)
+        return closed
 
     def _load(self, states: dict[CellId, CellState], table: BatchWrites, cell: CellId) -> CellState:
         state = states.get(cell)

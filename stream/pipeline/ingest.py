@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from stream.core.deadletter import dead_letter, dead_letter_key
 from stream.core.events import Event, Kind, Reason, Rejection
 from stream.core.timeutil import format_duration
@@ -14,6 +12,7 @@ from stream.core.validation import Validator
 from stream.core.watermark import SourceProgress
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.routing import partition_for, source_name
+from stream.pipeline.wire import EntityEnvelope, RoutedEvent, chunked
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +31,7 @@ class InputMessage:
 class IngestOutput:
     """What one batch sends: an envelope per entity partition, dead letters, and counts."""
 
-    envelopes: dict[int, list[list[Any]]] = field(default_factory=dict)
+    envelopes: dict[int, list[RoutedEvent]] = field(default_factory=dict)
     dead_letters: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     counts: BatchCounts = field(default_factory=BatchCounts)
     observed: list[tuple[str, int]] = field(default_factory=list)
@@ -74,31 +73,28 @@ class IngestStage:
             self.progress.observe(source, ts, now_ms)
 
 
-def routed_item(event: Event, message: InputMessage) -> list[Any]:
+def routed_item(event: Event, message: InputMessage) -> RoutedEvent:
     """An event as carried to the entity stage: normalised fields plus what a dead letter would need."""
     raw = (message.value or b"").decode("utf-8")  # valid JSON, so valid UTF-8
-    return [str(event.kind), event.event_id, event.ts, event.key, event.attrs, message.topic, message.partition,
-            message.offset, raw]
+    return RoutedEvent(str(event.kind), event.event_id, event.ts, event.key, event.attrs, message.topic,
+                       message.partition, message.offset, raw)
 
 
 # Bytes of events per entity-topic message, well below Kafka's default 1 MB request limit.
 ENVELOPE_BYTES = 256 * 1024
 
 
-def encode_envelope(items: list[list[Any]], progress: dict[str, int | None]) -> bytes:
+def estimated_bytes(events: list[RoutedEvent]) -> list[int]:
+    """About the size of each event in an envelope: the raw payload dominates; the rest is a few hundred bytes."""
+    return [len(event.raw) + 300 for event in events]
+
+
+def encode_envelope(events: list[RoutedEvent], progress: dict[str, int | None]) -> bytes:
     """An envelope for the entity topic: events first, then the input progress they are covered by."""
-    return orjson.dumps({"ev": items, "wm": progress})
+    return EntityEnvelope(events, progress).encode()
 
 
-def encode_envelopes(items: list[list[Any]], progress: dict[str, int | None]) -> list[bytes]:
+def encode_envelopes(events: list[RoutedEvent], progress: dict[str, int | None]) -> list[bytes]:
     """The same, split so no message grows too large; only the last carries the progress."""
-    chunks: list[list[list[Any]]] = [[]]
-    size = 0
-    for item in items:
-        item_size = len(item[-1]) + 300  # the raw payload dominates; the rest is a few hundred bytes
-        if chunks[-1] and size + item_size > ENVELOPE_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(item)
-        size += item_size
-    return [encode_envelope(chunk, progress if i == len(chunks) - 1 else {}) for i, chunk in enumerate(chunks)]
+    return [encode_envelope(chunk, progress if last else {})
+            for last, chunk in chunked(events, ENVELOPE_BYTES, estimated_bytes(events))]

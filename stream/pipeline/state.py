@@ -17,11 +17,8 @@ import orjson
 
 from stream.core import jsonbytes
 from stream.core.watermark import WatermarkJoin
+from stream.pipeline.keys import CHUNK_KEY_PREFIX, chunk_key, watermark_key
 
-# Tables keep each owned partition's watermark state under a reserved key beside their own keys.
-WATERMARK_KEY_PREFIX = b"\x00wm:"
-# The parts of a value too large for one changelog message (see ``write_value``), under reserved keys too.
-CHUNK_KEY_PREFIX = b"\x00ck:"
 # Largest value written as one record: well under the 1 MB a Kafka message may have by default.
 CHUNK_BYTES = 512 * 1024
 _CHUNKED = b"#"  # first byte of a stored value that names its chunks; JSON documents start with '{' or '['
@@ -75,11 +72,6 @@ def apply_writes(store: MutableMapping[bytes, bytes], writes: dict[bytes, bytes 
             store[key] = value
 
 
-def watermark_key(partition: int, name: str = "") -> bytes:
-    """Reserved table key of a partition's watermark state (``name`` tells several joins apart)."""
-    return WATERMARK_KEY_PREFIX + str(partition).encode() + name.encode()
-
-
 def restore_join(store: Store, partition: int, expected: frozenset[str], name: str = "") -> WatermarkJoin:
     """The partition's watermark join as last persisted, or a new one."""
     join = WatermarkJoin(expected)
@@ -94,11 +86,6 @@ def restore_join(store: Store, partition: int, expected: frozenset[str], name: s
 def persist_join(writes: BatchWrites, partition: int, join: WatermarkJoin, name: str = "") -> None:
     """Write the partition's watermark join with the batch."""
     writes.set(watermark_key(partition, name), jsonbytes.dumps({"p": join.progress, "f": join.floor}))
-
-
-def chunk_key(key: bytes, generation: int, index: int) -> bytes:
-    """Reserved key of one part of a chunked value."""
-    return CHUNK_KEY_PREFIX + b"%d:%d:" % (generation, index) + key
 
 
 def _chunk_ref(stored: bytes | None) -> tuple[int, int] | None:

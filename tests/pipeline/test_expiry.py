@@ -6,7 +6,7 @@ import random
 
 import orjson
 
-from stream.pipeline.entities import EXPIRY_BUCKET_MS, ExpiryIndex, SeenValues
+from stream.pipeline.entities.dedup import EXPIRY_BUCKET_MS, ExpiryIndex, SeenValues
 
 MINUTE = EXPIRY_BUCKET_MS
 

@@ -174,8 +174,10 @@ def test_replayed_cell_deltas_are_skipped() -> None:
     flow.entity_table.clear()
     flow.entities.forget([0])
     from stream.pipeline.ingest import encode_envelope
-    item = ["leads", "a", DAY_START, "L1", {"channel": "email", "campaign": None, "visitor": None, "asset": None,
-                                            "owner": None}, "leads", 0, 0, _lead("a", DAY_START).decode()]
+    from stream.pipeline.wire import RoutedEvent
+    item = RoutedEvent("leads", "a", DAY_START, "L1", {"channel": "email", "campaign": None, "visitor": None,
+                                                       "asset": None, "owner": None},
+                       "leads", 0, 0, _lead("a", DAY_START).decode())
     out = flow.entities.process(0, [(envelope_offset, encode_envelope([item], {}))], clock[0])
     for partition, envelopes in out.envelopes.items():
         for envelope in envelopes:
@@ -307,14 +309,15 @@ def test_cohort_is_final_only_after_its_conversion_window() -> None:
 
 
 def test_large_batches_are_split_into_bounded_messages() -> None:
-    from stream.pipeline.entities import CELL_ENVELOPE_ITEMS
+    from stream.pipeline.entities.progress import CELL_ENVELOPE_ITEMS
     from stream.pipeline.ingest import ENVELOPE_BYTES, encode_envelopes
+    from stream.pipeline.wire import RoutedEvent
 
-    items = [["page-views", f"e{i}", 0, "v", {}, "t", 0, i, "x" * 1000] for i in range(1000)]
+    items = [RoutedEvent("page-views", f"e{i}", 0, "v", {}, "t", 0, i, "x" * 1000) for i in range(1000)]
     envelopes = encode_envelopes(items, {"t:0": 5})
     assert len(envelopes) > 1 and all(len(envelope) < 2 * ENVELOPE_BYTES for envelope in envelopes)
     decoded = [json.loads(envelope) for envelope in envelopes]
-    assert [item for d in decoded for item in d["ev"]] == items
+    assert [item for d in decoded for item in d["ev"]] == [list(item) for item in items]
     assert [d["wm"] for d in decoded] == [{}] * (len(decoded) - 1) + [{"t:0": 5}]  # progress after all events
     # One batch of many page views: cell deltas leave in messages of bounded size, all applied.
     clock = [DAY_START]

@@ -8,12 +8,11 @@ import pytest
 from stream.core.cells import CONVERSION_TIME
 from stream.core.watermark import HOLD
 from stream.pipeline.cells import CellStage
+from stream.pipeline.keys import CHUNK_KEY_PREFIX, chunk_key
 from stream.pipeline.local import LocalFlow
 from stream.pipeline.state import (
-    CHUNK_KEY_PREFIX,
     BatchWrites,
     apply_writes,
-    chunk_key,
     orphan_chunks,
     read_value,
     write_value,

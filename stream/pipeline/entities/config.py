@@ -1,0 +1,22 @@
+"""What the entity stage needs from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stream.core.visitors import AttributionConfig
+
+
+@dataclass(frozen=True, slots=True)
+class EntityConfig:
+    """What the entity stage needs from the settings."""
+
+    partitions: int
+    sources: frozenset[str]
+    window_sizes_ms: tuple[int, ...]
+    allowed_lateness_ms: int
+    funnel: tuple[str, ...]
+    dedup_retention_ms: int
+    unknown_lead_timeout_ms: int
+    cohort_window_ms: int = 90 * 86_400_000
+    attribution: AttributionConfig = AttributionConfig(90 * 86_400_000, 7 * 86_400_000, 100)
