@@ -15,6 +15,7 @@ from stream.pipeline.keys import lead_key, seen_key, watermark_key
 from stream.pipeline.routing import partition_for, source_name
 from stream.pipeline.wire import EntityEnvelope, PeerProgress
 from stream.settings import Settings
+from stream.stages import entity_config
 from tests.eventset import DAY_START
 
 WAITING = PendingChange("e1", DAY_START, "mql", None, ("stage-changes", 0, 4), '{"event_id":"e1"}')
@@ -59,7 +60,7 @@ def _progress_after(peer_report: bytes) -> tuple[int | None, dict[bytes, bytes |
     """Watermark and writes of entity partition 0 of 2 after its inputs' progress, then a report from 1."""
     settings = Settings.from_env({"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "2"})
     sources = frozenset(source_name(topic, 0) for topic in settings.input_topics.values())
-    stage = EntityStage(settings.entity_config(sources), {})
+    stage = EntityStage(entity_config(settings, sources), {})
     inputs = EntityEnvelope([], dict.fromkeys(sources, DAY_START + 5_000)).encode()
     out = stage.process(0, [(0, inputs), (1, peer_report)], DAY_START)
     return out.watermark, out.writes
