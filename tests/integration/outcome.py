@@ -11,6 +11,7 @@ import fastjsonschema
 
 from stream.core.kpis import FAMILIES
 from stream.core.validation import load_schema
+from stream.pipeline.wire import EntityEnvelope, RoutedEvent
 from tests.eventset import DAY_START, heartbeats
 from tests.integration.harness import INPUTS, Broker, Names, Worker, read_records, read_topic, read_topics
 from tests.reference import compute, from_records, mismatches
@@ -108,8 +109,10 @@ def unhandled_inputs(bootstrap: Broker, names: Names) -> list[tuple[str, int, in
     produced, handled = set(), set()
     for topic, partition, offset, _, value in read_records(bootstrap, [*inputs, entities, dead_letters]):
         if topic == entities:
-            # Ingest's envelopes: each item names the input message it came from (none for the stage's own items).
-            handled.update((item[5], item[6], item[7]) for item in json.loads(value or b"")["ev"] if item[5])
+            # Ingest's envelopes: each event names the input message it came from (lead values sent between
+            # entity partitions name none).
+            handled.update((item.topic, item.partition, item.offset)
+                           for item in EntityEnvelope.decode(value or b"").events if isinstance(item, RoutedEvent))
         elif topic == dead_letters:
             record = json.loads(value or b"")
             handled.add((record["topic"], record["partition"], record["offset"]))
