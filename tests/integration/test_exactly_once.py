@@ -1,6 +1,6 @@
 """Why KPI_PROCESSING_GUARANTEE=exactly_once is refused, shown on Apache Kafka: the test fails, as expected.
 
-A worker let past the refusal (a ``sitecustomize`` module on its path restores the old parsing) runs Faust's
+A worker let past the refusal (a ``sitecustomize`` module on its path sets the guarantee past the check) runs Faust's
 Kafka transactions. Its internal topics and changelogs end in commit markers, but its KPI and dead-letter
 topics do not: Faust sends records to topics the worker does not consume outside any transaction, so a
 ``read_committed`` reader sees records of work a crash rolled back. The test is a strict expected failure:
@@ -32,9 +32,20 @@ from tests.integration.outcome import HEARTBEAT_TS, as_input, beats
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 _ALLOW_EXACTLY_ONCE = '''
+import os
+
 import stream.settings as settings
 
-settings._processing_guarantee = lambda raw: raw["processing_guarantee"].lower()
+_read = settings.Settings.from_env.__func__
+
+
+def _from_env(cls, environ=None):
+    env = dict(os.environ if environ is None else environ)
+    guarantee = env.pop("KPI_PROCESSING_GUARANTEE", "at_least_once").lower()
+    return _read(cls, env).model_copy(update={"processing_guarantee": guarantee})
+
+
+settings.Settings.from_env = classmethod(_from_env)
 '''
 
 
