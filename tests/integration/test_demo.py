@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.conftest import RunningBroker
 from tests.integration.harness import Names, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,9 +50,13 @@ def test_demo_shows_live_kpis_and_ctrl_c_stops_everything() -> None:
     assert not _listening(broker_port)  # nothing is left behind: the embedded broker is gone too
 
 
-def test_demo_on_a_configured_cluster_runs_its_worker_there(bootstrap: str, names: Names) -> None:
+def test_demo_on_a_configured_cluster_runs_its_worker_there(bootstrap: str, names: Names,
+                                                            session_broker: RunningBroker) -> None:
     """With ``KAFKA_BOOTSTRAP_SERVERS`` set (the session's broker), the demo starts no broker of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KPI_"))}
+    # The settings a worker needs on the session's broker, as an operator of that cluster sets them (on Tansu:
+    # no idempotent producer, which it refuses).
+    env.update(session_broker.worker_env)
     env.update(names.env(bootstrap, 0))
     del env["KPI_WEB_PORT"], env["KPI_EXCHANGE_RATES"]  # the demo picks its port and rates
     text = _run_demo(env)
