@@ -8,7 +8,7 @@ the step that sent it is over, depth first; it keeps the last KPI record per key
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from stream.pipeline.ingest import IngestStage, InputMessage
 from stream.pipeline.routing import source_name
 from stream.pipeline.state import apply_writes
 from stream.pipeline.steps import (
+    CELL_TABLE,
     CELLS,
     DEAD_LETTERS,
     ENTITIES,
@@ -73,16 +74,14 @@ class LocalFlow:
         topics = self.settings.input_topics
         batch = [InputMessage(kind, topics[kind], part, self._next_offset(topics[kind], part), None, payload)
                  for kind, payload, part in messages]
-        out = MemoryOutput(self)
-        result = run_now(ingest_step(self.ingest, batch, self._owned(), self.clock(), self.settings.partitions, out))
+        result = self._step(lambda out: ingest_step(self.ingest, batch, self._owned(), self.clock(),
+                                                    self.settings.partitions, out))
         self.counts.merge(result.counts)
-        out.pass_on()
 
     def tick(self) -> None:
         """A watermark report with no events, as the periodic timer sends."""
-        out = MemoryOutput(self)
-        run_now(progress_step(self.ingest, self._owned(), [], self.clock(), self.settings.partitions, out))
-        out.pass_on()
+        self._step(lambda out: progress_step(self.ingest, self._owned(), [], self.clock(), self.settings.partitions,
+                                             out))
 
     def _owned(self) -> list[str]:
         return [source_name(topic, p) for topic in self.settings.input_topics.values()
@@ -90,17 +89,26 @@ class LocalFlow:
 
     def _run_entity(self, partition: int, envelope: bytes) -> None:
         offset = self._next_offset("entities", partition)
-        out = MemoryOutput(self)
-        for result in run_now(entity_step(self.entities, {partition: [(offset, envelope)]}, self.clock(), out)):
+        for result in self._step(lambda out: entity_step(self.entities, {partition: [(offset, envelope)]},
+                                                         self.clock(), out)):
             self.counts.merge(result.counts)
-        out.pass_on()
 
     def _run_cells(self, partition: int, envelope: bytes) -> None:
         offset = self._next_offset("cells", partition)
-        out = MemoryOutput(self)
-        for result in run_now(cell_step(self.cells, {partition: [(offset, envelope)]}, self.clock(), out)):
+        for result in self._step(lambda out: cell_step(self.cells, {partition: [(offset, envelope)]}, self.clock(),
+                                                       out)):
             self.counts.merge(result.counts)
-        out.pass_on()
+
+    def _step(self, step: Callable[[MemoryOutput], Coroutine[Any, Any, T]]) -> T:
+        """Run a step, then each message it sent to an internal topic through that topic's stage, in the order
+        sent: depth first, once the step is over (as on the broker, after the sender's table writes)."""
+        sent: list[tuple[str, int, bytes]] = []
+        tables = {ENTITY_TABLE: self.entity_table, CELL_TABLE: self.cell_table}
+        result = run_now(step(MemoryOutput(tables, self.records, self.dead_letters,
+                                           lambda *message: sent.append(message), self.record_log)))
+        for route, partition, value in sent:
+            (self._run_entity if route == ENTITIES else self._run_cells)(partition, value)
+        return result
 
     def latest(self, kpi: str, size: str, start: str, **dimensions: str) -> dict[str, Any] | None:
         """The current record of one KPI key, or None."""
@@ -112,38 +120,40 @@ class LocalFlow:
 
 
 class MemoryOutput:
-    """A step's output in ``LocalFlow``: tables are its dicts, KPI records and dead letters are kept as a consumer
-    of their topics would read them, and messages to the internal topics are run through their stage once the
-    step is over (``pass_on``), depth first."""
+    """A step's output held in memory (``LocalFlow``, the scheduled test flow): tables are dicts, KPI records and
+    dead letters are kept decoded, as a consumer of their topics reads them, and each message to an internal
+    topic is handed to ``forward`` as (route, partition, value).
 
-    def __init__(self, flow: LocalFlow) -> None:
-        self._flow = flow
-        self._internal: list[tuple[str, int, bytes]] = []
+    Args:
+        tables: each table's dict, by table name.
+        records: the last KPI record per key.
+        dead_letters: the dead letters, in order.
+        forward: takes each message sent to an internal topic.
+        record_log: every KPI record in order, when kept.
+    """
+
+    def __init__(self, tables: Mapping[str, MutableMapping[bytes, bytes]], records: dict[str, dict[str, Any]],
+                 dead_letters: list[dict[str, Any]], forward: Callable[[str, int, bytes], object],
+                 record_log: list[tuple[str, dict[str, Any]]] | None = None) -> None:
+        self._tables, self._records, self._dead_letters = tables, records, dead_letters
+        self._forward, self._record_log = forward, record_log
 
     async def send(self, route: str, value: bytes, partition: int | None = None, key: bytes | None = None) -> None:
-        flow = self._flow
         if route in (ENTITIES, CELLS):
-            self._internal.append((route, partition or 0, value))
+            self._forward(route, partition or 0, value)
         elif route == DEAD_LETTERS:
-            flow.dead_letters.append(orjson.loads(value))
+            self._dead_letters.append(orjson.loads(value))
         else:
             record_key, record = (key or b"").decode(), orjson.loads(value)
-            flow.records[record_key] = record
-            flow.record_log.append((record_key, record))
+            self._records[record_key] = record
+            if self._record_log is not None:
+                self._record_log.append((record_key, record))
 
     async def write(self, table: str, partition: int, writes: dict[bytes, bytes | None]) -> None:
-        apply_writes(self._flow.entity_table if table == ENTITY_TABLE else self._flow.cell_table, writes)
+        apply_writes(self._tables[table], writes)
 
     async def delivered(self) -> None:
         """Nothing to wait for: every send is done when it returns."""
-
-    def pass_on(self) -> None:
-        """Run the messages sent to the internal topics through their stage, in the order sent."""
-        for route, partition, value in self._internal:
-            if route == ENTITIES:
-                self._flow._run_entity(partition, value)
-            else:
-                self._flow._run_cells(partition, value)
 
 
 T = TypeVar("T")

@@ -14,19 +14,16 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from stream.core.events import Kind
 from stream.pipeline.cells import CellStage
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.entities import EntityStage
 from stream.pipeline.ingest import IngestStage, InputMessage
-from stream.pipeline.local import run_now
+from stream.pipeline.local import MemoryOutput, run_now
 from stream.pipeline.routing import source_name
-from stream.pipeline.state import apply_writes
 from stream.pipeline.steps import (
+    CELL_TABLE,
     CELLS,
-    DEAD_LETTERS,
     ENTITIES,
     ENTITY_TABLE,
     cell_step,
@@ -113,6 +110,12 @@ class ScheduledFlow:
         self.stalls += 1
         self._mark_busy()
 
+    def _output(self) -> MemoryOutput:
+        """Where a step's results go: messages to an internal topic are appended to their partition's queue."""
+        logs = {ENTITIES: self._entity_logs, CELLS: self._cell_logs}
+        return MemoryOutput({ENTITY_TABLE: self._entity_table, CELL_TABLE: self._cell_table}, self.records,
+                            self.dead_letters, lambda route, partition, value: logs[route][partition].append(value))
+
     def _busy(self) -> list[str]:
         """What the worker's timer sees from the lag: partitions with messages left, which are not idle."""
         return [source_name(topic, p) for (topic, p), log in self._inputs.items() if log.waiting()]
@@ -129,22 +132,22 @@ class ScheduledFlow:
             for offset, (kind, raw) in self._inputs[(topic, partition)].take(self.rand.randint(1, 12)):
                 batch.append(InputMessage(kind, topic, partition, offset, None, raw))
         out = run_now(ingest_step(self.ingest, batch, self._owned(), self.clock_ms, self.settings.partitions,
-                                  _LogOutput(self)))
+                                  self._output()))
         self.counts.merge(out.counts)
 
     def _tick(self) -> None:
         """The worker's periodic progress report to every entity partition."""
         run_now(progress_step(self.ingest, self._owned(), self._busy(), self.clock_ms, self.settings.partitions,
-                              _LogOutput(self)))
+                              self._output()))
 
     def _entity_step(self, partition: int) -> None:
         taken = self._entity_logs[partition].take(self.rand.randint(1, 8))
-        for out in run_now(entity_step(self.entities, {partition: taken}, self.clock_ms, _LogOutput(self))):
+        for out in run_now(entity_step(self.entities, {partition: taken}, self.clock_ms, self._output())):
             self.counts.merge(out.counts)
 
     def _cell_step(self, partition: int) -> None:
         taken = self._cell_logs[partition].take(self.rand.randint(1, 8))
-        for out in run_now(cell_step(self.cells, {partition: taken}, self.clock_ms, _LogOutput(self))):
+        for out in run_now(cell_step(self.cells, {partition: taken}, self.clock_ms, self._output())):
             self.counts.merge(out.counts)
 
     def step(self) -> bool:
@@ -172,31 +175,6 @@ class ScheduledFlow:
             self._tick()
             while self.step():
                 pass
-
-
-class _LogOutput:
-    """A step's output here: internal messages appended to their partition's queue, tables in dicts, records and
-    dead letters kept as a consumer of their topics reads them."""
-
-    def __init__(self, flow: ScheduledFlow) -> None:
-        self._flow = flow
-
-    async def send(self, route: str, value: bytes, partition: int | None = None, key: bytes | None = None) -> None:
-        flow = self._flow
-        if route == ENTITIES:
-            flow._entity_logs[partition or 0].append(value)
-        elif route == CELLS:
-            flow._cell_logs[partition or 0].append(value)
-        elif route == DEAD_LETTERS:
-            flow.dead_letters.append(orjson.loads(value))
-        else:
-            flow.records[(key or b"").decode()] = orjson.loads(value)
-
-    async def write(self, table: str, partition: int, writes: dict[bytes, bytes | None]) -> None:
-        apply_writes(self._flow._entity_table if table == ENTITY_TABLE else self._flow._cell_table, writes)
-
-    async def delivered(self) -> None:
-        """Nothing to wait for: a message is in its queue once sent."""
 
 
 def queue_all(flow: ScheduledFlow, messages: list[tuple[str, bytes]], seed: int) -> None:
