@@ -59,7 +59,8 @@ def faust_app(settings: Settings) -> KpiApp:
         consumer_auto_offset_reset="earliest",
         producer_linger=0.005,  # faust's default of 0 sends tiny batches
         producer_max_request_size=MAX_REQUEST_BYTES,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
+        local_state_max_age_ms=settings.local_state_max_age_ms,
         # A batch cut short by shutdown was not acked, so it is processed again after the restart; results are
         # idempotent, so there is no need to wait for in-flight events (which hangs when an agent failed).
         stream_wait_empty=False,

@@ -330,12 +330,25 @@ class Settings(BaseSettings):
         "own every partition cannot send, input offsets and their records commit apart, and the KPI and "
         "dead-letter records go outside any transaction.")
     store: Store = setting(
-        "KPI_STORE", "memory://",
-        "Where the tables' keys and values live: `memory://` (Python dicts) or `disk://` (RocksDB files under "
-        "KPI_DATA_DIR, emptied at start and restored from the changelogs like memory, so worker memory holds only "
-        "the stages' indexes). Faust's `rocksdb://` is refused: it files each write under the partition of the "
-        "current stream event, and the agents write batches of several.")
-    data_dir: Name = setting("KPI_DATA_DIR", "./kpi-data", "Directory for table stores that keep files.")
+        "KPI_STORE", "disk://",
+        "Where the tables' keys and values live: `disk://` (RocksDB files under KPI_DATA_DIR with the changelog "
+        "offset they hold: a restarted worker reads only the changelog past it, and worker memory holds only the "
+        "stages' indexes) or `memory://` (Python dicts, restored from the changelogs at every start). Faust's "
+        "`rocksdb://` is refused: it files each write under the partition of the current stream event, and the "
+        "agents write batches of several.")
+    data_dir: Name = setting(
+        "KPI_DATA_DIR", "./kpi-data",
+        "Directory of the `disk://` store's files; keep it on a volume that outlives the worker (one per worker: a "
+        "second worker on the same directory keeps its tables in files of its own, removed when it exits).")
+    standby_replicas: int = setting(
+        "KPI_STANDBY_REPLICAS", "1",
+        "Workers besides a partition's owner that keep a copy of its tables warm by reading their changelogs, so "
+        "that a failover reads only the changelog's last records, not all of it. Costs each of them the fetches "
+        "and the store space of those partitions; 0 turns it off.", ge=0, le=10)
+    local_state_max_age_ms: Duration = setting(
+        "KPI_LOCAL_STATE_MAX_AGE", "20h",
+        "Oldest `disk://` files a worker reuses; older ones are rebuilt from the changelogs. Keep it below the "
+        "changelogs' `delete.retention.ms` (Kafka's default: 24 h), the time compaction keeps a tombstone.")
     session_timeout_ms: Duration = setting(
         "KPI_SESSION_TIMEOUT", "6s", "Consumer group session timeout (group joins wait about half of it).")
     heartbeat_interval_ms: Duration = setting(

@@ -391,13 +391,16 @@ class KpiApp(faust.App):
 
     With ``verify_changelog_end`` table recovery reads to the last changelog record actually there rather
     than to the end offset the broker reports. With ``idempotent_producer`` the producer is idempotent.
+    ``local_state_max_age_ms`` is the oldest local table state the disk store reuses.
     """
 
     def __init__(
         self, *args: Any, fetch_max_wait_ms: int = 1500, verify_changelog_end: bool = False,
-        stream_buffer_bytes: int = 1 << 20, idempotent_producer: bool = True, **kwargs: Any
+        stream_buffer_bytes: int = 1 << 20, idempotent_producer: bool = True,
+        local_state_max_age_ms: int = 20 * 3_600_000, **kwargs: Any
     ) -> None:
         self.stream_buffer_bytes = stream_buffer_bytes
+        self.local_state_max_age_ms = local_state_max_age_ms  # read by the disk store (stream.disk_store)
         thread = type(
             "ConsumerThread",
             (_ConsumerThread,),

@@ -10,7 +10,8 @@ from typing import Any, cast
 
 import faust
 
-from stream.store import DiskStore, MemoryStore
+from stream.disk_store import DiskStore
+from stream.store import MemoryStore
 
 # What a Kafka producer's send takes: topic, key, value, partition, timestamp, headers; it returns a future.
 Send = Callable[[str, bytes | None, bytes | None, int | None, int | None, Any], Awaitable[Awaitable[Any]]]
@@ -35,7 +36,7 @@ async def _write(table: faust.Table[bytes, bytes], partition: int, writes: dict[
     write has a future the step waits for before the batch is acked. ``send`` is the app's producer (under
     ``exactly_once`` its transaction manager), not the changelog topic's ``send``, which wraps every record in
     a message, a future and a callback of its own (3.7 % of the worker's samples on a backlog, in one profile), the
-    callback to record the offset for stores that persist it, which the two allowed (memory://, disk://) do not.
+    callback to record the offset for Faust's own stores. Ours learn the offsets from ``FaustOutput.delivered``.
 
     Each key's partition is noted as table recovery notes it, so that the store drops the key once this worker
     no longer owns the partition. Faust notes it only for keys it restores: the keys a worker writes would
@@ -70,6 +71,7 @@ class FaustOutput:
     def __init__(self, routes: Routes) -> None:
         self._routes = routes
         self._pending: list[Awaitable[Any]] = []
+        self._written: dict[MemoryStore | DiskStore, dict[int, Awaitable[Any]]] = {}  # store -> partition -> last send
         self._send: Send | None = None
 
     async def _producer_send(self) -> Send:
@@ -91,9 +93,30 @@ class FaustOutput:
 
     async def write(self, table: str, partition: int, writes: dict[bytes, bytes | None]) -> None:
         """Apply writes to a table's store and send them to its changelog."""
-        self._pending += await _write(self._routes.tables[table], partition, writes, await self._producer_send())
+        faust_table = self._routes.tables[table]
+        sent = await _write(faust_table, partition, writes, await self._producer_send())
+        self._pending += sent
+        store = cast("MemoryStore | DiskStore", faust_table.data)
+        self._written.setdefault(store, {})
+        if sent:
+            self._written[store][partition] = sent[-1]  # one producer, one partition: the last has the highest offset
 
     async def delivered(self) -> None:
-        """Wait for every send and write so far."""
+        """Wait for every send and write so far, then commit the table writes with their changelog offsets."""
         pending, self._pending = self._pending, []
+        written, self._written = self._written, {}
         await delivered(pending)
+        for store, last_sends in written.items():
+            store.commit(changelog_offsets(last_sends))
+
+
+def changelog_offsets(last_sends: Mapping[int, Awaitable[Any]]) -> dict[int, int]:
+    """The changelog offset of each partition's last delivered send (partitions whose offset the producer did not
+    report are left out: their records are read again after a restart, to the same state)."""
+    offsets = {}
+    for partition, send in last_sends.items():
+        metadata = cast("asyncio.Future[Any]", send).result()
+        offset = getattr(metadata, "offset", None)
+        if isinstance(offset, int) and offset >= 0:
+            offsets[partition] = offset
+    return offsets

@@ -144,6 +144,9 @@ class Worker:
 
 
 def start_worker(names: Names, bootstrap: str, tmp_path: Path, label: str = "worker", **extra: str) -> Worker:
+    """Start a worker and wait until it is ready. Its tables' local files go to ``<tmp_path>/data-<label>``
+    unless ``KPI_DATA_DIR`` is given: a worker started again with the same label reuses them."""
+    extra.setdefault("KPI_DATA_DIR", str(tmp_path / f"data-{label}"))
     worker = Worker(names.env(bootstrap, free_port(), **extra), tmp_path / f"{label}.log")
     worker.wait_ready()
     return worker

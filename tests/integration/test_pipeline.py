@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -63,14 +64,16 @@ def test_replayed_backlog_matches_batch_computation(each_broker: RunningBroker, 
 def test_restart_mid_stream_gives_same_final_kpis(bootstrap: str, names: Names, tmp_path: Path) -> None:
     """Stop the worker between two halves of the stream (its batches done), start it again: same final KPIs.
 
-    The restarted worker restores its tables from their changelogs first, so this is the test of recovery
-    reading each changelog to its real end (see ``stream.runtime.faust_internals``); crashes in flight are in
-    ``test_reliability``.
+    The restarted worker reuses the first one's local files (``KPI_STORE=disk://``, the same ``KPI_DATA_DIR``):
+    after a clean stop they hold every changelog record, so it reads none. A worker with empty files restores
+    its tables from their changelogs, the test of recovery reading each changelog to its real end (see
+    ``stream.runtime.faust_internals``). Crashes in flight are in ``test_reliability``.
     """
     messages, expected = mixed(seed=11)
     payload = as_input(names, messages, seed=2)
     half = len(payload) // 2
-    first = start_worker(names, bootstrap, tmp_path, label="first", KPI_BATCH_MAX="20")
+    data = {"KPI_DATA_DIR": str(tmp_path / "data")}
+    first = start_worker(names, bootstrap, tmp_path, label="first", KPI_BATCH_MAX="20", **data)
     try:
         sent = produce(bootstrap, payload[:half])
         # Stage changes whose lead is in the second half wait uncounted, so wait for the counts to settle.
@@ -81,7 +84,11 @@ def test_restart_mid_stream_gives_same_final_kpis(bootstrap: str, names: Names, 
     finally:
         assert first.stop(signal.SIGTERM) == 0, first.log_tail()
     sent_beats = beats(names)
-    second = start_worker(names, bootstrap, tmp_path, label="second")
+    second = start_worker(names, bootstrap, tmp_path, label="second", **data)
+    log = second.log_path.read_text()
+    assert log.count("reusing local state") == 2, second.log_tail()
+    tails = re.findall(r"partition \d+: local state at changelog offset \d+; (\d+) records past it", log)
+    assert tails == ["0"] * 8, tails  # 4 partitions of 2 tables, each with every record of its changelog
     try:
         sent += produce(bootstrap, payload[half:])
         sent += produce(bootstrap, sent_beats)

@@ -1,0 +1,446 @@
+"""``KPI_STORE=disk://``: a table's keys and values in local RocksDB files that outlive the worker.
+
+Each table of an app keeps one RocksDB directory under ``KPI_DATA_DIR`` (``<tables>/<app id>-<table>/``) with
+three column families: the data, each key's changelog partition, and per partition the changelog offset the data
+reflects (``stream.checkpoints``). The agents' writes of a batch are held in memory until their changelog sends
+are delivered (``stream.runtime.faust_output``), then written with the new offsets in one atomic RocksDB write;
+records restored from the changelog are written the same way, with the offset of the last one. So the files
+always hold, per partition, the changelog's state at the offset they name, whatever stopped the worker, and a
+worker started on them reads only the changelog past that offset.
+
+Files that cannot be trusted are emptied, and the table restored from the changelog, with a log line saying why:
+
+- at open: files RocksDB cannot open or read (deleted in part, corrupted: every block is read back once, its
+  checksum checked), files of another app id, table, partition count or format version;
+- when partitions are assigned: a changelog that lost records past the files' offset (``checkpoints.untrusted``).
+
+One worker process uses a table directory at a time (a lock file). A second worker started on the same
+``KPI_DATA_DIR`` (two workers on one machine) keeps its tables in files of its own process instead, removed
+when it exits, and says so: give each worker its own ``KPI_DATA_DIR`` for it to reuse its state.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import IO, Any, cast
+
+import orjson
+from faust.stores import memory as faust_memory
+from faust.types import TP, EventT
+from rocksdict import Options, ReadOptions, Rdict, WriteBatch
+
+from stream.checkpoints import Checkpoint, describe, kept_partitions, last_offsets, untrusted
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # of the files' layout and of the table values they hold; files of another are rebuilt
+PRIVATE_PREFIX = "disk-"  # files of one process (``disk-<pid>-<table>``), removed when it exits
+_PARTITIONS_CF, _OFFSETS_CF, _META_CF = "partitions", "offsets", "meta"
+_IDENTITY, _OPEN = b"identity", b"open"
+_PARTITION = struct.Struct(">I")
+_CHECKPOINT = struct.Struct(">qq")  # offset, wall-clock ms of the write
+
+
+def _options() -> Any:
+    """Raw bytes in and out (no pickling); write buffers bounded, so memory stays small whatever the data."""
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.create_missing_column_families(True)
+    options.set_write_buffer_size(8 * 1024 * 1024)
+    options.set_max_write_buffer_number(2)
+    return options
+
+
+def _column_families() -> dict[str, Any]:
+    return {name: Options(raw_mode=True) for name in (_PARTITIONS_CF, _OFFSETS_CF, _META_CF)}
+
+
+class LocalFiles:
+    """One table's RocksDB: data, key partitions and checkpoints, written together in atomic batches."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = Rdict(str(path), _options(), column_families=_column_families())
+        self._partitions_cf = self.db.get_column_family_handle(_PARTITIONS_CF)
+        self._offsets_cf = self.db.get_column_family_handle(_OFFSETS_CF)
+        self._meta_cf = self.db.get_column_family_handle(_META_CF)
+        self.partitions = self.db.get_column_family(_PARTITIONS_CF)
+        self.offsets = self.db.get_column_family(_OFFSETS_CF)
+        self.meta = self.db.get_column_family(_META_CF)
+
+    def verify(self) -> int:
+        """Read every block back (RocksDB checks each checksum); the number of keys.
+
+        Raises:
+            Exception: rocksdict's, when a block is corrupted or a file is missing.
+        """
+        options = ReadOptions()
+        options.set_verify_checksums(True)
+        count = 0
+        for mapping in (self.db, self.partitions, self.offsets, self.meta):
+            for _ in mapping.items(read_opt=options):
+                count += 1
+        return count
+
+    def checkpoints(self) -> dict[int, Checkpoint]:
+        return {_PARTITION.unpack(key)[0]: Checkpoint(*_CHECKPOINT.unpack(value))
+                for key, value in self.offsets.items()}
+
+    def batch(self) -> WriteBatch:
+        return WriteBatch(raw_mode=True)
+
+    def put(self, batch: WriteBatch, key: bytes, value: bytes | None, partition: int) -> None:
+        """Add a key's value (None: its deletion) to ``batch``."""
+        if value is None:
+            batch.delete(key)
+            batch.delete(key, self._partitions_cf)
+        else:
+            batch.put(key, value)
+            batch.put(key, _PARTITION.pack(partition), self._partitions_cf)
+
+    def put_offsets(self, batch: WriteBatch, offsets: Mapping[int, int], now_ms: int) -> None:
+        for partition, offset in offsets.items():
+            batch.put(_PARTITION.pack(partition), _CHECKPOINT.pack(offset, now_ms), self._offsets_cf)
+
+    def drop_offset(self, batch: WriteBatch, partition: int) -> None:
+        batch.delete(_PARTITION.pack(partition), self._offsets_cf)
+
+    def put_meta(self, key: bytes, value: bytes | None) -> None:
+        batch = self.batch()
+        if value is None:
+            batch.delete(key, self._meta_cf)
+        else:
+            batch.put(key, value, self._meta_cf)
+        self.db.write(batch)
+
+    def close(self) -> None:
+        """Close the files; the object cannot be used after."""
+        del self._partitions_cf, self._offsets_cf, self._meta_cf, self.partitions, self.offsets, self.meta
+        self.db.close()
+
+
+class LocalTable(MutableMapping[bytes, bytes]):
+    """The table's data as Faust and the stages read it: the files, under the writes of the running batch.
+
+    ``put`` and ``delete`` collect the agents' writes; ``commit`` writes them with their changelog offsets once
+    their sends are delivered. Until then they are read from memory.
+    """
+
+    def __init__(self, files: LocalFiles) -> None:
+        self.files = files
+        self.pending: dict[bytes, tuple[bytes | None, int]] = {}
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return cast(bytes, value)
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        """The value, or ``default``: one read."""
+        if self.pending:
+            entry = self.pending.get(key)
+            if entry is not None:
+                return default if entry[0] is None else entry[0]
+        value = self.files.db.get(key)
+        return default if value is None else value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        raise TypeError("the disk store is written with put(key, value, partition) and commit(offsets)")
+
+    def __delitem__(self, key: bytes) -> None:
+        raise TypeError("the disk store is written with put(key, None, partition) and commit(offsets)")
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and self.get(key) is not None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (key for key, _ in self.items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.items())
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:  # type: ignore[override]
+        """Every (key, value), in key order from the files, then the running batch's new keys."""
+        pending = dict(self.pending)
+        for key, value in self.files.db.items():
+            entry = pending.pop(key, None)
+            if entry is None:
+                yield key, value
+            elif entry[0] is not None:
+                yield key, entry[0]
+        for key, (value, _) in pending.items():
+            if value is not None:
+                yield key, value
+
+    def partition_of(self, key: bytes) -> int | None:
+        entry = self.pending.get(key)
+        if entry is not None:
+            return None if entry[0] is None else entry[1]
+        stored = self.files.partitions.get(key)
+        return None if stored is None else int(_PARTITION.unpack(stored)[0])
+
+
+def _lock(path: Path) -> IO[bytes] | None:
+    """An exclusive lock on ``path`` for this process (None when another process holds it)."""
+    handle = path.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def _owner_alive(directory: Path) -> bool:
+    """Whether the process that made a private store directory (``disk-<pid>-<table>``) still runs."""
+    try:
+        pid = int(directory.name.removeprefix(PRIVATE_PREFIX).split("-", 1)[0])
+    except ValueError:
+        return True  # not ours: leave it
+    if pid == os.getpid():
+        return True  # this process's other tables (a directory of its own name is emptied before use anyway)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(tables_dir: Path) -> list[Path]:
+    """Delete the private store directories of processes that no longer run; the ones deleted."""
+    removed = []
+    if tables_dir.is_dir():
+        for directory in tables_dir.glob(f"{PRIVATE_PREFIX}*"):
+            if directory.is_dir() and not _owner_alive(directory):
+                shutil.rmtree(directory, ignore_errors=True)
+                removed.append(directory)
+    return removed
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+class DiskStore(faust_memory.Store[bytes, bytes]):
+    """A Faust table store on ``LocalFiles``, which a restarted worker reuses."""
+
+    clock: Callable[[], float] = time.time
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # the in-memory store's dicts, replaced below once app and name are set
+        tables_dir = Path(self.app.conf.tabledir)
+        tables_dir.mkdir(parents=True, exist_ok=True)
+        remove_orphans(tables_dir)
+        self.max_age_ms: int = getattr(self.app, "local_state_max_age_ms", 20 * 3_600_000)
+        self.identity = {"format": FORMAT_VERSION, "app_id": self.app.conf.id, "table": self.table_name,
+                         "partitions": self.table.partitions or self.app.conf.topic_partitions}
+        directory = tables_dir / f"{_safe(self.app.conf.id)}-{_safe(self.table_name)}"
+        directory.mkdir(exist_ok=True)
+        self._lock = _lock(directory / "lock")
+        self.private = self._lock is None
+        if self.private:
+            holder = (directory / "lock").read_text(errors="replace").strip() or "another process"
+            directory = tables_dir / f"{PRIVATE_PREFIX}{os.getpid()}-{self.table_name}"
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            log.warning("table %s: %s is in use by %s; this worker keeps the table in files of its own, restored "
+                        "from the changelog and removed when it exits (give each worker its own KPI_DATA_DIR to "
+                        "reuse its state after a restart)", self.table_name, directory.parent, holder)
+        else:
+            assert self._lock is not None
+            self._lock.truncate(0)
+            self._lock.write(f"worker pid {os.getpid()}\n".encode())
+            self._lock.flush()
+        self.directory = directory
+        self.files = self._open(directory / "db")
+        self.data: LocalTable = LocalTable(self.files)
+        self._checkpoints = self.files.checkpoints()
+        self._unchecked = set(self._checkpoints)  # loaded from the files: checked against the changelog once
+        self.files.put_meta(_OPEN, str(os.getpid()).encode())
+        # At exit, not when Faust stops the table: it stops tables before the agents, whose last batches still
+        # write to them (a batch cut short there is read again after a restart; it must not fail).
+        atexit.register(self.close)
+
+    # -- opening -------------------------------------------------------------------------------------------------
+
+    def _open(self, path: Path) -> LocalFiles:
+        """The files at ``path``, or new ones when those cannot be trusted (logged with why)."""
+        existed = path.exists()
+        try:
+            files = LocalFiles(path)
+        except Exception as exc:  # rocksdict raises plain Exceptions (IO error, Corruption, ...)
+            return self._rebuild(path, None, f"its files cannot be opened ({exc})")
+        if self.private or not existed:
+            if not existed:
+                log.info("table %s: no local state in %s; restoring it from the changelog", self.table_name, path)
+            files.put_meta(_IDENTITY, orjson.dumps(self.identity))
+            return files
+        stored = files.meta.get(_IDENTITY)
+        try:
+            if stored is None:
+                raise ValueError("it has no identity record")
+            found = orjson.loads(stored)
+            if found != self.identity:
+                raise ValueError(f"it belongs to {found}, not {self.identity}")
+            started = time.monotonic()
+            keys = files.verify()
+        except Exception as exc:
+            return self._rebuild(path, files, str(exc))
+        previous = files.meta.get(_OPEN)
+        log.info("table %s: reusing local state in %s (%d keys read back in %.2f s; offsets %s)%s", self.table_name,
+                 path, keys, time.monotonic() - started,
+                 describe({p: c.offset for p, c in files.checkpoints().items()}),
+                 "" if previous is None else f"; the worker that wrote it (pid {previous.decode()}) did not stop "
+                 "cleanly, and each of its batches was one atomic write with its changelog offsets")
+        return files
+
+    def _rebuild(self, path: Path, files: LocalFiles | None, why: str) -> LocalFiles:
+        log.warning("table %s: local state in %s cannot be trusted: %s; rebuilding it from the changelog",
+                    self.table_name, path, why)
+        if files is not None:
+            with contextlib.suppress(Exception):
+                files.close()
+        shutil.rmtree(path, ignore_errors=True)
+        files = LocalFiles(path)
+        files.put_meta(_IDENTITY, orjson.dumps(self.identity))
+        return files
+
+    # -- what Faust and the agents call -----------------------------------------------------------------------
+
+    def _changelog(self) -> str:
+        return cast(str, self.table.changelog_topic.get_topic_name())
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        """The offset of the last changelog record the files hold for ``tp``'s partition (None: none)."""
+        if tp.topic != self._changelog():
+            return None
+        checkpoint = self._checkpoints.get(tp.partition)
+        return None if checkpoint is None else checkpoint.offset
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        """Not used: the offsets are written with the data (``commit``, ``apply_changelog_batch``)."""
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        """Set ``key`` in ``partition``, to be written by the next ``commit``."""
+        self.data.pending[key] = (value, partition)
+
+    def delete(self, key: bytes) -> bool:
+        """Delete ``key`` at the next ``commit``; whether it was there."""
+        partition = self.data.partition_of(key)
+        if partition is None:
+            return False
+        self.data.pending[key] = (None, partition)
+        return True
+
+    def commit(self, offsets: Mapping[int, int]) -> None:
+        """Write the batch's writes, their sends delivered, with the last changelog offset of each partition
+        (partitions without a known offset keep theirs: the records past it are read again, to the same state)."""
+        files, pending = self.files, self.data.pending
+        batch = files.batch()
+        for key, (value, partition) in pending.items():
+            files.put(batch, key, value, partition)
+        self._write_offsets(batch, offsets)
+        files.db.write(batch)
+        pending.clear()
+
+    def _write_offsets(self, batch: WriteBatch, offsets: Mapping[int, int]) -> None:
+        now_ms = int(self.clock() * 1000)
+        self.files.put_offsets(batch, offsets, now_ms)
+        for partition, offset in offsets.items():
+            self._checkpoints[partition] = Checkpoint(offset, now_ms)
+
+    def partition_of(self, key: bytes) -> int | None:
+        return self.data.partition_of(key)
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Callable[[Any], Any],
+                              to_value: Callable[[Any], Any]) -> None:
+        """Apply changelog records in order (a value sets its key, a tombstone deletes it), in one write with the
+        offset of the last record of each partition."""
+        files = self.files
+        self.data.pending.clear()  # writes of a batch cut short: delivered ones are among these records
+        write = files.batch()
+        seen: list[tuple[int, int]] = []
+        for event in batch:
+            message = event.message
+            files.put(write, to_key(event.key), None if message.value is None else to_value(event.value),
+                      message.partition)
+            seen.append((message.partition, message.offset))
+        if seen:
+            self._write_offsets(write, last_offsets(seen))
+            files.db.write(write)
+
+    async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
+                           generation_id: int = 0) -> None:
+        """Before recovery asks for the offsets: check those loaded from the files against the changelog."""
+        changelog = self._changelog()
+        tps = [tp for tp in assigned if tp.topic == changelog and tp.partition in self._unchecked]
+        if not tps:
+            return
+        consumer = self.app.consumer
+        earliest = await consumer.earliest_offsets(*tps)
+        ends = await consumer.highwaters(*tps)
+        now_ms = int(self.clock() * 1000)
+        for tp in tps:
+            self._unchecked.discard(tp.partition)
+            checkpoint = self._checkpoints[tp.partition]
+            why = untrusted(checkpoint, earliest.get(tp), ends.get(tp), now_ms, self.max_age_ms)
+            if why is not None:
+                log.warning("table %s partition %d: local state cannot be trusted: %s; rebuilding the partition "
+                            "from the changelog", self.table_name, tp.partition, why)
+                self._drop({tp.partition})
+            else:
+                end = ends.get(tp)
+                log.info("table %s partition %d: local state at changelog offset %d; %s", self.table_name,
+                         tp.partition, checkpoint.offset,
+                         "reading the records past it" if end is None
+                         else f"{max(end - checkpoint.offset - 1, 0)} records past it to read")
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Drop the keys and offsets of the partitions neither active nor standby here."""
+        kept = kept_partitions(self._changelog(), active_tps, standby_tps)
+        self._drop({p for p in self._checkpoints if p not in kept}, keep=kept)
+
+    def _drop(self, partitions: set[int], keep: set[int] | None = None) -> None:
+        """Delete every key of ``partitions`` (or of every partition but ``keep``) and their offsets, in one write."""
+        files = self.files
+        batch = files.batch()
+        dropped = 0
+        for key, stored in files.partitions.items():
+            partition = _PARTITION.unpack(stored)[0]
+            if partition in partitions or (keep is not None and partition not in keep):
+                files.put(batch, key, None, partition)
+                dropped += 1
+        for partition in partitions:
+            files.drop_offset(batch, partition)
+            self._checkpoints.pop(partition, None)
+            self._unchecked.discard(partition)
+        if dropped or partitions:
+            files.db.write(batch)
+
+    def close(self) -> None:
+        """Close the files: kept for the next worker on this data dir, or removed when they are this process's own."""
+        files = getattr(self, "files", None)
+        if files is None:
+            return
+        del self.files
+        with contextlib.suppress(Exception):
+            files.put_meta(_OPEN, None)
+        with contextlib.suppress(Exception):
+            files.close()
+        if self.private:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
