@@ -37,7 +37,7 @@ from typing import IO, Any, cast
 import orjson
 from faust.stores import memory as faust_memory
 from faust.types import TP, EventT
-from rocksdict import Options, ReadOptions, Rdict, WriteBatch
+from rocksdict import Options, Rdict, ReadOptions, WriteBatch
 
 from stream.checkpoints import Checkpoint, describe, kept_partitions, last_offsets, untrusted
 
@@ -94,7 +94,7 @@ class LocalFiles:
 
     def checkpoints(self) -> dict[int, Checkpoint]:
         return {_PARTITION.unpack(key)[0]: Checkpoint(*_CHECKPOINT.unpack(value))
-                for key, value in self.offsets.items()}
+                for key, value in cast(Iterator[tuple[bytes, bytes]], self.offsets.items())}
 
     def batch(self) -> WriteBatch:
         return WriteBatch(raw_mode=True)
@@ -173,15 +173,15 @@ class LocalTable(MutableMapping[bytes, bytes]):
     def items(self) -> Iterator[tuple[bytes, bytes]]:  # type: ignore[override]
         """Every (key, value), in key order from the files, then the running batch's new keys."""
         pending = dict(self.pending)
-        for key, value in self.files.db.items():
+        for key, value in cast(Iterator[tuple[bytes, bytes]], self.files.db.items()):
             entry = pending.pop(key, None)
             if entry is None:
                 yield key, value
             elif entry[0] is not None:
                 yield key, entry[0]
-        for key, (value, _) in pending.items():
-            if value is not None:
-                yield key, value
+        for key, (new, _) in pending.items():
+            if new is not None:
+                yield key, new
 
     def partition_of(self, key: bytes) -> int | None:
         entry = self.pending.get(key)
@@ -281,7 +281,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         existed = path.exists()
         try:
             files = LocalFiles(path)
-        except Exception as exc:  # rocksdict raises plain Exceptions (IO error, Corruption, ...)
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exceptions (IO error, Corruption, ...)
             return self._rebuild(path, None, f"its files cannot be opened ({exc})")
         if self.private or not existed:
             if not existed:
@@ -297,7 +297,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
                 raise ValueError(f"it belongs to {found}, not {self.identity}")
             started = time.monotonic()
             keys = files.verify()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - rocksdict's are plain Exceptions; ours ValueErrors
             return self._rebuild(path, files, str(exc))
         previous = files.meta.get(_OPEN)
         log.info("table %s: reusing local state in %s (%d keys read back in %.2f s; offsets %s)%s", self.table_name,
@@ -321,7 +321,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
     # -- what Faust and the agents call -----------------------------------------------------------------------
 
     def _changelog(self) -> str:
-        return cast(str, self.table.changelog_topic.get_topic_name())
+        return self.table.changelog_topic.get_topic_name()
 
     def persisted_offset(self, tp: TP) -> int | None:
         """The offset of the last changelog record the files hold for ``tp``'s partition (None: none)."""
@@ -418,7 +418,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         files = self.files
         batch = files.batch()
         dropped = 0
-        for key, stored in files.partitions.items():
+        for key, stored in cast(Iterator[tuple[bytes, bytes]], files.partitions.items()):
             partition = _PARTITION.unpack(stored)[0]
             if partition in partitions or (keep is not None and partition not in keep):
                 files.put(batch, key, None, partition)

@@ -16,7 +16,7 @@ a store must not file a write under the partition of "the current stream event",
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from typing import Any, cast
+from typing import Any
 
 from faust.stores import STORES
 from faust.stores import memory as faust_memory
@@ -109,7 +109,7 @@ class MemoryStore(faust_memory.Store[bytes, bytes]):
         self.offsets: dict[int, int] = {}
 
     def _changelog(self) -> str:
-        return cast(str, self.table.changelog_topic.get_topic_name())
+        return self.table.changelog_topic.get_topic_name()
 
     def persisted_offset(self, tp: TP) -> int | None:
         """The offset of the last changelog record the data holds for ``tp``'s partition (None: none)."""

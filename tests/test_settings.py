@@ -54,7 +54,10 @@ def defaults():
         ("stream_buffer_bytes", 1048576),
         ("watermark_interval_ms", 500),
         ("processing_guarantee", "at_least_once"),
-        ("store", "memory://"),
+        ("store", "disk://"),
+        ("data_dir", "./kpi-data"),
+        ("standby_replicas", 1),
+        ("local_state_max_age_ms", 20 * HOUR),
         ("session_timeout_ms", 6 * SECOND),
         ("heartbeat_interval_ms", SECOND),
         ("log_level", "info"),
@@ -176,6 +179,9 @@ def test_rates_and_currency_override():
         ({"KPI_APP_ID": "  "}, "KPI_APP_ID"),
         ({"KPI_TOPIC_SPEND": ""}, "KPI_TOPIC_SPEND"),
         ({"KPI_STORE": "rocksdb://"}, "KPI_STORE"),
+        ({"KPI_STANDBY_REPLICAS": "-1"}, "KPI_STANDBY_REPLICAS"),
+        ({"KPI_STANDBY_REPLICAS": "one"}, "KPI_STANDBY_REPLICAS"),
+        ({"KPI_LOCAL_STATE_MAX_AGE": "0"}, "KPI_LOCAL_STATE_MAX_AGE"),
     ],
     ids=[
         "duration-words",
@@ -224,6 +230,9 @@ def test_rates_and_currency_override():
         "app-id-blank",
         "topic-empty",
         "store-rocksdb",
+        "standby-negative",
+        "standby-word",
+        "local-state-age-zero",
     ],
 )
 def test_bad_value_names_its_variable(env, variable):

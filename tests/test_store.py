@@ -1,10 +1,11 @@
-"""The disk store's mapping behaves as a dict of bytes, a killed worker's files are cleaned up, the memory store
-keeps each partition's keys apart, and a store drops the keys the agents wrote once their partition is no longer
-owned."""
+"""The table stores: the memory store keeps each partition's keys apart; the disk store keeps data and changelog
+offsets together in files a restarted worker reuses, and rebuilds files it cannot trust; both drop the keys of
+partitions given up and keep standby ones, and both learn the offsets of the agents' writes once delivered."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -16,97 +17,256 @@ import pytest
 from faust.types import TP
 
 from stream.app import build_app
-from stream.runtime.faust_output import _write
+from stream.checkpoints import Checkpoint, untrusted
+from stream.disk_store import PRIVATE_PREFIX, DiskStore, remove_orphans
+from stream.runtime.faust_output import FaustOutput, Routes
 from stream.settings import Settings
-from stream.store import PREFIX, DiskMapping, DiskStore, MemoryStore, PartitionedData, _PartitionMapping, remove_orphans
+from stream.store import MemoryStore, PartitionedData
+
+HOUR_MS = 3_600_000
 
 
-def test_disk_mapping_reads_back_what_was_written_and_deleted(tmp_path: Path) -> None:
-    mapping = DiskMapping(tmp_path / "db")
-    reference: dict[bytes, bytes] = {}
-    for i in range(200):
-        key, value = b"k%03d" % i, bytes([i % 256]) * (i * 37 % 5000)
-        mapping[key] = value
-        reference[key] = value
-    for i in range(0, 200, 3):
-        del mapping[b"k%03d" % i]
-        del reference[b"k%03d" % i]
-    mapping[b"k001"] = b"again"
-    reference[b"k001"] = b"again"
-    assert dict(mapping.items()) == reference
-    assert len(mapping) == len(reference) and sorted(mapping) == sorted(reference)
-    assert mapping.get(b"k000") is None and mapping.get(b"k000", b"x") == b"x"
-    assert b"k001" in mapping and b"k000" not in mapping and "k001" not in mapping
-    with pytest.raises(KeyError):
-        mapping[b"k000"]
-    with pytest.raises(KeyError):
-        del mapping[b"k000"]
-    assert mapping.pop(b"k001") == b"again" and mapping.pop(b"k001", None) is None
-    assert mapping.pop(b"k001", b"d") == b"d" and b"k001" not in mapping
-    with pytest.raises(KeyError):
-        mapping.pop(b"k001")
-    mapping.clear()
-    assert list(mapping.items()) == []
-    mapping.close()
+def _app(data_dir: Path, **env: str) -> Any:
+    settings = Settings.from_env({"KPI_DATA_DIR": str(data_dir), **env})
+    app = build_app(settings, dict.fromkeys(settings.input_topics.values(), 1))
+    _stores(app)  # Faust makes a table's store when it is first used; a worker's start uses them all
+    return app
 
 
-def test_only_the_files_of_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
-    dead = tmp_path / f"{PREFIX}{gone.stdout.strip()}-cells"
-    alive = tmp_path / f"{PREFIX}{os.getppid()}-cells"
-    own = tmp_path / f"{PREFIX}{os.getpid()}-entity-state"  # another table of this very process
-    other = tmp_path / "not-a-store"
-    for directory in (dead, alive, own, other):
-        directory.mkdir()
-    assert remove_orphans(tmp_path) == [dead]
-    assert not dead.exists() and alive.exists() and own.exists() and other.exists()
+def _stores(app: Any) -> list[Any]:
+    return [table.data for table in app.tables.values()]
+
+
+def _close(app: Any) -> None:
+    for store in _stores(app):
+        store.close()
 
 
 class _Producer:
+    """Sends recorded in order; each send's future answers with the record's offset in its partition."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None, int | None]] = []
+        self.ends: dict[tuple[str, int | None], int] = {}
 
     async def send(self, topic: str, key: bytes, value: bytes | None, partition: int | None, *_: Any
-                   ) -> asyncio.Future[None]:
+                   ) -> asyncio.Future[Any]:
         self.sent.append((topic, key, value, partition))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        offset = self.ends.get((topic, partition), 0)
+        self.ends[(topic, partition)] = offset + 1
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(SimpleNamespace(offset=offset))
         return done
 
 
-def _memory_store(tmp_path: Path) -> Any:
-    store = object.__new__(MemoryStore)
-    store.__post_init__()
-    return store
+def _output(table: Any, producer: _Producer) -> FaustOutput:
+    async def started() -> _Producer:
+        return producer
+
+    return FaustOutput(Routes(topics={}, raw_topics={}, tables={"t": table}, producer=started))
 
 
-def _disk_store(tmp_path: Path) -> Any:
-    # The disk store's two mappings, without the app that names its directory.
-    store = object.__new__(DiskStore)
-    store._values, store._partitions = DiskMapping(tmp_path / "data"), DiskMapping(tmp_path / "partitions")
-    store.data, store.key_partitions = store._values, _PartitionMapping(store._partitions)
-    return store
+async def _write(table: Any, producer: _Producer, partition: int, writes: dict[bytes, bytes | None]) -> None:
+    out = _output(table, producer)
+    await out.write("t", partition, writes)
+    await out.delivered()
 
 
-@pytest.mark.parametrize("make_store", [_memory_store, _disk_store], ids=["memory", "disk"])
-def test_keys_written_by_the_agents_are_dropped_with_their_partition(make_store: Any, tmp_path: Path) -> None:
-    # Faust drops the keys of partitions no longer owned when a recovery completes, but knows the partition only
-    # of the keys it restored itself.
-    store, producer = make_store(tmp_path), _Producer()
-    table = SimpleNamespace(data=store, changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"))
+def _memory_table(tmp_path: Path) -> Any:
+    return _app(tmp_path, KPI_STORE="memory://").tables["cells"]
+
+
+def _disk_table(tmp_path: Path) -> Any:
+    return _app(tmp_path).tables["cells"]
+
+
+@pytest.mark.parametrize("make_table", [_memory_table, _disk_table], ids=["memory", "disk"])
+def test_delivered_writes_carry_their_offsets_and_partitions_given_up_are_dropped(make_table: Any,
+                                                                                  tmp_path: Path) -> None:
+    table, producer = make_table(tmp_path), _Producer()
+    store, changelog = table.data, table.changelog_topic.get_topic_name()
 
     async def scenario() -> None:
-        await _write(table, 2, {b"lead": b"1", b"visitor": b"2"}, producer.send)  # type: ignore[arg-type]
-        await _write(table, 0, {b"kept": b"3"}, producer.send)  # type: ignore[arg-type]
-        await _write(table, 2, {b"visitor": None, b"never-there": None}, producer.send)  # type: ignore[arg-type]
-        await store.on_recovery_completed({TP("t-changelog", 0)}, set())
+        await _write(table, producer, 2, {b"lead": b"1", b"visitor": b"2"})
+        await _write(table, producer, 0, {b"kept": b"3"})
+        await _write(table, producer, 2, {b"visitor": None, b"never-there": None})
+        await _write(table, producer, 1, {b"standby": b"4"})
+        assert [store.persisted_offset(TP(changelog, p)) for p in range(4)] == [0, 0, 2, None]
+        assert store.persisted_offset(TP("another-topic", 2)) is None
+        await store.on_recovery_completed({TP(changelog, 0)}, {TP(changelog, 1)})
 
     asyncio.run(scenario())
-    assert dict(store.data.items()) == {b"kept": b"3"}
-    assert [store.partition_of(key) for key in (b"kept", b"lead", b"visitor")] == [0, None, None]
-    assert producer.sent == [("t-changelog", b"lead", b"1", 2), ("t-changelog", b"visitor", b"2", 2),
-                             ("t-changelog", b"kept", b"3", 0), ("t-changelog", b"visitor", None, 2)]
+    assert dict(store.data.items()) == {b"kept": b"3", b"standby": b"4"}
+    assert [store.partition_of(key) for key in (b"kept", b"standby", b"lead", b"visitor")] == [0, 1, None, None]
+    assert [store.persisted_offset(TP(changelog, p)) for p in range(4)] == [0, 0, None, None]
+    assert producer.sent == [(changelog, b"lead", b"1", 2), (changelog, b"visitor", b"2", 2),
+                             (changelog, b"kept", b"3", 0), (changelog, b"visitor", None, 2),
+                             (changelog, b"standby", b"4", 1)]
+
+
+def test_a_disk_write_is_read_back_at_once_but_reaches_the_files_only_once_delivered(tmp_path: Path) -> None:
+    table, producer = _disk_table(tmp_path), _Producer()
+    store = table.data
+
+    async def scenario() -> None:
+        out = _output(table, producer)
+        await out.write("t", 3, {b"a": b"1", b"b": b"2"})
+        # Read back by the batch that wrote it (and the next), but not in the files, nor its offset.
+        assert store.data.get(b"a") == b"1" and dict(store.data.items()) == {b"a": b"1", b"b": b"2"}
+        assert store.files.db.get(b"a") is None and store.persisted_offset(TP("x", 3)) is None
+        await out.delivered()
+
+    asyncio.run(scenario())
+    assert store.files.db.get(b"a") == b"1" and not store.data.pending
+    assert store.files.checkpoints()[3].offset == 1
+
+
+def test_a_worker_started_on_the_same_data_dir_reuses_the_data_and_offsets(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    first, producer = _app(tmp_path), _Producer()
+    table = first.tables["entity-state"]
+    changelog = table.changelog_topic.get_topic_name()
+    asyncio.run(_write(table, producer, 1, {b"lead:1": b"x", b"lead:2": b"y"}))
+    _close(first)
+    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+        second = _app(tmp_path)
+        store = second.tables["entity-state"].data
+        assert dict(store.data.items()) == {b"lead:1": b"x", b"lead:2": b"y"}
+    assert store.persisted_offset(TP(changelog, 1)) == 1 and store.persisted_offset(TP(changelog, 0)) is None
+    assert "reusing local state" in caplog.text and "p1@1" in caplog.text
+    _close(second)
+
+
+def test_restored_records_are_written_with_the_offset_of_the_last_one_per_partition(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    store = app.tables["cells"].data
+    records = [_changelog(0, 10, b"a", b"1"), _changelog(1, 4, b"b", b"2"), _changelog(0, 11, b"a", None),
+               _changelog(1, 5, b"c", b"3")]
+    store.apply_changelog_batch(records, lambda key: key, lambda value: value)
+    assert dict(store.data.items()) == {b"b": b"2", b"c": b"3"}
+    assert {p: c.offset for p, c in store.files.checkpoints().items()} == {0: 11, 1: 5}
+    _close(app)
+
+
+@pytest.mark.parametrize(("env", "why"), [
+    ({"KPI_PARTITIONS": "8"}, "'partitions': 8"),
+    ({"KPI_APP_ID": "another-app"}, None),  # another app's files are in a directory of their own
+])
+def test_files_of_another_identity_are_not_reused(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                  env: dict[str, str], why: str | None) -> None:
+    first = _app(tmp_path)
+    asyncio.run(_write(first.tables["cells"], _Producer(), 0, {b"k": b"v"}))
+    _close(first)
+    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+        second = _app(tmp_path, **env)
+    store = second.tables["cells"].data
+    assert dict(store.data.items()) == {} and store.files.checkpoints() == {}
+    if why is not None:
+        assert "cannot be trusted" in caplog.text and why in caplog.text
+    else:
+        assert "no local state" in caplog.text
+    _close(second)
+
+
+def test_corrupted_files_are_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first = _app(tmp_path)
+    store = first.tables["cells"].data
+    asyncio.run(_write(first.tables["cells"], _Producer(), 0, {b"k%05d" % i: b"v" * 200 for i in range(2000)}))
+    store.files.db.flush()  # into a table file, which the reopening worker reads back block by block
+    db_dir = store.files.path
+    _close(first)
+    for table_file in db_dir.glob("*.sst"):
+        raw = bytearray(table_file.read_bytes())
+        raw[len(raw) // 3: len(raw) // 3 + 64] = b"\xff" * 64
+        table_file.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger="stream.disk_store"):
+        second = _app(tmp_path)
+    assert "cannot be trusted" in caplog.text
+    store = second.tables["cells"].data
+    assert dict(store.data.items()) == {} and store.files.checkpoints() == {}
+    _close(second)
+
+
+def test_a_second_worker_on_the_same_data_dir_keeps_files_of_its_own(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    first = _app(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="stream.disk_store"):
+        second = _app(tmp_path)
+    own = second.tables["cells"].data
+    assert own.private and own.directory.name == f"{PRIVATE_PREFIX}{os.getpid()}-cells"
+    assert f"worker pid {os.getpid()}" in caplog.text
+    asyncio.run(_write(second.tables["cells"], _Producer(), 0, {b"k": b"v"}))
+    assert dict(first.tables["cells"].data.data.items()) == {}
+    _close(second)
+    assert not own.directory.exists()  # a private directory goes with its process
+    _close(first)
+
+
+def _changelog(partition: int, offset: int, key: bytes, value: bytes | None) -> Any:
+    return SimpleNamespace(key=key, value=value, message=SimpleNamespace(partition=partition, offset=offset,
+                                                                         value=value))
+
+
+class _Consumer:
+    def __init__(self, earliest: dict[TP, int], ends: dict[TP, int]) -> None:
+        self.earliest, self.ends = earliest, ends
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: self.earliest[tp] for tp in tps}
+
+    async def highwaters(self, *tps: TP) -> dict[TP, int]:
+        return {tp: self.ends[tp] for tp in tps}
+
+
+def test_partitions_the_changelog_no_longer_covers_are_rebuilt_before_recovery(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first = _app(tmp_path)
+    table = first.tables["cells"]
+    changelog = table.changelog_topic.get_topic_name()
+    records = [_changelog(p, 40, b"key-%d" % p, b"v") for p in range(4)]
+    table.data.apply_changelog_batch(records, lambda key: key, lambda value: value)
+    _close(first)
+    second = _app(tmp_path)
+    store = second.tables["cells"].data
+    tps = [TP(changelog, p) for p in range(4)]
+    # p0: 10 records to read; p1: the topic was made again; p2: records deleted past the offset; p3: up to date.
+    second._consumer = _Consumer(dict(zip(tps, [0, 0, 60, 0], strict=True)),
+                                 dict(zip(tps, [51, 12, 70, 41], strict=True)))
+    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+        asyncio.run(store.on_rebalance(set(tps), set(), set(tps)))
+    assert [store.persisted_offset(tp) for tp in tps] == [40, None, None, 40]
+    assert dict(store.data.items()) == {b"key-0": b"v", b"key-3": b"v"}
+    assert "10 records past it to read" in caplog.text and "0 records past it to read" in caplog.text
+    assert "ends at offset 12" in caplog.text and "before offset 60 were deleted" in caplog.text
+    _close(second)
+
+
+@pytest.mark.parametrize(("checkpoint", "earliest", "end", "age_h", "why"), [
+    (Checkpoint(40, 0), 0, 41, 1, None),  # nothing to read
+    (Checkpoint(40, 0), 0, 90, 1, None),  # 49 records past it (another worker's, or this one's undelivered)
+    (Checkpoint(40, 0), 41, 90, 1, None),  # the records before it deleted: none missing
+    (Checkpoint(40, 0), None, None, 1, None),  # bounds unknown: read on
+    (Checkpoint(40, 0), 42, 90, 1, "were deleted"),
+    (Checkpoint(40, 0), 0, 40, 1, "ends at offset 40"),
+    (Checkpoint(40, 0), 0, 41, 21, "h old"),
+])
+def test_untrusted(checkpoint: Checkpoint, earliest: int | None, end: int | None, age_h: int, why: str | None
+                   ) -> None:
+    found = untrusted(checkpoint, earliest, end, age_h * HOUR_MS, 20 * HOUR_MS)
+    assert (found is None) if why is None else (found is not None and why in found), found
+
+
+def test_only_the_private_files_of_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead = tmp_path / f"{PRIVATE_PREFIX}{gone.stdout.strip()}-cells"
+    alive = tmp_path / f"{PRIVATE_PREFIX}{os.getppid()}-cells"
+    own = tmp_path / f"{PRIVATE_PREFIX}{os.getpid()}-entity-state"  # another table of this very process
+    shared = tmp_path / "app-cells"  # a worker's files kept for the next one
+    for directory in (dead, alive, own, shared):
+        directory.mkdir()
+    assert remove_orphans(tmp_path) == [dead]
+    assert not dead.exists() and alive.exists() and own.exists() and shared.exists()
 
 
 def test_partitioned_data_reads_every_partition_s_keys_as_one_mapping() -> None:
@@ -141,21 +301,22 @@ def test_a_key_put_in_another_partition_leaves_the_first() -> None:
     assert data.parts == {1: {}, 2: {b"k": b"2"}} and data[b"k"] == b"2" and len(data) == 1
 
 
-def _changelog(partition: int, key: bytes, value: bytes | None) -> Any:
-    return SimpleNamespace(key=key, value=value, message=SimpleNamespace(partition=partition, value=value))
-
-
-def test_the_memory_store_restores_each_record_into_its_partition_and_drops_the_partitions_given_up() -> None:
-    store = _memory_store(Path())
-    records = [_changelog(0, b"a", b"1"), _changelog(1, b"b", b"2"), _changelog(1, b"c", b"3"),
-               _changelog(0, b"a", b"4"), _changelog(1, b"c", None), _changelog(2, b"gone", None)]
+def test_the_memory_store_restores_each_record_into_its_partition_with_its_offset(tmp_path: Path) -> None:
+    table = _memory_table(tmp_path)
+    store, changelog = table.data, table.changelog_topic.get_topic_name()
+    records = [_changelog(0, 3, b"a", b"1"), _changelog(1, 7, b"b", b"2"), _changelog(1, 8, b"c", b"3"),
+               _changelog(0, 4, b"a", b"4"), _changelog(1, 9, b"c", None), _changelog(2, 0, b"gone", None)]
     store.apply_changelog_batch(records, lambda key: key, lambda value: value)
     assert store.data.parts == {0: {b"a": b"4"}, 1: {b"b": b"2"}}
-    asyncio.run(store.on_recovery_completed({TP("t-changelog", 1)}, set()))
+    assert store.offsets == {0: 4, 1: 9, 2: 0}
+    asyncio.run(store.on_recovery_completed({TP(changelog, 1)}, set()))
     assert dict(store.data.items()) == {b"b": b"2"} and store.partition_of(b"b") == 1
+    assert store.offsets == {1: 9}
 
 
-def test_the_app_keeps_its_tables_in_the_partitioned_memory_store() -> None:
-    settings = Settings.from_env({})
-    app = build_app(settings, dict.fromkeys(settings.input_topics.values(), 1))
-    assert [type(table.data) for table in app.tables.values()] == [MemoryStore, MemoryStore]
+def test_the_stores_the_settings_choose(tmp_path: Path) -> None:
+    for store, kind in (("memory://", MemoryStore), ("disk://", DiskStore)):
+        app = _app(tmp_path / store.removesuffix("://"), KPI_STORE=store)
+        assert [type(s) for s in _stores(app)] == [kind, kind]
+        if kind is DiskStore:
+            _close(app)
