@@ -14,9 +14,10 @@ Files that cannot be trusted are emptied, and the table restored from the change
   checksum checked), files of another app id, table, partition count or format version;
 - when partitions are assigned: a changelog that lost records past the files' offset (``checkpoints.untrusted``).
 
-One worker process uses a table directory at a time (a lock file). A second worker started on the same
-``KPI_DATA_DIR`` (two workers on one machine) keeps its tables in files of its own process instead, removed
-when it exits, and says so: give each worker its own ``KPI_DATA_DIR`` for it to reuse its state.
+One worker process uses a table directory at a time (a lock file beside the files). Workers sharing one
+``KPI_DATA_DIR`` (replicas on one volume, two workers on a laptop) each take the first directory of the table
+no other holds: ``<app id>-<table>``, then ``<app id>-<table>.2``, and so on. A worker restarted there reuses
+whichever it takes; the offsets make any of them sound, and the one it had before saves the most reading.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from stream.checkpoints import Checkpoint, describe, kept_partitions, last_offse
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # of the files' layout and of the table values they hold; files of another are rebuilt
-PRIVATE_PREFIX = "disk-"  # files of one process (``disk-<pid>-<table>``), removed when it exits
+PRIVATE_PREFIX = "disk-"  # an earlier version's files of one process (``disk-<pid>-<table>``)
 _PARTITIONS_CF, _OFFSETS_CF, _META_CF = "partitions", "offsets", "meta"
 _IDENTITY, _OPEN = b"identity", b"open"
 _PARTITION = struct.Struct(">I")
@@ -202,8 +203,23 @@ def _lock(path: Path) -> IO[bytes] | None:
     return handle
 
 
+def _take_slot(tables_dir: Path, name: str) -> tuple[Path, IO[bytes]]:
+    """The first of ``name``, ``name.2``, ``name.3``, ... no other process holds, locked for this one."""
+    slot = 1
+    while True:
+        directory = tables_dir / (name if slot == 1 else f"{name}.{slot}")
+        directory.mkdir(exist_ok=True)
+        lock = _lock(directory / "lock")
+        if lock is not None:
+            lock.truncate(0)
+            lock.write(f"worker pid {os.getpid()}\n".encode())
+            lock.flush()
+            return directory, lock
+        slot += 1
+
+
 def _owner_alive(directory: Path) -> bool:
-    """Whether the process that made a private store directory (``disk-<pid>-<table>``) still runs."""
+    """Whether the process that made a store directory of an earlier version (``disk-<pid>-<table>``) still runs."""
     try:
         pid = int(directory.name.removeprefix(PRIVATE_PREFIX).split("-", 1)[0])
     except ValueError:
@@ -220,7 +236,8 @@ def _owner_alive(directory: Path) -> bool:
 
 
 def remove_orphans(tables_dir: Path) -> list[Path]:
-    """Delete the private store directories of processes that no longer run; the ones deleted."""
+    """Delete the store directories an earlier version made per process (``disk-<pid>-<table>``, never reused)
+    whose process no longer runs; the ones deleted."""
     removed = []
     if tables_dir.is_dir():
         for directory in tables_dir.glob(f"{PRIVATE_PREFIX}*"):
@@ -247,25 +264,11 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         self.max_age_ms: int = getattr(self.app, "local_state_max_age_ms", 20 * 3_600_000)
         self.identity = {"format": FORMAT_VERSION, "app_id": self.app.conf.id, "table": self.table_name,
                          "partitions": self.table.partitions or self.app.conf.topic_partitions}
-        directory = tables_dir / f"{_safe(self.app.conf.id)}-{_safe(self.table_name)}"
-        directory.mkdir(exist_ok=True)
-        self._lock = _lock(directory / "lock")
-        self.private = self._lock is None
-        if self.private:
-            holder = (directory / "lock").read_text(errors="replace").strip() or "another process"
-            directory = tables_dir / f"{PRIVATE_PREFIX}{os.getpid()}-{self.table_name}"
-            shutil.rmtree(directory, ignore_errors=True)
-            directory.mkdir()
-            log.warning("table %s: %s is in use by %s; this worker keeps the table in files of its own, restored "
-                        "from the changelog and removed when it exits (give each worker its own KPI_DATA_DIR to "
-                        "reuse its state after a restart)", self.table_name, directory.parent, holder)
-        else:
-            assert self._lock is not None
-            self._lock.truncate(0)
-            self._lock.write(f"worker pid {os.getpid()}\n".encode())
-            self._lock.flush()
-        self.directory = directory
-        self.files = self._open(directory / "db")
+        self.directory, self._lock = _take_slot(tables_dir, f"{_safe(self.app.conf.id)}-{_safe(self.table_name)}")
+        if self.directory.name != f"{_safe(self.app.conf.id)}-{_safe(self.table_name)}":
+            log.info("table %s: the first local state directories of this table are in use by other workers on "
+                     "this data dir; this worker takes %s", self.table_name, self.directory)
+        self.files = self._open(self.directory / "db")
         self.data: LocalTable = LocalTable(self.files)
         self._checkpoints = self.files.checkpoints()
         self._unchecked = set(self._checkpoints)  # loaded from the files: checked against the changelog once
@@ -283,7 +286,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
             files = LocalFiles(path)
         except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exceptions (IO error, Corruption, ...)
             return self._rebuild(path, None, f"its files cannot be opened ({exc})")
-        if self.private or not existed:
+        if not existed:
             if not existed:
                 log.info("table %s: no local state in %s; restoring it from the changelog", self.table_name, path)
             files.put_meta(_IDENTITY, orjson.dumps(self.identity))
@@ -431,7 +434,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
             files.db.write(batch)
 
     def close(self) -> None:
-        """Close the files: kept for the next worker on this data dir, or removed when they are this process's own."""
+        """Close the files, kept for the next worker on this data dir, and give up the directory."""
         files = getattr(self, "files", None)
         if files is None:
             return
@@ -440,7 +443,4 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
             files.put_meta(_OPEN, None)
         with contextlib.suppress(Exception):
             files.close()
-        if self.private:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        if self._lock is not None:
-            self._lock.close()
+        self._lock.close()

@@ -187,19 +187,23 @@ def test_corrupted_files_are_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFi
     _close(second)
 
 
-def test_a_second_worker_on_the_same_data_dir_keeps_files_of_its_own(tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_workers_sharing_a_data_dir_each_take_a_directory_of_their_own_and_keep_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     first = _app(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="stream.disk_store"):
+    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
         second = _app(tmp_path)
-    own = second.tables["cells"].data
-    assert own.private and own.directory.name == f"{PRIVATE_PREFIX}{os.getpid()}-cells"
-    assert f"worker pid {os.getpid()}" in caplog.text
+    shared = first.tables["cells"].data.directory
+    assert second.tables["cells"].data.directory == shared.with_name(shared.name + ".2")
+    assert "in use by other workers" in caplog.text
+    assert (shared / "lock").read_text() == f"worker pid {os.getpid()}\n"
     asyncio.run(_write(second.tables["cells"], _Producer(), 0, {b"k": b"v"}))
     assert dict(first.tables["cells"].data.data.items()) == {}
     _close(second)
-    assert not own.directory.exists()  # a private directory goes with its process
+    third = _app(tmp_path)  # the second's directory is free again, with its files
+    assert third.tables["cells"].data.directory == shared.with_name(shared.name + ".2")
+    assert dict(third.tables["cells"].data.data.items()) == {b"k": b"v"}
     _close(first)
+    _close(third)
 
 
 def _changelog(partition: int, offset: int, key: bytes, value: bytes | None) -> Any:
@@ -256,7 +260,7 @@ def test_untrusted(checkpoint: Checkpoint, earliest: int | None, end: int | None
     assert (found is None) if why is None else (found is not None and why in found), found
 
 
-def test_only_the_private_files_of_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
+def test_only_the_earlier_version_s_files_of_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
     dead = tmp_path / f"{PRIVATE_PREFIX}{gone.stdout.strip()}-cells"
