@@ -20,7 +20,9 @@ RUN pip install .
 FROM python:3.11.11-slim-bookworm
 
 # KPI_WEB_HOST: in a container /metrics must listen on every interface to be scraped.
-# KPI_DATA_DIR: table stores that keep files write under the service user's home.
+# KPI_DATA_DIR: the tables' local files (KPI_STORE=disk://, the default), under the service user's home, which
+# is a volume: a restarted container reads only the changelogs past what the files hold. Mount a named volume
+# (or a persistent volume) there so that the files also outlive the container.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -35,6 +37,7 @@ COPY --from=build /opt/venv /opt/venv
 
 WORKDIR /var/lib/kpi-stream
 USER 10001:10001
+VOLUME ["/var/lib/kpi-stream"]
 
 # Faust's web server: /metrics (KPI_WEB_PORT).
 EXPOSE 6066

@@ -366,6 +366,18 @@ def test_worker_runs_two_replicas_serving_metrics_on_the_network() -> None:
     assert "ports" not in worker
 
 
+def test_workers_keep_their_local_state_on_a_named_volume() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    worker = compose["services"]["worker"]
+    settings = Settings.from_env({**_dockerfile_env(), **_environment(worker)})
+    assert settings.store == "disk://"
+    sources = {str(volume).split(":")[1]: str(volume).split(":")[0] for volume in worker.get("volumes") or []}
+    assert sources.get(settings.data_dir) in (compose.get("volumes") or {}), (
+        f"KPI_DATA_DIR {settings.data_dir} is not on a named volume of the compose file: {worker.get('volumes')}")
+    volumes = [args for keyword, args in _dockerfile() if keyword == "VOLUME"]
+    assert volumes and settings.data_dir in json.loads(volumes[-1]), "the image does not declare KPI_DATA_DIR a volume"
+
+
 def test_start_order() -> None:
     services = _services()
     for name, service in services.items():
