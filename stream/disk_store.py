@@ -373,7 +373,8 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         """Apply changelog records in order (a value sets its key, a tombstone deletes it), in one write with the
         offset of the last record of each partition."""
         files = self.files
-        self.data.pending.clear()  # writes of a batch cut short: delivered ones are among these records
+        # The running batch's writes (``data.pending``) stay: standby partitions are restored while the agents
+        # run, and their records never touch the keys of the partitions the agents write.
         write = files.batch()
         seen: list[tuple[int, int]] = []
         for event in batch:

@@ -121,6 +121,22 @@ def test_a_disk_write_is_read_back_at_once_but_reaches_the_files_only_once_deliv
     assert store.files.checkpoints()[3].offset == 1
 
 
+def test_standby_records_restored_while_a_batch_waits_for_its_sends_leave_its_writes_alone(tmp_path: Path) -> None:
+    table, producer = _disk_table(tmp_path), _Producer()
+    store = table.data
+
+    async def scenario() -> None:
+        out = _output(table, producer)
+        await out.write("t", 0, {b"active": b"1"})
+        # Faust's recovery keeps reading standby partitions while the agents run.
+        store.apply_changelog_batch([_changelog(1, 7, b"standby", b"2")], lambda key: key, lambda value: value)
+        await out.delivered()
+
+    asyncio.run(scenario())
+    assert {key: store.files.db.get(key) for key in (b"active", b"standby")} == {b"active": b"1", b"standby": b"2"}
+    assert {p: c.offset for p, c in store.files.checkpoints().items()} == {0: 0, 1: 7}
+
+
 def test_a_worker_started_on_the_same_data_dir_reuses_the_data_and_offsets(tmp_path: Path,
                                                                            caplog: pytest.LogCaptureFixture) -> None:
     first, producer = _app(tmp_path), _Producer()
