@@ -287,8 +287,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exceptions (IO error, Corruption, ...)
             return self._rebuild(path, None, f"its files cannot be opened ({exc})")
         if not existed:
-            if not existed:
-                log.info("table %s: no local state in %s; restoring it from the changelog", self.table_name, path)
+            log.info("table %s: no local state in %s; restoring it from the changelog", self.table_name, path)
             files.put_meta(_IDENTITY, orjson.dumps(self.identity))
             return files
         stored = files.meta.get(_IDENTITY)
