@@ -24,7 +24,7 @@ from stream.core.cells import (
 from stream.core.kpis import KpiRecord, changed_records, current_records
 from stream.core.watermark import WatermarkJoin, is_closed
 from stream.pipeline.counts import BatchCounts
-from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, chunked_key, owns_cell
+from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, cell_partition, chunked_key
 from stream.pipeline.routing import partition_for
 from stream.pipeline.state import (
     CHUNK_BYTES,
@@ -116,46 +116,68 @@ class CellStage:
         self._cells = cells
         self._chunk_bytes = chunk_bytes  # a cell's stored state larger than this is written in parts
         self._index: dict[int, _PartitionIndex] = {}
+        self._assigned: set[int] = set()
+        # Per partition indexed but not yet batched: its cells' states to send again, its orphaned chunk keys.
+        self._restored: dict[int, tuple[list[tuple[CellId, CellState]], list[bytes]]] = {}
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Note the partitions this worker now owns: the first batch after it indexes them all in one scan."""
+        self._assigned = set(partitions)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the indexes of partitions no longer owned."""
         for partition in partitions:
             self._index.pop(partition, None)
+            self._restored.pop(partition, None)
+            self._assigned.discard(partition)
 
-    def _restore(self, partition: int) -> tuple[_PartitionIndex, list[tuple[CellId, CellState]], list[bytes]]:
-        """Index a newly owned partition from the table, with the state of each of its cells, and the orphaned
-        chunk keys of the table (see ``ChunkCensus``), all in one scan."""
-        sources = frozenset(str(source) for source in range(self.config.partitions))
-        index = _PartitionIndex(restore_join(self._cells, partition, sources))
-        restored = []
+    def _restore(self, partition: int) -> None:
+        """Index ``partition`` and every other owned partition not indexed yet from one scan of the table, with
+        the state of each of their cells and the orphaned chunk keys they own (see ``ChunkCensus``), kept in
+        ``_restored`` until each partition's first batch sends and deletes them."""
+        cfg = self.config
+        sources = frozenset(str(source) for source in range(cfg.partitions))
+        wanted = {p: _PartitionIndex(restore_join(self._cells, p, sources))
+                  for p in ({partition} | self._assigned) if p not in self._index}
+        restored: dict[int, list[tuple[CellId, CellState]]] = {p: [] for p in wanted}
         census = ChunkCensus()
         for key, value in self._cells.items():
             if census.see(key, value) or key.startswith(WATERMARK_KEY_PREFIX):
                 continue
             cell = cell_of(key)
-            if partition_for(cell.routing_key(), self.config.partitions) == partition:
+            owner = partition_for(cell.routing_key(), cfg.partitions)
+            index = wanted.get(owner)
+            if index is not None:
                 state = CellState.from_doc(orjson.loads(read_value(self._cells, key) or b""))
                 (index.final_cells if state.final else index.open_cells).add(cell)
                 index.taken[_window_of(cell)] += 1
-                restored.append((cell, state))
-        self._index[partition] = index
-        return index, restored, census.orphans()
+                restored[owner].append((cell, state))
+        orphans: dict[int, list[bytes]] = {p: [] for p in wanted}
+        for key in census.orphans():
+            owner_orphans = orphans.get(cell_partition(chunked_key(key), cfg.partitions))
+            if owner_orphans is not None:
+                owner_orphans.append(key)
+        self._index.update(wanted)
+        for p in wanted:
+            self._restored[p] = (restored[p], orphans[p])
 
     def process(self, partition: int, envelopes: list[tuple[int, bytes]], now_ms: int) -> CellOutput:
         """Apply the delta envelopes read from one cell partition, in offset order, and emit what changed."""
         cfg = self.config
         table, progress = BatchWrites(self._cells), BatchWrites(self._cells)
         out = CellOutput()
-        index = self._index.get(partition)
-        if index is None:
-            index, restored, orphans = self._restore(partition)
+        if partition not in self._index:
+            self._restore(partition)
+        index = self._index[partition]
+        waiting = self._restored.pop(partition, None)
+        if waiting is not None:
+            restored, orphans = waiting
             # Records of the last change before a stop may not have gone out (see CellStage): send them again.
             for cell, state in restored:
                 out.records.extend(current_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                    cfg.economics))
             for key in orphans:
-                if owns_cell(chunked_key(key), partition, cfg.partitions):
-                    table.set(key, None)
+                table.set(key, None)
         states: dict[CellId, CellState] = {}
         changed: set[CellId] = set()
         for _, raw_envelope in envelopes:

@@ -52,7 +52,12 @@ def seen_key(kind: str, event_id: str) -> bytes:
 
 def owns_lead(key: bytes, partition: int, partitions: int) -> bool:
     """Whether entity ``partition`` owns the lead stored under ``key`` (leads are routed by their id)."""
-    return partition_for(key[len(LEAD_PREFIX):].decode("utf-8"), partitions) == partition
+    return lead_partition(key, partitions) == partition
+
+
+def lead_partition(key: bytes, partitions: int) -> int:
+    """The entity partition that owns the lead stored under ``key``."""
+    return partition_for(key[len(LEAD_PREFIX):].decode("utf-8"), partitions)
 
 
 def watermark_key(partition: int, name: str = "") -> bytes:
@@ -72,7 +77,12 @@ def cell_of(key: bytes) -> CellId:
 
 def owns_cell(key: bytes, partition: int, partitions: int) -> bool:
     """Whether cell ``partition`` owns the cell stored under ``key`` (cells are routed by their group's key)."""
-    return partition_for(cell_of(key).routing_key(), partitions) == partition
+    return cell_partition(key, partitions) == partition
+
+
+def cell_partition(key: bytes, partitions: int) -> int:
+    """The cell partition that owns the cell stored under ``key``."""
+    return partition_for(cell_of(key).routing_key(), partitions)
 
 
 def chunk_key(key: bytes, generation: int, index: int) -> bytes:

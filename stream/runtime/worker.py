@@ -244,6 +244,10 @@ class Worker:
         self.stages.cells.forget(tp.partition for tp in revoked if tp.topic == cells)
 
     def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        # The stages index every owned partition in one scan of their table (at their first batch).
+        entities, cells = (self.routes.topics[name].get_topic_name() for name in (ENTITIES, CELLS))
+        self.stages.entities.assign(tp.partition for tp in assigned if tp.topic == entities)
+        self.stages.cells.assign(tp.partition for tp in assigned if tp.topic == cells)
         self.metrics.assigned_partitions.clear()
         counts: dict[str, int] = defaultdict(int)
         for tp in assigned:

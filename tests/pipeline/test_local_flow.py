@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ from stream.core.watermark import HOLD
 from stream.pipeline.cells import CellStage
 from stream.pipeline.local import LocalFlow
 from stream.settings import Settings
-from stream.stages import cell_config
+from stream.stages import build_stages, cell_config
 from tests.eventset import DAY_START, MINUTE, heartbeats, mixed
 from tests.reference import compute, from_records, mismatches
 
@@ -342,3 +343,64 @@ def test_a_restored_cell_partition_sends_its_last_records_again_once() -> None:
     again = restarted.process(0, [(1000, nothing)], DAY_START)
     assert {record.key: {**record.record, "emitted_at": None} for record in again.records} == sent
     assert restarted.process(0, [(1001, nothing)], DAY_START).records == []
+
+
+def _ts(raw: bytes) -> int | None:
+    """The event time of a payload, None for one that has none (the set holds bad payloads too)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    ts = doc.get("ts") if isinstance(doc, dict) else None
+    return ts if isinstance(ts, int) else None
+
+
+class _CountedScans(dict[bytes, bytes]):
+    """A table that counts the scans of it (``items``)."""
+
+    scans = 0
+
+    def items(self):  # type: ignore[no-untyped-def,override]
+        self.scans += 1
+        return super().items()
+
+
+def test_after_a_restart_the_first_batch_indexes_every_owned_partition_in_one_scan() -> None:
+    # Half the stream: leads waiting for stage changes, event ids kept, open and final cells in every partition.
+    messages, _ = mixed(seed=3)
+    half = messages[: len(messages) // 2]
+    # Stage changes of leads that have not come yet wait in the lead's state, in every partition.
+    last = max(ts for ts in (_ts(raw) for _, raw in half) if ts is not None)
+    waiting = [(Kind.STAGE_CHANGE.value, _stage(f"w{i}", last, "mql", lead_id=f"later-{i}")) for i in range(12)]
+    flow = _run(half + waiting, _settings(KPI_PARTITIONS="4"))
+    now = DAY_START + 86_400_000
+
+    def restarted(assign: bool) -> tuple[Any, _CountedScans, _CountedScans]:
+        entity_table, cell_table = _CountedScans(flow.entity_table), _CountedScans(flow.cell_table)
+        stages = build_stages(flow.settings, dict.fromkeys(flow.settings.input_topics.values(), INPUT_PARTITIONS),
+                              entity_table, cell_table)
+        if assign:
+            stages.entities.assign(range(4))
+            stages.cells.assign(range(4))
+        return stages, entity_table, cell_table
+
+    together, entity_scans, cell_scans = restarted(assign=True)
+    alone, alone_entity_scans, alone_cell_scans = restarted(assign=False)
+    resent: dict[str, list[list[Any]]] = {"together": [], "alone": []}
+    for partition in range(4):
+        for name, stages in (("together", together), ("alone", alone)):
+            stages.entities.process(partition, [], now)
+            out = stages.cells.process(partition, [], now)
+            resent[name].append(sorted(json.dumps([r.key, r.record], sort_keys=True) for r in out.records))
+    assert (entity_scans.scans, cell_scans.scans) == (1, 1)
+    assert (alone_entity_scans.scans, alone_cell_scans.scans) == (4, 4)
+    for partition in range(4):
+        one, other = together.entities._index[partition], alone.entities._index[partition]
+        assert one.waiting_leads == other.waiting_leads
+        assert one.seen_by_time.buckets == other.seen_by_time.buckets
+        cells_one, cells_other = together.cells._index[partition], alone.cells._index[partition]
+        assert (cells_one.open_cells, cells_one.final_cells) == (cells_other.open_cells, cells_other.final_cells)
+    # Each partition's cells are sent again by its own first batch, none twice, none left out.
+    assert resent["together"] == resent["alone"] and all(resent["alone"])
+    assert all(index.waiting_leads for index in together.entities._index.values())
+    assert all(index.seen_by_time.buckets for index in together.entities._index.values())

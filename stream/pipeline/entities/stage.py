@@ -15,7 +15,7 @@ from stream.pipeline.entities.dedup import Dedup, ExpiryIndex, seen_entry
 from stream.pipeline.entities.leads import LeadFunnel, has_waiting_changes, store_leads
 from stream.pipeline.entities.progress import PartitionProgress, reject_late
 from stream.pipeline.entities.visitors import VisitorTouches, store_visitors
-from stream.pipeline.keys import LEAD_PREFIX, SEEN_PREFIX, owns_lead
+from stream.pipeline.keys import LEAD_PREFIX, SEEN_PREFIX, lead_partition
 from stream.pipeline.state import Store
 from stream.pipeline.wire import EntityEnvelope, LeadValue, RoutedEvent
 
@@ -41,14 +41,20 @@ class EntityStage:
         self.config = config
         self._table = table
         self._index: dict[int, _PartitionIndex] = {}
+        self._assigned: set[int] = set()
         self._dedup = Dedup(config.dedup_retention_ms)
         self._funnel = LeadFunnel(config)
         self._visitors = VisitorTouches(config)
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Note the partitions this worker now owns: the first batch after it indexes them all in one scan."""
+        self._assigned = set(partitions)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the indexes of partitions no longer owned."""
         for partition in partitions:
             self._index.pop(partition, None)
+            self._assigned.discard(partition)
 
     def pending_count(self) -> int:
         """Leads holding stage changes that wait for their lead, over owned partitions."""
@@ -129,18 +135,25 @@ class EntityStage:
             self._funnel.apply(batch, index.waiting_leads, event)
 
     def _partition_index(self, partition: int) -> _PartitionIndex:
-        """The partition's indexes, rebuilt from one scan of the table the first time after an assignment."""
+        """The partition's indexes, rebuilt the first time after an assignment from one scan of the table, which
+        also indexes every other owned partition not indexed yet (their keys change only through their own
+        batches, which come after)."""
         index = self._index.get(partition)
         if index is not None:
             return index
-        index = _PartitionIndex(PartitionProgress.restore(self._table, partition, self.config))
+        wanted = {p: _PartitionIndex(PartitionProgress.restore(self._table, p, self.config))
+                  for p in ({partition} | self._assigned) if p not in self._index}
+        partitions = self.config.partitions
         for key, value in self._table.items():
             if key.startswith(LEAD_PREFIX):
-                if has_waiting_changes(value) and owns_lead(key, partition, self.config.partitions):
-                    index.waiting_leads.add(key)
+                if has_waiting_changes(value):
+                    owner = wanted.get(lead_partition(key, partitions))
+                    if owner is not None:
+                        owner.waiting_leads.add(key)
             elif key.startswith(SEEN_PREFIX):
-                ts, owner = seen_entry(value)
-                if owner == partition:
-                    index.seen_by_time.add(ts, key)
-        self._index[partition] = index
-        return index
+                ts, seen_by = seen_entry(value)
+                owner = wanted.get(seen_by)
+                if owner is not None:
+                    owner.seen_by_time.add(ts, key)
+        self._index.update(wanted)
+        return wanted[partition]
