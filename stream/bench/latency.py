@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,9 +53,10 @@ class ProbeLog:
         """The probes with a cost-per-lead record counting other than exactly one lead."""
         return sorted(self.wrong_leads)
 
-    def latencies_us(self) -> list[int]:
-        """Latency of every probe seen, in microseconds, sorted."""
-        return sorted(round((self.seen[number] - self.sent[number]) * 1_000_000) for number in self.seen)
+    def latencies_us(self, sent_before: float = math.inf) -> list[int]:
+        """Latency of every probe seen (sent before ``sent_before``: all by default), in microseconds, sorted."""
+        return sorted(round((self.seen[number] - self.sent[number]) * 1_000_000) for number in self.seen
+                      if self.sent[number] < sent_before)
 
     def missing(self) -> list[int]:
         """The probes sent but not seen."""

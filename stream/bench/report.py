@@ -82,6 +82,7 @@ def rolling_lines(rolling: RollingResult | None) -> list[str]:
         delays = "no probe seen"
     else:
         delays = f"max {rolling.max_delay_ms:.0f} ms, p50 {rolling.p50_ms:.0f} ms, p99 {rolling.p99_ms:.0f} ms"
+    before = "n/a" if rolling.before_max_ms is None else f"{rolling.before_max_ms:.0f} ms"
     over_target = rolling.max_delay_ms is not None and rolling.max_delay_ms > 1000 * ROLLING_TARGET_S
     problems = [f"{rolling.missing} probes missing (not seen {ROLLING_PROBE_GRACE_S:.0f} s after the last)"
                 if rolling.missing else "",
@@ -91,7 +92,8 @@ def rolling_lines(rolling: RollingResult | None) -> list[str]:
     lines = [
         f"rolling restart:        {delays} (two workers under live traffic, each SIGTERMed and started again on "
         f"its data dir in turn; probes seen {rolling.probes_seen}/{rolling.probes_sent}, missing "
-        f"{rolling.missing}, counted other than one lead {rolling.miscounted}; live traffic "
+        f"{rolling.missing}, counted other than one lead {rolling.miscounted}; max before the first SIGTERM "
+        f"{before}; live traffic "
         f"{rolling.traffic.per_second:.0f} events/s for {rolling.traffic.seconds:.1f} s)"
         + (f"; WARNING: {verdict}" if verdict else ""),
     ]
@@ -142,6 +144,7 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
         "peak_rss_mb": rounded(pipeline.peak_rss_mb, 1),
         "restore_seconds": round(results.restore_s, 2),
         "rolling_max_delay_ms": rounded(rolling.max_delay_ms if rolling else None, 1),
+        "rolling_before_max_delay_ms": rounded(rolling.before_max_ms if rolling else None, 1),
         "rolling_p50_ms": rounded(rolling.p50_ms if rolling else None, 1),
         "rolling_p99_ms": rounded(rolling.p99_ms if rolling else None, 1),
         "rolling_missing": rolling.missing if rolling else None,

@@ -194,6 +194,7 @@ def measure_rolling(cluster: Settings, run_id: str, options: BenchOptions, work_
     probes = ProbeLog()
     steps = []
     started = time.monotonic()
+    first_sigterm = math.inf
     with ExitStack() as cleanup:
         cleanup.callback(workers.stop_all)
         steps_log = cleanup.enter_context((work_dir / "rolling-steps.csv").open("w"))
@@ -213,6 +214,7 @@ def measure_rolling(cluster: Settings, run_id: str, options: BenchOptions, work_
         progress.show(f"rolling restart: both workers ready; live traffic, probes after {LATENCY_WARMUP_S:.0f} s",
                       force=True)
         hold(LATENCY_WARMUP_S + ROLLING_SETTLE_S, workers, traffic, probes, progress, "before the restarts")
+        first_sigterm = time.monotonic()
         for number in envs:
             steps.append(restart(number, workers, ports, traffic, progress, steps_log, started))
         hold(ROLLING_SETTLE_S, workers, traffic, probes, progress, "after the restarts")
@@ -221,9 +223,10 @@ def measure_rolling(cluster: Settings, run_id: str, options: BenchOptions, work_
         if reader.error is not None:
             raise BenchError(f"rolling restart: the probe reader failed: {reader.error}")
     write_probes(work_dir / "rolling-probes.csv", probes, started)
-    latencies = probes.latencies_us()
+    latencies, before = probes.latencies_us(), probes.latencies_us(sent_before=first_sigterm)
     p50, p99 = percentiles_ms(latencies, (0.5, 0.99))
-    result = RollingResult(max_delay_ms=latencies[-1] / 1000 if latencies else None, p50_ms=p50, p99_ms=p99,
+    result = RollingResult(max_delay_ms=latencies[-1] / 1000 if latencies else None,
+                           before_max_ms=before[-1] / 1000 if before else None, p50_ms=p50, p99_ms=p99,
                            probes_sent=len(probes.sent), probes_seen=len(probes.seen),
                            miscounted=len(probes.miscounted()), steps=tuple(steps), traffic=sent)
     progress.show(f"rolling restart: {result.probes_seen}/{result.probes_sent} probes seen, "

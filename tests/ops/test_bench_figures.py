@@ -99,6 +99,7 @@ def test_probe_log_takes_each_probes_first_arrival_and_lists_the_missing() -> No
     probes.record_seen(3, 11.3)
     probes.record_seen(9, 11.0)  # never sent (an earlier run's campaign): not a latency
     assert probes.latencies_us() == [250_000, 750_000, 1_000_000]
+    assert probes.latencies_us(sent_before=10.3) == [250_000, 750_000]  # probe 3 was sent at 10.3
     assert probes.missing() == [2]
     assert percentiles_ms(probes.latencies_us(), (0.5,)) == [750.0]
 
@@ -372,7 +373,7 @@ def test_skipped_phases_are_null_in_the_json_line_and_said_so() -> None:
 
 def rolling(max_delay_ms: float, probes_seen: int = 300, miscounted: int = 0) -> RollingResult:
     steps = (RestartStep(1, 2.54, 8.0, 0), RestartStep(2, 3.0, 9.456, 0))
-    return RollingResult(max_delay_ms=max_delay_ms, p50_ms=120.04, p99_ms=2500.06, probes_sent=300,
+    return RollingResult(max_delay_ms=max_delay_ms, before_max_ms=300.0, p50_ms=120.04, p99_ms=2500.06, probes_sent=300,
                          probes_seen=probes_seen, miscounted=miscounted, steps=steps, traffic=Rate(60000, 30.0))
 
 
@@ -382,6 +383,7 @@ def test_the_json_line_has_the_rolling_restart_figures() -> None:
     assert (figures["rolling_max_delay_ms"], figures["rolling_p50_ms"], figures["rolling_p99_ms"]) == (
         4321.1, 120.0, 2500.1)
     assert (figures["rolling_missing"], figures["rolling_miscounted"]) == (0, 0)
+    assert figures["rolling_before_max_delay_ms"] == 300.0
     assert figures["rolling_stop_to_ready_seconds"] == [10.54, 12.46]
     steps = [line for line in lines if "restart:" in line and line.lstrip().startswith("worker")]
     assert len(steps) == 2 and "stop to ready 10.5 s" in steps[0]
