@@ -61,10 +61,10 @@ How each figure is measured:
   and spawn to that ready poll (every 0.05 s), summed as stop to ready (``rolling_stop_to_ready_seconds``). A
   probe's delay is measured as in the latency phase, over every probe of the phase, before, during and after
   the restarts: ``rolling_max_delay_ms`` (the target is at most 30 s), ``rolling_p50_ms``, ``rolling_p99_ms``;
-  ``rolling_before_max_delay_ms`` is the largest over the probes sent before the first SIGTERM, to tell a
-  restart's delays from a group that was behind already. A probe not seen within 35 s of the last probe is
-  missing (``rolling_missing``): the grace is past the target, so a late probe is measured rather than called
-  missing.
+  ``rolling_before_max_delay_ms`` is the longest any probe had waited at the first SIGTERM (its delay if seen
+  by then, else the time since it was sent), to tell a restart's delays from a group that was behind already.
+  A probe not seen within 35 s of the last probe is missing (``rolling_missing``): the grace is past the
+  target, so a late probe is measured rather than called missing.
   ``rolling_miscounted`` counts the probes for which some cost-per-lead record (any window size, any revision)
   has a ``denominator`` (leads in that window, channel and campaign) other than 1. A probe is the only lead of
   its campaign, so a probe counted twice (its event read again after a restart and let past the duplicate

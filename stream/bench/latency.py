@@ -53,10 +53,17 @@ class ProbeLog:
         """The probes with a cost-per-lead record counting other than exactly one lead."""
         return sorted(self.wrong_leads)
 
-    def latencies_us(self, sent_before: float = math.inf) -> list[int]:
-        """Latency of every probe seen (sent before ``sent_before``: all by default), in microseconds, sorted."""
-        return sorted(round((self.seen[number] - self.sent[number]) * 1_000_000) for number in self.seen
-                      if self.sent[number] < sent_before)
+    def latencies_us(self) -> list[int]:
+        """Latency of every probe seen, in microseconds, sorted."""
+        return sorted(round((self.seen[number] - self.sent[number]) * 1_000_000) for number in self.seen)
+
+    def waited_until_us(self, moment: float) -> list[int]:
+        """How long each probe sent before ``moment`` had waited by then at most, in microseconds, sorted.
+
+        A probe seen before ``moment`` waited its latency; one not seen by then, ``moment`` minus its send.
+        """
+        return sorted(round((min(self.seen.get(number, math.inf), moment) - sent) * 1_000_000)
+                      for number, sent in self.sent.items() if sent < moment)
 
     def missing(self) -> list[int]:
         """The probes sent but not seen."""

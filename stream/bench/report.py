@@ -92,7 +92,7 @@ def rolling_lines(rolling: RollingResult | None) -> list[str]:
     lines = [
         f"rolling restart:        {delays} (two workers under live traffic, each SIGTERMed and started again on "
         f"its data dir in turn; probes seen {rolling.probes_seen}/{rolling.probes_sent}, missing "
-        f"{rolling.missing}, counted other than one lead {rolling.miscounted}; max before the first SIGTERM "
+        f"{rolling.missing}, counted other than one lead {rolling.miscounted}; longest wait at the first SIGTERM "
         f"{before}; live traffic "
         f"{rolling.traffic.per_second:.0f} events/s for {rolling.traffic.seconds:.1f} s)"
         + (f"; WARNING: {verdict}" if verdict else ""),

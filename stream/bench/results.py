@@ -92,7 +92,7 @@ class RollingResult:
     """What the rolling-restart measurement saw."""
 
     max_delay_ms: float | None  # over the probes seen
-    before_max_ms: float | None  # over the probes sent before the first SIGTERM: whether the group kept up
+    before_max_ms: float | None  # the longest a probe had waited at the first SIGTERM: whether the group kept up
     p50_ms: float | None
     p99_ms: float | None
     probes_sent: int

@@ -223,7 +223,7 @@ def measure_rolling(cluster: Settings, run_id: str, options: BenchOptions, work_
         if reader.error is not None:
             raise BenchError(f"rolling restart: the probe reader failed: {reader.error}")
     write_probes(work_dir / "rolling-probes.csv", probes, started)
-    latencies, before = probes.latencies_us(), probes.latencies_us(sent_before=first_sigterm)
+    latencies, before = probes.latencies_us(), probes.waited_until_us(first_sigterm)
     p50, p99 = percentiles_ms(latencies, (0.5, 0.99))
     result = RollingResult(max_delay_ms=latencies[-1] / 1000 if latencies else None,
                            before_max_ms=before[-1] / 1000 if before else None, p50_ms=p50, p99_ms=p99,

@@ -99,7 +99,9 @@ def test_probe_log_takes_each_probes_first_arrival_and_lists_the_missing() -> No
     probes.record_seen(3, 11.3)
     probes.record_seen(9, 11.0)  # never sent (an earlier run's campaign): not a latency
     assert probes.latencies_us() == [250_000, 750_000, 1_000_000]
-    assert probes.latencies_us(sent_before=10.3) == [250_000, 750_000]  # probe 3 was sent at 10.3
+    # At 10.5 probe 1 had been seen (after 0.25 s); 0, 2 and 3 were still waiting, for 0.5, 0.3 and 0.2 s.
+    assert probes.waited_until_us(10.5) == [200_000, 250_000, 300_000, 500_000]
+    assert probes.waited_until_us(10.15) == [50_000, 150_000]  # probes 2 and 3 were not sent yet
     assert probes.missing() == [2]
     assert percentiles_ms(probes.latencies_us(), (0.5,)) == [750.0]
 
