@@ -64,7 +64,9 @@ How each figure is measured:
   ``rolling_before_max_delay_ms`` is the longest any probe had waited at the first SIGTERM (its delay if seen
   by then, else the time since it was sent), to tell a restart's delays from a group that was behind already.
   A probe not seen within 35 s of the last probe is missing (``rolling_missing``): the grace is past the
-  target, so a late probe is measured rather than called missing.
+  target, so a late probe is measured rather than called missing. On Tansu the first SIGTERM costs a session
+  timeout more than on Apache Kafka: Tansu numbers a group's first generation 0, and the consumer sends its
+  LeaveGroup only from generation 1 on, so the group notices the stopped worker only when its session expires.
   ``rolling_miscounted`` counts the probes for which some cost-per-lead record (any window size, any revision)
   has a ``denominator`` (leads in that window, channel and campaign) other than 1. A probe is the only lead of
   its campaign, so a probe counted twice (its event read again after a restart and let past the duplicate
