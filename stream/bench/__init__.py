@@ -1,4 +1,4 @@
-"""``kpi-stream bench``: the pipeline's throughput, latency, scale-out, memory and restore time in one run.
+"""``kpi-stream bench``: the pipeline's throughput, latency, scale-out, memory, restore time and rolling restart.
 
 One run, all on this machine, each measurement after the previous one so that they do not compete for the CPU:
 
@@ -14,7 +14,10 @@ One run, all on this machine, each measurement after the previous one so that th
 4. state restore: the pipeline worker is stopped (SIGTERM) and a new one started with its app id and data dir;
 5. two workers (unless ``--skip-two-workers``): two ``python -m stream worker`` processes in one new consumer
    group (a fresh app id, each with its own web port and data dir) on the same backlog from its beginning;
-6. latency (unless ``--skip-latency``): a worker with a fresh app id on new, empty topics, fed live events.
+6. latency (unless ``--skip-latency``): a worker with a fresh app id on new, empty topics, fed live events;
+7. rolling restart (unless ``--skip-rolling``): two workers in one fresh group on new, empty topics (each its own
+   web port and data dir, the default store and standbys), fed live events with probes as in 6; each worker in
+   turn is stopped (SIGTERM) and started again on its data dir.
 
 How each figure is measured:
 
@@ -48,12 +51,39 @@ How each figure is measured:
   (both on this process's monotonic clock); ``latency_p50_ms`` and ``latency_p99_ms`` are nearest-rank
   percentiles over the probes seen. A probe not seen within 5 s of the last probe is missing. The time until a
   ``/metrics`` gauge shows a probe is not measured: gauges have no campaign label, so no probe can be told
-  apart there.
+  apart there;
+- rolling restart: once both workers report ready with assigned partitions, the latency phase's producer (at
+  ``--latency-rate``), probes and reader run for the 2 s warm-up and 5 s of probes; then worker 1 gets SIGTERM,
+  and once it exited it is spawned again with the same settings and data dir, and the bench waits until both
+  workers report ready with assigned partitions; then the same for worker 2; then 5 s more of probes. Ready is
+  what a readiness probe would see: the surviving worker's gauges do not drop while the group rebalances, so
+  the next step may start during a rebalance, as an orchestrator's would. Each step's figures: SIGTERM to exit,
+  and spawn to that ready poll (every 0.05 s), summed as stop to ready (``rolling_stop_to_ready_seconds``). A
+  probe's delay is measured as in the latency phase, over every probe of the phase, before, during and after
+  the restarts: ``rolling_max_delay_ms`` (the target is at most 30 s), ``rolling_p50_ms``, ``rolling_p99_ms``;
+  ``rolling_before_max_delay_ms`` is the longest any probe had waited at the first SIGTERM (its delay if seen
+  by then, else the time since it was sent), to tell a restart's delays from a group that was behind already.
+  A probe not seen within 35 s of the last probe is missing (``rolling_missing``): the grace is past the
+  target, so a late probe is measured rather than called missing. On Tansu the first SIGTERM costs a session
+  timeout more than on Apache Kafka: Tansu numbers a group's first generation 0, and the consumer sends its
+  LeaveGroup only from generation 1 on, so the group notices the stopped worker only when its session expires.
+  ``rolling_miscounted`` counts the probes for which some cost-per-lead record (any window size, any revision)
+  has a ``denominator`` (leads in that window, channel and campaign) other than 1. A probe is the only lead of
+  its campaign, so a probe counted twice (its event read again after a restart and let past the duplicate
+  check, or a table change applied twice) shows there; a probe lost before any record of it was sent shows as
+  missing. What is not checked: a probe whose count is lost after its first record was sent (state rolled back
+  to before it: nothing is sent again, so nothing shows); the live traffic's own leads, page views, stage
+  changes and spend (the probes are a sample, 10 leads/s next to about 25/s of live leads at 2,000 events/s;
+  a restart re-reads the offsets since the last commit, which hold probes, so a re-read counted twice would
+  hit them); the final records' totals against what was produced. ``rolling-probes.csv`` (each probe's send
+  time and delay), ``rolling-steps.csv`` (each step's SIGTERM, exit and ready times) and
+  ``rolling-timeline.csv`` (each worker's readiness, partitions, lag and accounted events every second) are
+  kept with the logs, on one clock: seconds since the phase started.
 
 Its modules, one thing each: ``options`` (the command line), ``run`` (the phases in order and
 ``run_bench``), ``backlog``, ``baselines`` ((a) and (b)), ``pipeline`` (one worker, restore, two workers),
-``latency``, ``watch`` (``/metrics`` polling), ``processes``, ``run_settings``, ``results``, ``report``, ``timing``,
-``progress`` and ``errors``.
+``latency``, ``rolling`` (the rolling restart), ``watch`` (``/metrics`` polling), ``processes``, ``run_settings``,
+``results``, ``report``, ``timing``, ``progress`` and ``errors``.
 
 The last line printed is a JSON object with the figures; a skipped phase's figures are null.
 """
@@ -61,12 +91,30 @@ The last line printed is a JSON object with the figures; a skipped phase's figur
 from __future__ import annotations
 
 from stream.bench.errors import BenchError
-from stream.bench.latency import PROBE_CAMPAIGN, PROBE_CHANNEL, ProbeLog, percentiles_ms, probe_event, probe_in_record
+from stream.bench.latency import (
+    PROBE_CAMPAIGN,
+    PROBE_CHANNEL,
+    ProbeLog,
+    percentiles_ms,
+    probe_event,
+    probe_in_record,
+    probe_record,
+)
 from stream.bench.options import BenchOptions
 from stream.bench.processes import PeakRss, status_kb
 from stream.bench.progress import Progress
 from stream.bench.report import report
-from stream.bench.results import LatencyResult, PipelineResult, Produced, Rate, RawResult, Results, TwoWorkerResult
+from stream.bench.results import (
+    LatencyResult,
+    PipelineResult,
+    Produced,
+    Rate,
+    RawResult,
+    RestartStep,
+    Results,
+    RollingResult,
+    TwoWorkerResult,
+)
 from stream.bench.run import run_bench
 from stream.bench.timing import SETTLE_S
 from stream.bench.watch import PipelineWatch, Timeline, all_ready
@@ -86,13 +134,16 @@ __all__ = [
     "Progress",
     "Rate",
     "RawResult",
+    "RestartStep",
     "Results",
+    "RollingResult",
     "Timeline",
     "TwoWorkerResult",
     "all_ready",
     "percentiles_ms",
     "probe_event",
     "probe_in_record",
+    "probe_record",
     "report",
     "run_bench",
     "status_kb",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from stream.settings import Settings
 
 PROBE_CAMPAIGN = "probe-"  # probe n's campaign is probe-<n>; no generated event has such a campaign
 PROBE_CHANNEL = "paid_search"  # a channel the traffic model has, so /metrics gets no extra channel label
+COST_PER_LEAD = "cost_per_lead"  # the KPI whose records count a probe's lead (its denominator)
 
 
 @dataclass
@@ -31,6 +33,7 @@ class ProbeLog:
 
     sent: dict[int, float] = field(default_factory=dict)
     seen: dict[int, float] = field(default_factory=dict)
+    wrong_leads: dict[int, object] = field(default_factory=dict)  # probe -> the first lead count other than 1
 
     def record_sent(self, number: int, at: float) -> None:
         """Probe ``number`` was handed to the producer at ``at``."""
@@ -41,9 +44,26 @@ class ProbeLog:
         if number in self.sent:
             self.seen.setdefault(number, at)
 
+    def record_leads(self, number: int, leads: object) -> None:
+        """A cost-per-lead record of probe ``number`` counts ``leads`` leads; a probe is one lead, so 1 is right."""
+        if number in self.sent and leads != 1:
+            self.wrong_leads.setdefault(number, leads)
+
+    def miscounted(self) -> list[int]:
+        """The probes with a cost-per-lead record counting other than exactly one lead."""
+        return sorted(self.wrong_leads)
+
     def latencies_us(self) -> list[int]:
         """Latency of every probe seen, in microseconds, sorted."""
         return sorted(round((self.seen[number] - self.sent[number]) * 1_000_000) for number in self.seen)
+
+    def waited_until_us(self, moment: float) -> list[int]:
+        """How long each probe sent before ``moment`` had waited by then at most, in microseconds, sorted.
+
+        A probe seen before ``moment`` waited its latency; one not seen by then, ``moment`` minus its send.
+        """
+        return sorted(round((min(self.seen.get(number, math.inf), moment) - sent) * 1_000_000)
+                      for number, sent in self.sent.items() if sent < moment)
 
     def missing(self) -> list[int]:
         """The probes sent but not seen."""
@@ -62,20 +82,39 @@ def probe_event(number: int, now_ms: int) -> bytes:
                          "channel": PROBE_CHANNEL, "campaign": f"{PROBE_CAMPAIGN}{number}"})
 
 
-def probe_in_record(value: bytes | None) -> int | None:
-    """The probe number of a KPI record whose dimensions hold a probe's campaign, else None."""
+@dataclass(frozen=True)
+class ProbeRecord:
+    """What a KPI record says of a probe: its number, the KPI, and the leads it counts (``denominator``)."""
+
+    number: int
+    kpi: object
+    leads: object
+
+
+def probe_record(value: bytes | None) -> ProbeRecord | None:
+    """The probe a KPI record is about (its dimensions hold a probe's campaign), else None."""
     if not value or PROBE_CAMPAIGN.encode() not in value:  # most records are not a probe's: skip their parsing
         return None
     try:
         record = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    dimensions = record.get("dimensions") if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    dimensions = record.get("dimensions")
     campaign = dimensions.get("campaign") if isinstance(dimensions, dict) else None
     if not isinstance(campaign, str) or not campaign.startswith(PROBE_CAMPAIGN):
         return None
     number = campaign[len(PROBE_CAMPAIGN):]
-    return int(number) if number.isascii() and number.isdigit() else None
+    if not (number.isascii() and number.isdigit()):
+        return None
+    return ProbeRecord(int(number), record.get("kpi"), record.get("denominator"))
+
+
+def probe_in_record(value: bytes | None) -> int | None:
+    """The probe number of a KPI record whose dimensions hold a probe's campaign, else None."""
+    found = probe_record(value)
+    return None if found is None else found.number
 
 
 class ProbeReader(threading.Thread):
@@ -107,9 +146,11 @@ class ProbeReader(threading.Thread):
                 arrived = time.monotonic()
                 if message is None or message.error():
                     continue
-                number = probe_in_record(message.value())
-                if number is not None:
-                    self._probes.record_seen(number, arrived)
+                found = probe_record(message.value())
+                if found is not None:
+                    self._probes.record_seen(found.number, arrived)
+                    if found.kpi == COST_PER_LEAD:
+                        self._probes.record_leads(found.number, found.leads)
         except KafkaException as exc:
             self.error = str(exc)
         finally:
@@ -121,9 +162,10 @@ class ProbeReader(threading.Thread):
         self.join(timeout=10)
 
 
-def send_live_traffic(settings: Settings, options: BenchOptions, probes: ProbeLog, worker: ManagedProcess,
-                      progress: Progress) -> Rate:
-    """Live events at ``--latency-rate`` for the warm-up and ``--latency-seconds``, with a probe every 100 ms.
+def send_live_traffic(settings: Settings, rate: int, seed: int, probes: ProbeLog, probe_seconds: float,
+                      on_probe: Callable[[], None], stop: threading.Event | None = None) -> Rate:
+    """Live events at ``rate``/s for the warm-up and ``probe_seconds`` (or until ``stop``), with a probe every
+    100 ms after the warm-up; ``on_probe`` is called after each probe.
 
     Returns the live events sent (probes not counted) over the time they were sent.
     """
@@ -136,7 +178,7 @@ def send_live_traffic(settings: Settings, options: BenchOptions, probes: ProbeLo
         return int(time.time() * 1000)
 
     # time_scale as in the demo: funnel delays shrink so that stage changes come within the phase.
-    model = TrafficModel(seed=options.seed, start_ms=now_ms(), time_scale=20.0, clock_ms=now_ms)
+    model = TrafficModel(seed=seed, start_ms=now_ms(), time_scale=20.0, clock_ms=now_ms)
     events = model.events()
     # A short linger: a probe waiting in the producer's batch for 20 ms (the backlog producer's linger) would
     # count as pipeline latency. Undelivered messages raise ProduceError, which the bench reports.
@@ -144,28 +186,39 @@ def send_live_traffic(settings: Settings, options: BenchOptions, probes: ProbeLo
     leads_topic = settings.input_topics[Kind.LEAD]
     started = time.monotonic()
     next_probe_at = started + LATENCY_WARMUP_S
-    end = next_probe_at + options.latency_seconds
+    end = next_probe_at + probe_seconds
     sent = probe_number = 0
-    while (now := time.monotonic()) < end:
+    while (now := time.monotonic()) < end and not (stop is not None and stop.is_set()):
         if now >= next_probe_at:
             probes.record_sent(probe_number, time.monotonic())  # before the send: the reader may be quick
             producer.send(leads_topic, probe_event(probe_number, now_ms()))
             probe_number += 1
             next_probe_at += PROBE_INTERVAL_S
-            worker.check()
-            progress.show(f"latency: sent {sent} events and {len(probes.sent)} probes, "
-                          f"{len(probes.seen)} probes seen")
+            on_probe()
             continue
-        due = started + sent / options.latency_rate
+        due = started + sent / rate
         if now >= due:
             kind, payload = next(events)
             producer.send(settings.input_topics[kind], payload)
             sent += 1
             continue
+        # The next event is at most 1/rate away, so a stop is noticed soon even when the end is infinitely far.
         time.sleep(min(due, next_probe_at, end) - now)
     seconds = time.monotonic() - started
     producer.flush()
     return Rate(sent, seconds)
+
+
+def await_probes(probes: ProbeLog, reader: ProbeReader, grace_s: float, check: Callable[[], None],
+                 progress: Progress, label: str) -> None:
+    """Wait until every probe sent was seen, or ``grace_s`` after the last was sent, or the reader stopped."""
+    last_sent = max(probes.sent.values(), default=time.monotonic())
+    while len(probes.seen) < len(probes.sent) and time.monotonic() < last_sent + grace_s:
+        check()
+        if reader.error is not None or not reader.is_alive():
+            break
+        progress.show(f"{label}: {len(probes.seen)}/{len(probes.sent)} probes seen")
+        time.sleep(POLL_S)
 
 
 def measure_latency(cluster: Settings, run_id: str, options: BenchOptions, work_dir: Path,
@@ -194,14 +247,14 @@ def measure_latency(cluster: Settings, run_id: str, options: BenchOptions, work_
         try:
             progress.show(f"latency: worker ready; {LATENCY_WARMUP_S:.0f} s of warm-up, then probes for "
                           f"{options.latency_seconds:g} s", force=True)
-            traffic = send_live_traffic(live, options, probes, worker, progress)
-            last_sent = max(probes.sent.values(), default=time.monotonic())
-            while len(probes.seen) < len(probes.sent) and time.monotonic() < last_sent + PROBE_GRACE_S:
+
+            def on_probe() -> None:
                 worker.check()
-                if reader.error is not None or not reader.is_alive():
-                    break
-                progress.show(f"latency: {len(probes.seen)}/{len(probes.sent)} probes seen")
-                time.sleep(POLL_S)
+                progress.show(f"latency: {len(probes.sent)} probes sent, {len(probes.seen)} seen")
+
+            traffic = send_live_traffic(live, options.latency_rate, options.seed, probes, options.latency_seconds,
+                                        on_probe)
+            await_probes(probes, reader, PROBE_GRACE_S, worker.check, progress, "latency")
         finally:
             reader.stop()
         if reader.error is not None:

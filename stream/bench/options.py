@@ -26,6 +26,7 @@ class BenchOptions:
     latency_seconds: float = DEFAULT_LATENCY_SECONDS
     lead_rate: float | None = None
     broker: str = "tansu"
+    skip_rolling: bool = False
 
     @classmethod
     def parse(cls, args: list[str]) -> BenchOptions:
@@ -33,7 +34,8 @@ class BenchOptions:
         parser = argparse.ArgumentParser(prog="kpi-stream bench",
                                          description="Measure the pipeline's events/s on a backlog, next to a raw "
                                                      "aiokafka consumer and a bare Faust agent, then its state "
-                                                     "restore time, two workers' events/s and its latency.")
+                                                     "restore time, two workers' events/s, its latency and its "
+                                                     "delays during a rolling restart.")
         parser.add_argument("--events", type=int, default=DEFAULT_EVENTS,
                             help=f"events to produce (default {DEFAULT_EVENTS})")
         parser.add_argument("--seed", type=int, default=1, help="random seed of the traffic model (default 1)")
@@ -46,8 +48,11 @@ class BenchOptions:
                             help="leave out the two-worker phase (two_worker_speedup is then null)")
         parser.add_argument("--skip-latency", action="store_true",
                             help="leave out the latency phase (latency_p50_ms and latency_p99_ms are then null)")
+        parser.add_argument("--skip-rolling", action="store_true",
+                            help="leave out the rolling-restart phase (its rolling_* figures are then null)")
         parser.add_argument("--latency-rate", type=int, default=DEFAULT_LATENCY_RATE,
-                            help=f"events/s of live traffic in the latency phase, probes not counted "
+                            help=f"events/s of live traffic in the latency and rolling-restart phases, probes not "
+                                 f"counted "
                                  f"(default {DEFAULT_LATENCY_RATE})")
         parser.add_argument("--latency-seconds", type=float, default=DEFAULT_LATENCY_SECONDS,
                             help=f"how long the latency phase sends probes, after {LATENCY_WARMUP_S:.0f} s of "
@@ -69,4 +74,4 @@ class BenchOptions:
             parser.error("--lead-rate is a share of visits, between 0 and 1")
         return cls(options.events, options.seed, options.keep_logs, options.floor_mode, options.skip_latency,
                    options.skip_two_workers, options.latency_rate, options.latency_seconds, options.lead_rate,
-                   options.broker)
+                   options.broker, options.skip_rolling)

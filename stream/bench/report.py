@@ -6,8 +6,8 @@ from pathlib import Path
 
 import orjson
 
-from stream.bench.results import Results
-from stream.bench.timing import KPI_SETTLE_CAP_S
+from stream.bench.results import Results, RollingResult
+from stream.bench.timing import KPI_SETTLE_CAP_S, ROLLING_PROBE_GRACE_S, ROLLING_TARGET_S
 
 MISSING_SHARE_WARNING = 0.01  # more missing probes than this share make the latency line say so
 
@@ -74,6 +74,35 @@ def scale_and_latency_lines(results: Results) -> list[str]:
     return lines
 
 
+def rolling_lines(rolling: RollingResult | None) -> list[str]:
+    """The human lines of the rolling-restart phase."""
+    if rolling is None:
+        return ["rolling restart:        skipped (--skip-rolling)"]
+    if rolling.max_delay_ms is None or rolling.p50_ms is None or rolling.p99_ms is None:
+        delays = "no probe seen"
+    else:
+        delays = f"max {rolling.max_delay_ms:.0f} ms, p50 {rolling.p50_ms:.0f} ms, p99 {rolling.p99_ms:.0f} ms"
+    before = "n/a" if rolling.before_max_ms is None else f"{rolling.before_max_ms:.0f} ms"
+    over_target = rolling.max_delay_ms is not None and rolling.max_delay_ms > 1000 * ROLLING_TARGET_S
+    problems = [f"{rolling.missing} probes missing (not seen {ROLLING_PROBE_GRACE_S:.0f} s after the last)"
+                if rolling.missing else "",
+                f"{rolling.miscounted} probes counted other than once" if rolling.miscounted else "",
+                f"a probe delayed more than {ROLLING_TARGET_S:.0f} s" if over_target else ""]
+    verdict = "; ".join(problem for problem in problems if problem)
+    lines = [
+        f"rolling restart:        {delays} (two workers under live traffic, each SIGTERMed and started again on "
+        f"its data dir in turn; probes seen {rolling.probes_seen}/{rolling.probes_sent}, missing "
+        f"{rolling.missing}, counted other than one lead {rolling.miscounted}; longest wait at the first SIGTERM "
+        f"{before}; live traffic "
+        f"{rolling.traffic.per_second:.0f} events/s for {rolling.traffic.seconds:.1f} s)"
+        + (f"; WARNING: {verdict}" if verdict else ""),
+    ]
+    lines += [f"  worker {step.worker} restart:      SIGTERM to exit {step.stop_s:.1f} s (exit code {step.exit_code}), "
+              f"spawn to both ready {step.ready_s:.1f} s, stop to ready {step.total_s:.1f} s"
+              for step in rolling.steps]
+    return lines
+
+
 def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str]:
     """The human-readable lines and, last, the JSON line."""
     produced, raw, floor, pipeline = results.produced, results.raw, results.floor, results.pipeline
@@ -96,12 +125,13 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
            if pipeline.kpi_quiet_s is not None else f", KPI output still growing after {KPI_SETTLE_CAP_S:.0f} s")
         + f"; /metrics scrape {pipeline.scrape_ms:.1f} ms",
         *scale_and_latency_lines(results),
+        *rolling_lines(results.rolling),
         f"worker logs:            {len(results.worker_problems)} error-looking lines"
         + "".join(f"\n    {line}" for line in results.worker_problems[:10]),
     ]
     if work_dir is not None:
         lines.append(f"logs kept in {work_dir}")
-    latency = results.latency
+    latency, rolling = results.latency, results.rolling
     lines.append(orjson.dumps({
         "events": total,
         "pipeline_events_per_second": round(pipeline.rate.per_second, 1),
@@ -113,5 +143,12 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
         "two_worker_speedup": rounded(two_worker_speedup(results), 3),
         "peak_rss_mb": rounded(pipeline.peak_rss_mb, 1),
         "restore_seconds": round(results.restore_s, 2),
+        "rolling_max_delay_ms": rounded(rolling.max_delay_ms if rolling else None, 1),
+        "rolling_before_max_delay_ms": rounded(rolling.before_max_ms if rolling else None, 1),
+        "rolling_p50_ms": rounded(rolling.p50_ms if rolling else None, 1),
+        "rolling_p99_ms": rounded(rolling.p99_ms if rolling else None, 1),
+        "rolling_missing": rolling.missing if rolling else None,
+        "rolling_miscounted": rolling.miscounted if rolling else None,
+        "rolling_stop_to_ready_seconds": [round(step.total_s, 2) for step in rolling.steps] if rolling else None,
     }).decode())
     return lines

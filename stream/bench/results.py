@@ -73,6 +73,41 @@ class LatencyResult:
 
 
 @dataclass(frozen=True)
+class RestartStep:
+    """One worker of the rolling restart: stopped with SIGTERM, started again on its data dir."""
+
+    worker: int  # 1 or 2
+    stop_s: float  # SIGTERM to the process's exit
+    ready_s: float  # the new process's spawn to both workers ready with partitions
+    exit_code: int | None  # of the stopped process (-9: it was killed after not stopping in time)
+
+    @property
+    def total_s(self) -> float:
+        """SIGTERM to ready again."""
+        return self.stop_s + self.ready_s
+
+
+@dataclass(frozen=True)
+class RollingResult:
+    """What the rolling-restart measurement saw."""
+
+    max_delay_ms: float | None  # over the probes seen
+    before_max_ms: float | None  # the longest a probe had waited at the first SIGTERM: whether the group kept up
+    p50_ms: float | None
+    p99_ms: float | None
+    probes_sent: int
+    probes_seen: int
+    miscounted: int  # probes with a cost-per-lead record counting other than one lead
+    steps: tuple[RestartStep, ...]
+    traffic: Rate  # the live events sent (probes not counted), over the time they were sent
+
+    @property
+    def missing(self) -> int:
+        """Probes not seen in time."""
+        return self.probes_sent - self.probes_seen
+
+
+@dataclass(frozen=True)
 class Produced:
     """How many events were produced per topic, and how fast."""
 
@@ -98,3 +133,4 @@ class Results:
     two_workers: TwoWorkerResult | None
     latency: LatencyResult | None
     worker_problems: list[str]
+    rolling: RollingResult | None = None

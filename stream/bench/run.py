@@ -21,11 +21,14 @@ from stream.bench.processes import log_problems
 from stream.bench.progress import Progress
 from stream.bench.report import report
 from stream.bench.results import Results
+from stream.bench.rolling import LOGS as ROLLING_LOGS
+from stream.bench.rolling import measure_rolling
 from stream.bench.run_settings import bench_settings, settings_env
 from stream.settings import Settings
 
 # The logs of the pipeline workers, in the order the phases run; a missing one (a skipped phase) has no lines.
-WORKER_LOGS = ("worker.log", "restore.log", "two-workers-1.log", "two-workers-2.log", "latency-worker.log")
+WORKER_LOGS = ("worker.log", "restore.log", "two-workers-1.log", "two-workers-2.log", "latency-worker.log",
+               *ROLLING_LOGS)
 
 
 @contextmanager
@@ -86,8 +89,9 @@ def run_measurements(settings: Settings, options: BenchOptions, work_dir: Path, 
         two_workers = None if options.skip_two_workers else measure_two_workers(
             bench, f"{run_id}-two", produced.total, work_dir, progress)
         latency = None if options.skip_latency else measure_latency(cluster, run_id, options, work_dir, progress)
+        rolling = None if options.skip_rolling else measure_rolling(cluster, run_id, options, work_dir, progress)
     problems = [f"{name}: {line}" for name in WORKER_LOGS for line in log_problems(work_dir / name)]
-    return Results(produced, raw, floor, pipeline, restore_s, two_workers, latency, problems)
+    return Results(produced, raw, floor, pipeline, restore_s, two_workers, latency, problems, rolling=rolling)
 
 
 def run_bench(args: list[str], settings: Settings, emit: Callable[[str], None] = print) -> int:

@@ -11,3 +11,6 @@ READY_POLL_S = 0.05  # polling while a worker starts: restore_seconds is read of
 LATENCY_WARMUP_S = 2.0  # live traffic before the first probe, so the worker's first fetches are not measured
 PROBE_INTERVAL_S = 0.1
 PROBE_GRACE_S = 5.0  # a probe not seen this long after the last probe was sent counts as missing
+ROLLING_SETTLE_S = 5.0  # probes before the first restart, and after the second worker is ready again
+ROLLING_PROBE_GRACE_S = 35.0  # past the 30 s target, so that a late probe is measured rather than called missing
+ROLLING_TARGET_S = 30.0  # the delay no probe may exceed during a rolling restart

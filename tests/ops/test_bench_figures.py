@@ -24,13 +24,16 @@ from stream.bench import (
     Progress,
     Rate,
     RawResult,
+    RestartStep,
     Results,
+    RollingResult,
     Timeline,
     TwoWorkerResult,
     all_ready,
     percentiles_ms,
     probe_event,
     probe_in_record,
+    probe_record,
     report,
     status_kb,
 )
@@ -96,6 +99,9 @@ def test_probe_log_takes_each_probes_first_arrival_and_lists_the_missing() -> No
     probes.record_seen(3, 11.3)
     probes.record_seen(9, 11.0)  # never sent (an earlier run's campaign): not a latency
     assert probes.latencies_us() == [250_000, 750_000, 1_000_000]
+    # At 10.5 probe 1 had been seen (after 0.25 s); 0, 2 and 3 were still waiting, for 0.5, 0.3 and 0.2 s.
+    assert probes.waited_until_us(10.5) == [200_000, 250_000, 300_000, 500_000]
+    assert probes.waited_until_us(10.15) == [50_000, 150_000]  # probes 2 and 3 were not sent yet
     assert probes.missing() == [2]
     assert percentiles_ms(probes.latencies_us(), (0.5,)) == [750.0]
 
@@ -141,6 +147,35 @@ def test_a_probe_is_a_valid_lead_and_its_cost_per_lead_record_is_recognised() ->
     # Both window sizes carry it at the campaign level; the roll-ups do not name the probe.
     assert found == {(HOUR_MS, "probe-42", 42), (24 * HOUR_MS, "probe-42", 42), (HOUR_MS, None, None),
                      (24 * HOUR_MS, None, None)}
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (orjson.dumps({"kpi": "cost_per_lead", "dimensions": {"campaign": "probe-3"}, "denominator": 1}),
+     (3, "cost_per_lead", 1)),
+    (orjson.dumps({"kpi": "cost_per_lead", "dimensions": {"campaign": "probe-3"}, "denominator": 2}),
+     (3, "cost_per_lead", 2)),
+    (orjson.dumps({"kpi": "cost_per_mql", "dimensions": {"campaign": "probe-3"}, "denominator": 0}),
+     (3, "cost_per_mql", 0)),
+    (orjson.dumps({"kpi": "cost_per_lead", "dimensions": {"campaign": "probe-3"}}), (3, "cost_per_lead", None)),
+    (orjson.dumps({"kpi": "cost_per_lead", "dimensions": {"campaign": "brand"}, "denominator": 1}), None),
+])
+def test_probe_record_holds_the_leads_counted(value: bytes, expected: tuple[int, str, object] | None) -> None:
+    found = probe_record(value)
+    assert (None if found is None else (found.number, found.kpi, found.leads)) == expected
+
+
+def test_probe_log_lists_the_probes_counted_other_than_once() -> None:
+    probes = ProbeLog()
+    for number in range(4):
+        probes.record_sent(number, 1.0)
+    probes.record_leads(0, 1)
+    probes.record_leads(1, 1)
+    probes.record_leads(1, 2)  # a later revision counts it twice
+    probes.record_leads(1, 1)  # and back: the probe stays miscounted
+    probes.record_leads(2, 0)
+    probes.record_leads(7, 2)  # never sent: not this run's probe
+    assert probes.miscounted() == [1, 2]
+    assert probes.wrong_leads == {1: 2, 2: 0}
 
 
 def test_probes_differ_only_by_their_number() -> None:
@@ -285,12 +320,12 @@ def test_all_ready(pages: dict[int, str | None], with_partitions: bool, expected
 
 def test_options_default_to_every_phase() -> None:
     options = BenchOptions.parse([])
-    assert (options.skip_latency, options.skip_two_workers, options.latency_rate, options.latency_seconds) == (
-        False, False, 2000, 20)
-    options = BenchOptions.parse(["--skip-latency", "--skip-two-workers", "--latency-rate", "500",
+    assert (options.skip_latency, options.skip_two_workers, options.skip_rolling, options.latency_rate,
+            options.latency_seconds) == (False, False, False, 2000, 20)
+    options = BenchOptions.parse(["--skip-latency", "--skip-two-workers", "--skip-rolling", "--latency-rate", "500",
                                   "--latency-seconds", "5"])
-    assert (options.skip_latency, options.skip_two_workers, options.latency_rate, options.latency_seconds) == (
-        True, True, 500, 5.0)
+    assert (options.skip_latency, options.skip_two_workers, options.skip_rolling, options.latency_rate,
+            options.latency_seconds) == (True, True, True, 500, 5.0)
 
 
 def test_lead_rate_defaults_to_the_channels_own_rates() -> None:
@@ -305,12 +340,13 @@ def test_options_refuse_an_empty_latency_phase_or_a_lead_rate_outside_0_to_1(arg
         BenchOptions.parse(args)
 
 
-def results(two_workers: TwoWorkerResult | None, latency: LatencyResult | None) -> Results:
+def results(two_workers: TwoWorkerResult | None, latency: LatencyResult | None,
+            rolling: RollingResult | None = None) -> Results:
     pipeline = PipelineResult(rate=Rate(1000, 0.5), accounted=1000, startup_s=5.0, kpi_quiet_s=1.0, kpi_records=10,
                               pending_leads=0, rejected={}, duplicates=0, scrape_ms=1.0, middle=None,
                               peak_rss_mb=123.456, ready_s=4.0, exit_code=0)
     return Results(Produced({"leads": 1000}, {"lead": 1000}, 1.0), RawResult(Rate(1000, 0.1), Rate(1000, 3), 0),
-                   Rate(1000, 0.25), pipeline, 6.789, two_workers, latency, [])
+                   Rate(1000, 0.25), pipeline, 6.789, two_workers, latency, [], rolling)
 
 
 def test_the_json_line_has_the_new_figures() -> None:
@@ -333,6 +369,40 @@ def test_skipped_phases_are_null_in_the_json_line_and_said_so() -> None:
     assert figures["peak_rss_mb"] == 123.5
     assert any("skipped (--skip-two-workers)" in line for line in lines)
     assert any("skipped (--skip-latency)" in line for line in lines)
+    assert any("skipped (--skip-rolling)" in line for line in lines)
+    assert all(figures[key] is None for key in figures if key.startswith("rolling_"))
+
+
+def rolling(max_delay_ms: float, probes_seen: int = 300, miscounted: int = 0) -> RollingResult:
+    steps = (RestartStep(1, 2.54, 8.0, 0), RestartStep(2, 3.0, 9.456, 0))
+    return RollingResult(max_delay_ms=max_delay_ms, before_max_ms=300.0, p50_ms=120.04, p99_ms=2500.06, probes_sent=300,
+                         probes_seen=probes_seen, miscounted=miscounted, steps=steps, traffic=Rate(60000, 30.0))
+
+
+def test_the_json_line_has_the_rolling_restart_figures() -> None:
+    lines = report(results(None, None, rolling(4321.06)), "take", None)
+    figures = orjson.loads(lines[-1])
+    assert (figures["rolling_max_delay_ms"], figures["rolling_p50_ms"], figures["rolling_p99_ms"]) == (
+        4321.1, 120.0, 2500.1)
+    assert (figures["rolling_missing"], figures["rolling_miscounted"]) == (0, 0)
+    assert figures["rolling_before_max_delay_ms"] == 300.0
+    assert figures["rolling_stop_to_ready_seconds"] == [10.54, 12.46]
+    steps = [line for line in lines if "restart:" in line and line.lstrip().startswith("worker")]
+    assert len(steps) == 2 and "stop to ready 10.5 s" in steps[0]
+    assert not any("WARNING" in line for line in lines)
+
+
+@pytest.mark.parametrize(("result", "warning"), [
+    (rolling(30_000.0), None),  # the target: at most 30 s
+    (rolling(30_000.5), "a probe delayed more than 30 s"),
+    (rolling(900.0, probes_seen=297), "3 probes missing"),
+    (rolling(900.0, miscounted=2), "2 probes counted other than once"),
+])
+def test_a_rolling_restart_past_its_target_is_called_out(result: RollingResult, warning: str | None) -> None:
+    (line,) = [line for line in report(results(None, None, result), "take", None)
+               if line.startswith("rolling restart:")]
+    assert ("WARNING" in line) is (warning is not None)
+    assert warning is None or warning in line
 
 
 def test_many_missing_probes_are_called_out() -> None:
