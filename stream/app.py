@@ -97,8 +97,8 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     Worker(app, settings, stages, routes, inputs=app.topic(*settings.input_topics.values(), **RAW),
            input_kinds={topic: kind for kind, topic in settings.input_topics.items()},
            metrics=Metrics.create(registry, settings.campaign_labels, settings.campaign_label_limit),
-           ready=Gauge("leadgen_worker_ready", "1 once the worker has recovered its state and processes events.",
-                       registry=registry),
+           ready=Gauge("leadgen_worker_ready", "1 once the worker has recovered its state and processes events; 0 "
+                       "from a rebalance until its tables are recovered again.", registry=registry),
            clock=clock).install()
 
     async def metrics_page(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -97,6 +97,7 @@ class Worker:
         # mode's signal typing wants *args receivers; these take the one positional argument faust sends.
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
+        app.on_rebalance_complete.connect(self.on_rebalance_complete)  # type: ignore[arg-type]
 
     def _agent(self, name: str, handle: Callable[[list[faust.EventT[bytes]]], Any]) -> Callable[[Any], Any]:
         app = self.app
@@ -230,6 +231,9 @@ class Worker:
     # -- rebalances ---------------------------------------------------------------------------------------------
 
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        # Not ready until the rebalance's recovery completes: a rolling restart that waits for ready before it
+        # stops the next worker then waits for the group to settle, rather than stack rebalances.
+        self.ready.set(0)
         self.metrics.rebalances.inc()
         # Batches taken before the revocation finish and their table writes reach the changelogs before any
         # partition changes hands (see InFlight); faust flushed the producer before this signal, so again.
@@ -242,6 +246,10 @@ class Worker:
         entities, cells = (self.routes.topics[name].get_topic_name() for name in (ENTITIES, CELLS))
         self.stages.entities.forget(tp.partition for tp in revoked if tp.topic == entities)
         self.stages.cells.forget(tp.partition for tp in revoked if tp.topic == cells)
+
+    async def on_rebalance_complete(self, sender: Any = None, **_: Any) -> None:
+        """Table recovery after a rebalance completed: ready again."""
+        self.ready.set(1)
 
     def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         # The stages index every owned partition in one scan of their table (at their first batch).
