@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import tempfile
 import time
@@ -170,6 +171,7 @@ def _kafka(args: list[str]) -> int:
         return 1
     print(f"Apache Kafka {KAFKA_VERSION} ready in {time.monotonic() - started:.1f} s; log {log}", flush=True)
     print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupted)  # stopped as by Ctrl-C, not left running in its own session
     try:
         while broker.running():
             time.sleep(0.5)
@@ -180,6 +182,10 @@ def _kafka(args: list[str]) -> int:
         return 0
     finally:
         broker.stop()
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def settings_table() -> str:
