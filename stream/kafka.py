@@ -12,6 +12,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaExcep
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream.core.kpis import FAMILIES
+from stream.pipeline.steps import CELL_TABLE, ENTITY_TABLE
 from stream.settings import Settings
 
 
@@ -61,7 +62,7 @@ def internal_topic(settings: Settings, name: str) -> str:
 
 
 def topic_plan(settings: Settings) -> dict[str, dict[str, str]]:
-    """Every topic the service reads or writes (but Faust's changelogs), with its configuration."""
+    """Every topic the service reads or writes, with its configuration."""
     compact = {"cleanup.policy": "compact"}
     plan: dict[str, dict[str, str]] = {topic: {} for topic in settings.input_topics.values()}
     # A dead letter carries the refused message whole (a third more as base64): room for a 1 MB one and more.
@@ -71,7 +72,18 @@ def topic_plan(settings: Settings) -> dict[str, dict[str, str]]:
         plan[settings.kpi_topic(family)] = compact
     plan[internal_topic(settings, "entities")] = {}
     plan[internal_topic(settings, "cells")] = {}
+    # The tables' changelogs, as Faust would make them, but here, where the worker waits until the broker lists
+    # them: made by Faust as the worker starts, a changelog could still be missing from the metadata of the
+    # group's first assignment on Apache Kafka ("Ignoring missing topic"), and its partitions were then never
+    # assigned (seen twice in full test runs: the cells stage never restored, the pipeline stalled).
+    for table in (ENTITY_TABLE, CELL_TABLE):
+        plan[changelog_topic(settings, table)] = compact
     return plan
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """The changelog of a table, named as Faust names it."""
+    return internal_topic(settings, f"{table}-changelog")
 
 
 def _login(settings: Settings) -> str:
@@ -171,7 +183,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, int]
             raise TopicError(f"topic {name} is missing after creation: if it exists, {_login(settings)} may not "
                              f"see it and needs {_needed(settings, name)} ACL (`kpi-stream acls` lists them all)")
         counts[name] = len(metadata.partitions)
-    for name in (internal_topic(settings, "entities"), internal_topic(settings, "cells")):
+    for name in (internal_topic(settings, "entities"), internal_topic(settings, "cells"),
+                 *(changelog_topic(settings, table) for table in (ENTITY_TABLE, CELL_TABLE))):
         if counts[name] != settings.partitions:
             raise TopicError(f"internal topic {name} has {counts[name]} partitions but KPI_PARTITIONS is "
                              f"{settings.partitions}: use a new KPI_APP_ID or the matching KPI_PARTITIONS")
