@@ -88,8 +88,14 @@ class LocalFiles:
         options.set_verify_checksums(True)
         count = 0
         for mapping in (self.db, self.partitions, self.offsets, self.meta):
-            for _ in mapping.items(read_opt=options):
+            # An iterator, not ``items()``: rocksdict's ``items()`` ends quietly at a block that fails its
+            # checksum, as if the keys ended there; only the iterator's ``status()`` raises the error.
+            iterator = mapping.iter(options)
+            iterator.seek_to_first()
+            while iterator.valid():
                 count += 1
+                iterator.next()
+            iterator.status()
         return count
 
     def checkpoints(self) -> dict[int, Checkpoint]:
