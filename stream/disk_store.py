@@ -295,6 +295,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
             files.put_meta(_IDENTITY, orjson.dumps(self.identity))
             return files
         stored = files.meta.get(_IDENTITY)
+        why = None
         try:
             if stored is None:
                 raise ValueError("it has no identity record")
@@ -304,7 +305,11 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
             started = time.monotonic()
             keys = files.verify()
         except Exception as exc:
-            return self._rebuild(path, files, str(exc))
+            why = str(exc)
+        if why is not None:
+            # Rebuilt out of the except block: the error's traceback holds the read-back's frame, whose iterator
+            # keeps the files open (and their RocksDB lock held) after ``close``, and the new files would fail.
+            return self._rebuild(path, files, why)
         previous = files.meta.get(_OPEN)
         log.info("table %s: reusing local state in %s (%d keys read back in %.2f s; offsets %s)%s", self.table_name,
                  path, keys, time.monotonic() - started,
