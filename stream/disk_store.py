@@ -89,8 +89,14 @@ class LocalFiles:
         options.set_verify_checksums(True)
         count = 0
         for mapping in (self.db, self.partitions, self.offsets, self.meta):
-            for _ in mapping.items(read_opt=options):
+            # An iterator, not ``items()``: rocksdict's ``items()`` ends quietly at a block that fails its
+            # checksum, as if the keys ended there; only the iterator's ``status()`` raises the error.
+            iterator = mapping.iter(options)
+            iterator.seek_to_first()
+            while iterator.valid():
                 count += 1
+                iterator.next()
+            iterator.status()
         return count
 
     def checkpoints(self) -> dict[int, Checkpoint]:
@@ -291,6 +297,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
             files.put_meta(_IDENTITY, orjson.dumps(self.identity))
             return files
         stored = files.meta.get(_IDENTITY)
+        why = None
         try:
             if stored is None:
                 raise ValueError("it has no identity record")
@@ -300,7 +307,11 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
             started = time.monotonic()
             keys = files.verify()
         except Exception as exc:  # noqa: BLE001 - rocksdict's are plain Exceptions; ours ValueErrors
-            return self._rebuild(path, files, str(exc))
+            why = str(exc)
+        if why is not None:
+            # Rebuilt out of the except block: the error's traceback holds the read-back's frame, whose iterator
+            # keeps the files open (and their RocksDB lock held) after ``close``, and the new files would fail.
+            return self._rebuild(path, files, why)
         previous = files.meta.get(_OPEN)
         log.info("table %s: reusing local state in %s (%d keys read back in %.2f s; offsets %s)%s", self.table_name,
                  path, keys, time.monotonic() - started,
