@@ -88,7 +88,10 @@ def scale_and_latency_lines(results: Results) -> list[str]:
         + f" (the one-worker pipeline's spawn to leadgen_worker_ready 1, no state yet; it exited with code "
         f"{pipeline.exit_code} on SIGTERM)",
     ]
-    if two is None:
+    if two is None and results.two_workers_failure is not None:
+        lines.append("two workers:            FAILED, no two-worker, failover or standby figure: "
+                     + results.two_workers_failure.splitlines()[0])
+    elif two is None:
         lines.append("two workers:            skipped (--skip-two-workers)")
     else:
         lines += [

@@ -136,3 +136,4 @@ class Results:
     two_workers: TwoWorkerResult | None
     latency: LatencyResult | None
     worker_problems: list[str]
+    two_workers_failure: str | None = None  # why the two-worker phase failed (its figures are then None)

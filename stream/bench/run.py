@@ -86,12 +86,19 @@ def run_measurements(settings: Settings, options: BenchOptions, work_dir: Path, 
         pipeline, stopped_at = measure_pipeline(env, port, produced.total, work_dir, progress)
         restore = measure_restore(bench, env, port, stopped_at, work_dir, produced.total, options.seed,
                                   options.lead_rate, progress)
-        # The two workers read the backlog and the restore phase's extra events.
-        two_workers = None if options.skip_two_workers else measure_two_workers(
-            bench, f"{run_id}-two", produced.total + restore.extra_events, work_dir, progress)
+        two_workers, two_workers_failure = None, None
+        if not options.skip_two_workers:
+            try:
+                # The two workers read the backlog and the restore phase's extra events.
+                two_workers = measure_two_workers(bench, f"{run_id}-two", produced.total + restore.extra_events,
+                                                  work_dir, progress)
+            except BenchError as exc:  # a worker crashing there should not cost the figures measured before it
+                two_workers_failure = str(exc)
+                progress.show(f"two workers: failed: {exc}", force=True)
         latency = None if options.skip_latency else measure_latency(cluster, run_id, options, work_dir, progress)
     problems = [f"{name}: {line}" for name in WORKER_LOGS for line in log_problems(work_dir / name)]
-    return Results(produced, raw, floor, pipeline, restore, two_workers, latency, problems)
+    return Results(produced, raw, floor, pipeline, restore, two_workers, latency, problems,
+                   two_workers_failure)
 
 
 def run_bench(args: list[str], settings: Settings, emit: Callable[[str], None] = print) -> int:
@@ -116,4 +123,4 @@ def run_bench(args: list[str], settings: Settings, emit: Callable[[str], None] =
             return 130
         for line in report(results, options.floor_mode, work_dir if options.keep_logs else None):
             emit(line)
-    return 0
+    return 1 if results.two_workers_failure is not None else 0

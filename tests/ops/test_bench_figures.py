@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -381,6 +382,16 @@ def test_skipped_phases_are_null_in_the_json_line_and_said_so() -> None:
     assert figures["peak_rss_mb"] == 123.5
     assert any("skipped (--skip-two-workers)" in line for line in lines)
     assert any("skipped (--skip-latency)" in line for line in lines)
+
+
+def test_a_failed_two_worker_phase_is_said_so_and_its_figures_are_null() -> None:
+    failed = dataclasses.replace(results(None, None), two_workers_failure="the worker 1 of two exited with code 70; "
+                                                                           "last log lines:\nTraceback")
+    lines = report(failed, "take", None)
+    (line,) = [line for line in lines if line.startswith("two workers:")]
+    assert "FAILED" in line and "exited with code 70; last log lines:" in line and "Traceback" not in line
+    figures = orjson.loads(lines[-1])
+    assert figures["failover_s"] is None and figures["restore_after_sigterm_s"] == 4.12
 
 
 def test_many_missing_probes_are_called_out() -> None:
