@@ -118,15 +118,20 @@ def probe_in_record(value: bytes | None) -> int | None:
 
 
 class ProbeReader(threading.Thread):
-    """Reads a KPI topic from its beginning and notes when each probe's first record arrives.
+    """Reads a KPI topic from its beginning (or, ``from_end``, from its end) and notes when each probe's first
+    record arrives.
 
-    It is assigned every partition rather than subscribed, so no group join delays its first read.
+    It is assigned every partition rather than subscribed, so no group join delays its first read; ``assigned``
+    is set once it is.
     """
 
-    def __init__(self, settings: Settings, topic: str, partitions: int, probes: ProbeLog) -> None:
+    def __init__(self, settings: Settings, topic: str, partitions: int, probes: ProbeLog,
+                 from_end: bool = False) -> None:
         super().__init__(name="probe-reader", daemon=True)
         self._settings, self._topic, self._partitions, self._probes = settings, topic, partitions, probes
+        self._from_end = from_end
         self._stopping = threading.Event()
+        self.assigned = threading.Event()
         self.error: str | None = None
 
     def run(self) -> None:
@@ -139,8 +144,12 @@ class ProbeReader(threading.Thread):
         consumer = Consumer({**confluent_config(self._settings), "group.id": f"{self._topic}-probe-reader",
                              "enable.auto.commit": False, "fetch.wait.max.ms": 10})
         try:
-            consumer.assign([TopicPartition(self._topic, partition, OFFSET_BEGINNING)
+            # The end offsets read here, not OFFSET_END, which would be resolved at some later fetch.
+            consumer.assign([TopicPartition(self._topic, partition,
+                                            consumer.get_watermark_offsets(TopicPartition(self._topic, partition))[1]
+                                            if self._from_end else OFFSET_BEGINNING)
                              for partition in range(self._partitions)])
+            self.assigned.set()
             while not self._stopping.is_set():
                 message = consumer.poll(0.05)  # poll returns as soon as a message is there, unlike consume
                 arrived = time.monotonic()

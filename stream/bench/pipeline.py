@@ -1,4 +1,4 @@
-"""The phases that run the pipeline worker on the backlog: one worker, its restore, two workers."""
+"""The phases that run the pipeline worker on the backlog: one worker, then two (and the failover of one)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
+from stream.bench.errors import BenchError
+from stream.bench.failover import changelog_records, measure_failover
 from stream.bench.processes import ManagedProcess, stop_all, worker_argv
 from stream.bench.progress import Progress
 from stream.bench.results import PipelineResult, TwoWorkerResult
 from stream.bench.run_settings import settings_env
-from stream.bench.timing import RESTORE_TIMEOUT_S
-from stream.bench.watch import PipelineWatch, Timeline, wait_ready
-from stream.settings import Settings
+from stream.bench.watch import PipelineWatch, Timeline
+from stream.settings import ENVIRONMENT, Settings
+
+STANDBY_REPLICAS = 1  # each of the two workers keeps a warm copy of the other's table partitions
 
 
 def measure_pipeline(env: Mapping[str, str], port: int, expected: int, work_dir: Path,
-                     progress: Progress) -> PipelineResult:
+                     progress: Progress) -> tuple[PipelineResult, float]:
     """The pipeline: ``python -m stream worker`` on the backlog, watched through ``/metrics``, then stopped.
+
+    Returns:
+        What it measured, and when the worker was sent its SIGTERM (``time.monotonic``), to time the restore.
 
     Raises:
         BenchError: when the worker exits, does not start, or stalls.
@@ -34,6 +40,8 @@ def measure_pipeline(env: Mapping[str, str], port: int, expected: int, work_dir:
                       "waiting for the KPI output to quiesce", force=True)
         kpi_settled = watch.wait_kpi_quiet([worker])
         worker.stop()
+    if worker.signalled_at is None:
+        raise BenchError(f"the {worker.name} had exited before the bench stopped it")
     last = watch.last
     scrapes = watch.scrape_seconds
     return PipelineResult(
@@ -42,20 +50,8 @@ def measure_pipeline(env: Mapping[str, str], port: int, expected: int, work_dir:
         pending_leads=last.pending_leads, rejected=dict(last.rejected), duplicates=last.duplicates,
         scrape_ms=1000 * sum(scrapes) / len(scrapes) if scrapes else 0.0,
         middle=timeline.span(0.1 * expected, 0.9 * expected), peak_rss_mb=worker.peak_rss_mb,
-        ready_s=None if watch.ready_at is None else watch.ready_at - spawned, exit_code=worker.returncode)
-
-
-def measure_restore(env: Mapping[str, str], port: int, work_dir: Path, progress: Progress) -> float:
-    """Start a worker with the stopped pipeline worker's app id and data dir; seconds from spawn to ready.
-
-    Raises:
-        BenchError: when the worker exits or is not ready in time.
-    """
-    with ManagedProcess("restored pipeline worker", worker_argv(), env, work_dir / "restore.log",
-                        work_dir) as worker:
-        seconds = wait_ready([worker], [port], "restore", progress, timeout_s=RESTORE_TIMEOUT_S) - worker.spawned
-        progress.show(f"restore: worker ready {seconds:.2f} s after its spawn; stopping it", force=True)
-    return seconds
+        ready_s=None if watch.ready_at is None else watch.ready_at - spawned,
+        exit_code=worker.returncode), worker.signalled_at
 
 
 def distinct_free_ports(count: int) -> list[int]:
@@ -72,7 +68,8 @@ def distinct_free_ports(count: int) -> list[int]:
 
 def measure_two_workers(settings: Settings, app_id: str, expected: int, work_dir: Path,
                         progress: Progress) -> TwoWorkerResult:
-    """Two pipeline workers in one new consumer group on the backlog, watched through both ``/metrics``.
+    """Two pipeline workers with a standby replica each, in one new consumer group, on the backlog (watched through
+    both ``/metrics``); then the second one is killed and the failover measured.
 
     Raises:
         BenchError: when a worker exits, they do not start, or they stall.
@@ -86,7 +83,8 @@ def measure_two_workers(settings: Settings, app_id: str, expected: int, work_dir
     for number, port in enumerate(ports, start=1):
         data_dir = work_dir / f"two-workers-{number}"
         data_dir.mkdir(exist_ok=True)
-        workers.append(ManagedProcess(f"worker {number} of two", worker_argv(), settings_env(group, port, data_dir),
+        env = {**settings_env(group, port, data_dir), ENVIRONMENT["standby_replicas"][0]: str(STANDBY_REPLICAS)}
+        workers.append(ManagedProcess(f"worker {number} of two", worker_argv(), env,
                                       work_dir / f"two-workers-{number}.log", work_dir))
     with ExitStack() as running:
         for worker in workers:
@@ -99,8 +97,12 @@ def measure_two_workers(settings: Settings, app_id: str, expected: int, work_dir
         rate = watch.rate()
         first_at = watch.accounted.first_at
         assert first_at is not None  # rate() raises otherwise
-        progress.show(f"two workers: accounted {watch.accounted.value}/{expected} in {rate.seconds:.2f} s",
-                      force=True)
+        progress.show(f"two workers: accounted {watch.accounted.value}/{expected} in {rate.seconds:.2f} s; "
+                      "waiting for the KPI output to quiesce", force=True)
+        # Their output quiet, the standbys have had the time to read the changelogs' last writes.
+        watch.wait_kpi_quiet(workers)
+        failover = measure_failover(group, workers, ports, progress)
         stop_all(workers)
     return TwoWorkerResult(rate, watch.accounted.value, first_at - spawned,
-                           tuple(worker.peak_rss_mb for worker in workers))
+                           tuple(worker.peak_rss_mb for worker in workers), STANDBY_REPLICAS,
+                           changelog_records(group, app_id), failover)

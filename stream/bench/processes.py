@@ -64,7 +64,8 @@ class PeakRss:
 class ManagedProcess:
     """A subprocess with its output in a log file, stopped (SIGTERM, then SIGKILL) when the block is left.
 
-    Its peak RSS is read just before it is stopped (``peak_rss_mb``), and its exit code kept (``returncode``).
+    Its peak RSS is read just before it is stopped (``peak_rss_mb``), its exit code kept (``returncode``), and the
+    moment the bench signalled it to stop (``signalled_at``), from which a successor's restart is timed.
     """
 
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path, cwd: Path,
@@ -78,6 +79,7 @@ class ManagedProcess:
         self.spawned = 0.0  # time.monotonic() just before the spawn
         self.peak_rss_mb: float | None = None
         self.returncode: int | None = None
+        self.signalled_at: float | None = None  # time.monotonic() just before the first SIGTERM or SIGKILL sent
 
     def __enter__(self) -> ManagedProcess:
         with self.log_path.open("ab") as log_file:
@@ -112,6 +114,7 @@ class ManagedProcess:
         """Read the peak RSS and send SIGTERM without waiting (``stop`` then waits), to stop several at once."""
         if self._process is not None and self._process.poll() is None:
             self._note_peak()
+            self._note_signal()
             self._process.terminate()
 
     def stop(self) -> None:
@@ -120,12 +123,28 @@ class ManagedProcess:
         if process is not None:
             if self.peak_rss_mb is None:
                 self._note_peak()
+            if process.poll() is None:
+                self._note_signal()
             stop_process(process, self._stop_timeout_s)
+            self.returncode = process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the process (no shutdown of its own: a crash) and reap it."""
+        process, self._process = self._process, None
+        if process is not None:
+            self._note_peak()
+            self._note_signal()
+            process.kill()
+            process.wait()
             self.returncode = process.returncode
 
     def _note_peak(self) -> None:
         if self._rss is not None:
             self.peak_rss_mb = self._rss.peak_mb()
+
+    def _note_signal(self) -> None:
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
 
 
 def stop_all(processes: Sequence[ManagedProcess]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from stream.bench.results import Results, RollingResult
+from stream.bench.results import RestoreResult, Results, RollingResult, TwoWorkerResult
 from stream.bench.timing import KPI_SETTLE_CAP_S, ROLLING_PROBE_GRACE_S, ROLLING_TARGET_S
 
 MISSING_SHARE_WARNING = 0.01  # more missing probes than this share make the latency line say so
@@ -34,18 +34,64 @@ def two_worker_speedup(results: Results) -> float | None:
     return ratio(results.two_workers.rate.per_second, results.pipeline.rate.per_second)
 
 
+def count(value: int | None) -> str:
+    """A record count for the human lines."""
+    return "n/a" if value is None else f"{value:,}"
+
+
+def restore_lines(restore: RestoreResult) -> list[str]:
+    """The human lines of the restore phase."""
+    restarts = (restore.after_sigterm, restore.after_sigkill, restore.without_local_state)
+    return [
+        f"restore after SIGTERM:  {restore.after_sigterm.stop_to_ready_s:.2f} s, after SIGKILL "
+        f"{restore.after_sigkill.stop_to_ready_s:.2f} s, without local state "
+        f"{restore.without_local_state.stop_to_ready_s:.2f} s (the previous worker's stop signal to the new one's "
+        "leadgen_worker_ready 1; from its spawn "
+        + " / ".join(f"{restart.spawn_to_ready_s:.2f}" for restart in restarts) + " s)",
+        "restore reads:          changelog records to read "
+        + " / ".join(count(restart.changelog_records) for restart in restarts)
+        + " (Faust's recovery tables in each new worker's log); past the local state's offsets "
+        + " / ".join(count(restart.past_checkpoints) for restart in restarts)
+        + f"; SIGKILL once it had accounted {restore.accounted_at_kill} of {restore.extra_events} extra events",
+    ]
+
+
+def failover_lines(two: TwoWorkerResult) -> list[str]:
+    """The human lines of the failover and of what the standbys cost."""
+    lines = []
+    failover = two.failover
+    if failover is not None:
+        def seconds(value: float | None) -> str:
+            return "not seen" if value is None else f"{value:.2f} s"
+
+        lines.append(
+            f"failover:               {seconds(failover.failover_s)} (SIGKILL of worker 2 of 2 to worker 1 owning "
+            f"all {failover.partitions_before} partitions but the changelogs' ({failover.partitions_after} at the "
+            f"end), {seconds(failover.partitions_s)}, and putting the {failover.probes_sent} probe leads sent at the "
+            f"kill on the cost-per-lead KPI topic ({failover.probes_seen} seen), {seconds(failover.probes_s)}; its "
+            f"recovery had {count(failover.changelog_records)} changelog records to read)")
+    lines.append(
+        f"standby cost:           {two.standby_replicas} standby replica per worker; changelog records "
+        f"{count(two.changelog_records)} (the two-worker app's changelogs, which the standbys read between them); "
+        "peak RSS per worker above; not measured without standbys")
+    return lines
+
+
 def scale_and_latency_lines(results: Results) -> list[str]:
     """The human lines of the restore, two-worker and latency phases."""
     pipeline, two, latency = results.pipeline, results.two_workers, results.latency
     lines = [
         f"peak RSS:               {megabytes(pipeline.peak_rss_mb)} (the one-worker pipeline process's VmHWM, "
         "MB = kB / 1024, read just before it was stopped)",
-        f"state restore:          {results.restore_s:.2f} s (spawn of a worker with that worker's app id and data "
-        "dir to leadgen_worker_ready 1; its cold start to ready was "
-        + ("n/a" if pipeline.ready_s is None else f"{pipeline.ready_s:.2f} s")
-        + f"; it exited with code {pipeline.exit_code} on SIGTERM)",
+        *restore_lines(results.restore),
+        "cold start:             " + ("n/a" if pipeline.ready_s is None else f"{pipeline.ready_s:.2f} s")
+        + f" (the one-worker pipeline's spawn to leadgen_worker_ready 1, no state yet; it exited with code "
+        f"{pipeline.exit_code} on SIGTERM)",
     ]
-    if two is None:
+    if two is None and results.two_workers_failure is not None:
+        lines.append("two workers:            FAILED, no two-worker, failover or standby figure: "
+                     + results.two_workers_failure.splitlines()[0])
+    elif two is None:
         lines.append("two workers:            skipped (--skip-two-workers)")
     else:
         lines += [
@@ -54,6 +100,7 @@ def scale_and_latency_lines(results: Results) -> list[str]:
             f"{two.startup_s:.1f} s; peak RSS {', '.join(megabytes(peak) for peak in two.peak_rss_mb)})",
             f"two workers / one:      {two_worker_speedup(results):.3f} (two-worker events/s "
             f"{two.rate.per_second:.0f} / one-worker pipeline events/s {pipeline.rate.per_second:.0f})",
+            *failover_lines(two),
         ]
     if latency is None:
         lines.append("latency:                skipped (--skip-latency)")
@@ -131,7 +178,8 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
     ]
     if work_dir is not None:
         lines.append(f"logs kept in {work_dir}")
-    latency, rolling = results.latency, results.rolling
+    latency, restore, two, rolling = results.latency, results.restore, results.two_workers, results.rolling
+    failover = two.failover if two else None
     lines.append(orjson.dumps({
         "events": total,
         "pipeline_events_per_second": round(pipeline.rate.per_second, 1),
@@ -142,7 +190,13 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
         "latency_p99_ms": rounded(latency.p99_ms if latency else None, 1),
         "two_worker_speedup": rounded(two_worker_speedup(results), 3),
         "peak_rss_mb": rounded(pipeline.peak_rss_mb, 1),
-        "restore_seconds": round(results.restore_s, 2),
+        "restore_after_sigterm_s": round(restore.after_sigterm.stop_to_ready_s, 2),
+        "restore_after_sigkill_s": round(restore.after_sigkill.stop_to_ready_s, 2),
+        "restore_without_local_state_s": round(restore.without_local_state.stop_to_ready_s, 2),
+        "restore_seconds": round(restore.without_local_state.stop_to_ready_s, 2),  # the cold figure, as before
+        "failover_s": rounded(failover.failover_s if failover else None, 2),
+        "two_worker_peak_rss_mb": [rounded(peak, 1) for peak in two.peak_rss_mb] if two else None,
+        "standby_changelog_records": two.changelog_records if two else None,
         "rolling_max_delay_ms": rounded(rolling.max_delay_ms if rolling else None, 1),
         "rolling_before_max_delay_ms": rounded(rolling.before_max_ms if rolling else None, 1),
         "rolling_p50_ms": rounded(rolling.p50_ms if rolling else None, 1),

@@ -47,6 +47,41 @@ class PipelineResult:
 
 
 @dataclass(frozen=True)
+class Restart:
+    """A pipeline worker stopped, and a new one with its app id started: how long until the new one was ready."""
+
+    stop_to_ready_s: float  # from the stop signal to the previous worker to the new one's leadgen_worker_ready 1
+    spawn_to_ready_s: float
+    changelog_records: int | None  # what its recovery had to read, by Faust's log tables (None: not logged)
+    past_checkpoints: int | None  # the disk store's "N records past it to read", summed (None: no local state)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """The three restarts of the restore phase, in the order they ran."""
+
+    after_sigterm: Restart  # on the same data dir, the previous worker stopped cleanly
+    after_sigkill: Restart  # on the same data dir, the previous worker killed while it handled new events
+    without_local_state: Restart  # on a new, empty data dir: the whole changelog read
+    extra_events: int  # produced after the first restart, for the worker then killed
+    accounted_at_kill: int  # of those (and any re-read input), how many the killed worker had accounted
+
+
+@dataclass(frozen=True)
+class FailoverResult:
+    """One of two workers with standbys killed: how long until the survivor processed its partitions."""
+
+    failover_s: float | None  # the later of the two below (None: one of them was not seen in time)
+    partitions_s: float | None  # kill to the first poll at which the survivor owned every partition
+    probes_s: float | None  # kill to the arrival of the last probe's KPI record
+    partitions_before: int  # leadgen_assigned_partitions over both workers before the kill
+    partitions_after: int  # the survivor's at the end
+    probes_sent: int
+    probes_seen: int
+    changelog_records: int | None  # what the survivor's recovery after the kill had to read (None: not logged)
+
+
+@dataclass(frozen=True)
 class TwoWorkerResult:
     """What the two-worker measurement saw."""
 
@@ -54,6 +89,9 @@ class TwoWorkerResult:
     accounted: int  # summed over both workers; more than produced when a rebalance made one read input again
     startup_s: float
     peak_rss_mb: tuple[float | None, ...]
+    standby_replicas: int
+    changelog_records: int | None  # the two-worker app's changelog topics, summed end offsets (None: not read)
+    failover: FailoverResult | None = None
 
 
 @dataclass(frozen=True)
@@ -129,8 +167,9 @@ class Results:
     raw: RawResult
     floor: Rate
     pipeline: PipelineResult
-    restore_s: float
+    restore: RestoreResult
     two_workers: TwoWorkerResult | None
     latency: LatencyResult | None
     worker_problems: list[str]
+    two_workers_failure: str | None = None  # why the two-worker phase failed (its figures are then None)
     rolling: RollingResult | None = None

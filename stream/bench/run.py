@@ -16,10 +16,11 @@ from stream.bench.baselines import measure_floor, measure_raw
 from stream.bench.errors import BenchError
 from stream.bench.latency import measure_latency
 from stream.bench.options import BenchOptions
-from stream.bench.pipeline import measure_pipeline, measure_restore, measure_two_workers
+from stream.bench.pipeline import measure_pipeline, measure_two_workers
 from stream.bench.processes import log_problems
 from stream.bench.progress import Progress
 from stream.bench.report import report
+from stream.bench.restore import measure_restore
 from stream.bench.results import Results
 from stream.bench.rolling import LOGS as ROLLING_LOGS
 from stream.bench.rolling import measure_rolling
@@ -27,8 +28,8 @@ from stream.bench.run_settings import bench_settings, settings_env
 from stream.settings import Settings
 
 # The logs of the pipeline workers, in the order the phases run; a missing one (a skipped phase) has no lines.
-WORKER_LOGS = ("worker.log", "restore.log", "two-workers-1.log", "two-workers-2.log", "latency-worker.log",
-               *ROLLING_LOGS)
+WORKER_LOGS = ("worker.log", "restore-sigterm.log", "restore-sigkill.log", "restore-empty.log", "two-workers-1.log",
+               "two-workers-2.log", "latency-worker.log", *ROLLING_LOGS)
 
 
 @contextmanager
@@ -84,14 +85,23 @@ def run_measurements(settings: Settings, options: BenchOptions, work_dir: Path, 
         port = free_port()
         env = settings_env(bench, port, work_dir)
         floor = measure_floor(env, run_id, produced.total, work_dir, options.floor_mode, progress)
-        pipeline = measure_pipeline(env, port, produced.total, work_dir, progress)
-        restore_s = measure_restore(env, port, work_dir, progress)
-        two_workers = None if options.skip_two_workers else measure_two_workers(
-            bench, f"{run_id}-two", produced.total, work_dir, progress)
+        pipeline, stopped_at = measure_pipeline(env, port, produced.total, work_dir, progress)
+        restore = measure_restore(bench, env, port, stopped_at, work_dir, produced.total, options.seed,
+                                  options.lead_rate, progress)
+        two_workers, two_workers_failure = None, None
+        if not options.skip_two_workers:
+            try:
+                # The two workers read the backlog and the restore phase's extra events.
+                two_workers = measure_two_workers(bench, f"{run_id}-two", produced.total + restore.extra_events,
+                                                  work_dir, progress)
+            except BenchError as exc:  # a worker crashing there should not cost the figures measured before it
+                two_workers_failure = str(exc)
+                progress.show(f"two workers: failed: {exc}", force=True)
         latency = None if options.skip_latency else measure_latency(cluster, run_id, options, work_dir, progress)
         rolling = None if options.skip_rolling else measure_rolling(cluster, run_id, options, work_dir, progress)
     problems = [f"{name}: {line}" for name in WORKER_LOGS for line in log_problems(work_dir / name)]
-    return Results(produced, raw, floor, pipeline, restore_s, two_workers, latency, problems, rolling=rolling)
+    return Results(produced, raw, floor, pipeline, restore, two_workers, latency, problems,
+                   two_workers_failure, rolling=rolling)
 
 
 def run_bench(args: list[str], settings: Settings, emit: Callable[[str], None] = print) -> int:
@@ -116,4 +126,4 @@ def run_bench(args: list[str], settings: Settings, emit: Callable[[str], None] =
             return 130
         for line in report(results, options.floor_mode, work_dir if options.keep_logs else None):
             emit(line)
-    return 0
+    return 1 if results.two_workers_failure is not None else 0

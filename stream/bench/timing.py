@@ -7,7 +7,9 @@ STARTUP_TIMEOUT_S = 120.0  # subprocess start to first event
 RESTORE_TIMEOUT_S = 900.0  # a restarted worker replaying its changelogs (130 s after a lead-heavy million)
 STALL_TIMEOUT_S = 60.0  # no progress for this long: give up
 KPI_SETTLE_CAP_S = 30.0  # longest wait for the KPI output to quiesce
-READY_POLL_S = 0.05  # polling while a worker starts: restore_seconds is read off it, so finer than POLL_S
+READY_POLL_S = 0.05  # polling while a worker starts or takes over: the restore and failover figures are read off
+# it, so finer than POLL_S
+FAILOVER_TIMEOUT_S = 120.0  # a kill to the survivor processing every partition (the session timeout is 6 s)
 LATENCY_WARMUP_S = 2.0  # live traffic before the first probe, so the worker's first fetches are not measured
 PROBE_INTERVAL_S = 0.1
 PROBE_GRACE_S = 5.0  # a probe not seen this long after the last probe was sent counts as missing

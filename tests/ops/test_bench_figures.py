@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from stream.bench import (
     SETTLE_S,
     BenchError,
     BenchOptions,
+    FailoverResult,
     LatencyResult,
     PeakRss,
     PipelineResult,
@@ -24,18 +26,22 @@ from stream.bench import (
     Progress,
     Rate,
     RawResult,
+    Restart,
     RestartStep,
+    RestoreResult,
     Results,
     RollingResult,
     Timeline,
     TwoWorkerResult,
     all_ready,
+    extra_events,
     percentiles_ms,
     probe_event,
     probe_in_record,
     probe_record,
     report,
     status_kb,
+    stream_partitions,
 )
 from stream.core.cells import FUNNEL, CellState, cell_ids
 from stream.core.events import Kind, Rejection
@@ -345,26 +351,70 @@ def results(two_workers: TwoWorkerResult | None, latency: LatencyResult | None,
     pipeline = PipelineResult(rate=Rate(1000, 0.5), accounted=1000, startup_s=5.0, kpi_quiet_s=1.0, kpi_records=10,
                               pending_leads=0, rejected={}, duplicates=0, scrape_ms=1.0, middle=None,
                               peak_rss_mb=123.456, ready_s=4.0, exit_code=0)
+    restore = RestoreResult(after_sigterm=Restart(4.123, 3.0, 0, 0), after_sigkill=Restart(9.876, 9.0, 120, 120),
+                            without_local_state=Restart(6.789, 5.0, 40_000, None), extra_events=1000,
+                            accounted_at_kill=17)
     return Results(Produced({"leads": 1000}, {"lead": 1000}, 1.0), RawResult(Rate(1000, 0.1), Rate(1000, 3), 0),
-                   Rate(1000, 0.25), pipeline, 6.789, two_workers, latency, [], rolling)
+                   Rate(1000, 0.25), pipeline, restore, two_workers, latency, [],
+                   rolling=rolling)
+
+
+def two_workers(failover: FailoverResult | None) -> TwoWorkerResult:
+    return TwoWorkerResult(Rate(1000, 0.4), 1010, 5.0, (100.0, None), standby_replicas=1, changelog_records=52_000,
+                           failover=failover)
 
 
 def test_the_json_line_has_the_new_figures() -> None:
-    two = TwoWorkerResult(Rate(1000, 0.4), 1010, 5.0, (100.0, None))
+    failover = FailoverResult(failover_s=8.456, partitions_s=7.0, probes_s=8.456, partitions_before=25,
+                              partitions_after=25, probes_sent=8, probes_seen=8, changelog_records=12)
     latency = LatencyResult(640.04, 1010.96, 100, 99, Rate(44000, 22.0))
-    lines = report(results(two, latency), "take", None)
+    lines = report(results(two_workers(failover), latency), "take", None)
     figures = orjson.loads(lines[-1])
     assert figures["two_worker_speedup"] == 1.25  # 2500/s over 2000/s
     assert (figures["latency_p50_ms"], figures["latency_p99_ms"]) == (640.0, 1011.0)
-    assert (figures["peak_rss_mb"], figures["restore_seconds"]) == (123.5, 6.79)
+    assert figures["peak_rss_mb"] == 123.5
+    assert (figures["restore_after_sigterm_s"], figures["restore_after_sigkill_s"],
+            figures["restore_without_local_state_s"]) == (4.12, 9.88, 6.79)
+    assert figures["restore_seconds"] == figures["restore_without_local_state_s"]  # kept: the cold figure
+    assert (figures["failover_s"], figures["two_worker_peak_rss_mb"], figures["standby_changelog_records"]) == (
+        8.46, [100.0, None], 52_000)
     assert figures["pipeline_events_per_second"] == 2000.0
     assert not any("WARNING" in line for line in lines)  # 1 of 100 probes missing is not more than 1 %
+
+
+def test_the_human_lines_show_the_three_restarts_and_the_failover() -> None:
+    failover = FailoverResult(failover_s=None, partitions_s=7.0, probes_s=None, partitions_before=25,
+                              partitions_after=25, probes_sent=8, probes_seen=6, changelog_records=None)
+    lines = report(results(two_workers(failover), None), "take", None)
+    (restore,) = [line for line in lines if line.startswith("restore after SIGTERM:")]
+    assert "4.12 s, after SIGKILL 9.88 s, without local state 6.79 s" in restore
+    assert "from its spawn 3.00 / 9.00 / 5.00 s" in restore
+    (reads,) = [line for line in lines if line.startswith("restore reads:")]
+    assert "to read 0 / 120 / 40,000" in reads and "offsets 0 / 120 / n/a" in reads
+    assert "accounted 17 of 1000 extra events" in reads
+    (line,) = [line for line in lines if line.startswith("failover:")]
+    assert line.startswith("failover:               not seen") and "(6 seen), not seen" in line
+    assert "all 25 partitions" in line and "n/a changelog records" in line
+    assert any(line.startswith("standby cost:") and "records 52,000" in line for line in lines)
+    assert orjson.loads(lines[-1])["failover_s"] is None
+
+
+@pytest.mark.parametrize(("backlog", "extra"), [(3000, 1000), (100_000, 1000), (1_000_000, 10_000)])
+def test_the_killed_worker_gets_a_hundredth_of_the_backlog_but_at_least_1000_events(backlog: int, extra: int) -> None:
+    assert extra_events(backlog) == extra
+
+
+def test_the_failover_counts_every_assigned_partition_but_the_changelogs() -> None:
+    page = metrics_page(partitions={"run-leads": 4, "run-entities": 2, "run-cells-changelog": 4,
+                                    "run-entity-state-changelog": 4, "run-__assignor-__leader": 1})
+    assert stream_partitions(page) == 7
 
 
 def test_skipped_phases_are_null_in_the_json_line_and_said_so() -> None:
     lines = report(results(None, None), "take", None)
     figures = orjson.loads(lines[-1])
     assert figures["two_worker_speedup"] is None
+    assert figures["failover_s"] is None and figures["standby_changelog_records"] is None
     assert figures["latency_p50_ms"] is None and figures["latency_p99_ms"] is None
     assert figures["peak_rss_mb"] == 123.5
     assert any("skipped (--skip-two-workers)" in line for line in lines)
@@ -403,6 +453,16 @@ def test_a_rolling_restart_past_its_target_is_called_out(result: RollingResult, 
                if line.startswith("rolling restart:")]
     assert ("WARNING" in line) is (warning is not None)
     assert warning is None or warning in line
+
+
+def test_a_failed_two_worker_phase_is_said_so_and_its_figures_are_null() -> None:
+    failed = dataclasses.replace(results(None, None), two_workers_failure="the worker 1 of two exited with code 70; "
+                                                                           "last log lines:\nTraceback")
+    lines = report(failed, "take", None)
+    (line,) = [line for line in lines if line.startswith("two workers:")]
+    assert "FAILED" in line and "exited with code 70; last log lines:" in line and "Traceback" not in line
+    figures = orjson.loads(lines[-1])
+    assert figures["failover_s"] is None and figures["restore_after_sigterm_s"] == 4.12
 
 
 def test_many_missing_probes_are_called_out() -> None:
