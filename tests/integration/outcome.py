@@ -130,3 +130,9 @@ def dead_letter_sources(bootstrap: Broker, names: Names) -> list[tuple[str, int,
         validate(record)
         sources.append((record["topic"], record["partition"], record["offset"]))
     return sources
+
+
+def dead_letter_reasons(bootstrap: Broker, names: Names) -> list[tuple[str, int, int, str]]:
+    """(topic, partition, offset, reason) of every dead-letter record: what a failed count shows."""
+    return [(record["topic"], record["partition"], record["offset"], record["reason"])
+            for record in (json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters")))]
