@@ -338,8 +338,8 @@ class Settings(BaseSettings):
         "agents write batches of several.")
     data_dir: Name = setting(
         "KPI_DATA_DIR", "./kpi-data",
-        "Directory of the `disk://` store's files; keep it on a volume that outlives the worker (one per worker: a "
-        "second worker on the same directory keeps its tables in files of its own, removed when it exits).")
+        "Directory of the `disk://` store's files; keep it on a volume that outlives the worker. Workers sharing it "
+        "each take a directory per table no other worker holds, kept for the next worker there.")
     standby_replicas: int = setting(
         "KPI_STANDBY_REPLICAS", "1",
         "Workers besides a partition's owner that keep a copy of its tables warm by reading their changelogs, so "

@@ -45,7 +45,7 @@ def test_files_with_a_corrupted_block_are_rebuilt_in_place(tmp_path: Path) -> No
         file.write(b"\xa5" * 64)
     # Only what ``_open`` uses of the store: no app, no table.
     store = object.__new__(DiskStore)
-    store.private, store.identity, store.table_name = False, identity, "cells"
+    store.identity, store.table_name = identity, "cells"
     rebuilt = store._open(tmp_path / "db")
     try:
         assert rebuilt.verify() == 1  # the new files' identity record alone
