@@ -27,7 +27,7 @@ from stream.kafka import MAX_REQUEST_BYTES, faust_credentials, internal_topic
 from stream.metrics import Metrics
 from stream.pipeline.steps import CELL_TABLE, CELLS, DEAD_LETTERS, ENTITIES, ENTITY_TABLE, kpi_route
 from stream.runtime.faust_internals import KpiApp, QuietWorker
-from stream.runtime.faust_output import Routes
+from stream.runtime.faust_output import Routes, TableView
 from stream.runtime.worker import Worker
 from stream.settings import Settings
 from stream.stages import build_stages
@@ -93,7 +93,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
                 DEAD_LETTERS: app.topic(settings.topic_dead_letters, **RAW)},
         raw_topics={kpi_route(family): settings.kpi_topic(family) for family in FAMILIES},
         tables=tables, producer=app.maybe_start_producer)
-    stages = build_stages(settings, input_partitions, tables[ENTITY_TABLE], tables[CELL_TABLE])
+    stages = build_stages(settings, input_partitions, TableView(tables[ENTITY_TABLE]), TableView(tables[CELL_TABLE]))
     Worker(app, settings, stages, routes, inputs=app.topic(*settings.input_topics.values(), **RAW),
            input_kinds={topic: kind for kind, topic in settings.input_topics.items()},
            metrics=Metrics.create(registry, settings.campaign_labels, settings.campaign_label_limit),

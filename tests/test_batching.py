@@ -1,21 +1,13 @@
-"""Batches that end as soon as nothing more is waiting."""
+"""Batches taken straight from an agent's queue, ending as soon as nothing more is waiting."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from stream.batching import ready_batches
-
-DONE = -1
-
-
-async def drain(queue: asyncio.Queue[int]) -> AsyncIterator[int]:
-    """The events put in ``queue`` until ``DONE``, like an agent's stream over its channel's queue."""
-    while (item := await queue.get()) != DONE:
-        yield item
+from stream.batching import queued_batches
 
 
 async def batches_of(arrivals: list[list[int]], max_size: int) -> list[list[int]]:
@@ -27,17 +19,20 @@ async def batches_of(arrivals: list[list[int]], max_size: int) -> list[list[int]
     queue: asyncio.Queue[int] = asyncio.Queue()
     batches: list[list[int]] = []
     pending = list(arrivals)
+    expected = sum(len(each) for each in arrivals)
 
     def arrive() -> None:
-        for item in pending.pop(0) if pending else [DONE]:
+        for item in pending.pop(0) if pending else []:
             queue.put_nowait(item)
 
     arrive()
-    async for batch in ready_batches(drain(queue), lambda: not queue.empty(), max_size):
+    async for batch in queued_batches(queue, max_size):
         batches.append(batch)
+        if sum(len(each) for each in batches) == expected:
+            return batches
         if queue.empty():
             arrive()
-    return batches
+    raise AssertionError("the batches ended")
 
 
 @pytest.mark.parametrize(
@@ -61,26 +56,64 @@ def test_a_batch_ends_when_the_queue_is_empty_or_the_batch_is_full(
 def test_events_arriving_while_a_batch_is_handled_make_the_next_batch() -> None:
     async def run() -> list[list[int]]:
         queue: asyncio.Queue[int] = asyncio.Queue()
-        queue.put_nowait(1)
         batches: list[list[int]] = []
-        async for batch in ready_batches(drain(queue), lambda: not queue.empty(), 100):
+
+        async def arrive_later() -> None:
+            await asyncio.sleep(0.01)
+            queue.put_nowait(1)  # the first batch waits for it
+            await asyncio.sleep(0.01)
+            for item in (2, 3, 4):  # arrive while the first batch is being handled
+                queue.put_nowait(item)
+
+        arriving = asyncio.create_task(arrive_later())
+        async for batch in queued_batches(queue, 100):
             batches.append(batch)
             if len(batches) == 1:
-                for item in (2, 3, 4):  # arrive while the first batch is being handled
-                    queue.put_nowait(item)
-                await asyncio.sleep(0)
+                await asyncio.sleep(0.05)
             if len(batches) == 2:
-                queue.put_nowait(DONE)
+                break
+        await arriving
         return batches
 
     assert asyncio.run(run()) == [[1], [2, 3, 4]]
 
 
+def test_an_error_thrown_into_the_agent_s_queue_ends_the_batches() -> None:
+    # Faust throws a channel's errors into its queue; the agent must see them, as its stream iterator did.
+    async def run() -> list[list[int]]:
+        queue: ThrowableQueue[int] = ThrowableQueue(flow_control=FlowControlEvent(initially_suspended=False))
+        queue.put_nowait(1)
+        batches: list[list[int]] = []
+        async for batch in queued_batches(queue, 100):
+            batches.append(batch)
+            queue._throw(RuntimeError("decode failed"))
+        return batches
+
+    with pytest.raises(RuntimeError, match="decode failed"):
+        asyncio.run(run())
+
+
 def test_a_batch_size_below_one_is_refused() -> None:
     async def first() -> list[int]:
-        async for batch in ready_batches(drain(asyncio.Queue()), lambda: False, 0):
+        async for batch in queued_batches(asyncio.Queue(), 0):
             return batch
         return []
 
     with pytest.raises(ValueError, match="at least one event"):
         asyncio.run(first())
+
+
+def test_the_batches_end_when_faust_stops_the_agent() -> None:
+    # Faust throws StopAsyncIteration into an agent's queue to end its stream; raised out of an async generator
+    # it would crash the agent instead (RuntimeError) and make the worker's stop fail.
+    async def run() -> list[list[int]]:
+        queue: ThrowableQueue[int] = ThrowableQueue(flow_control=FlowControlEvent(initially_suspended=False))
+        queue.put_nowait(1)
+        queue.put_nowait(2)
+        batches: list[list[int]] = []
+        async for batch in queued_batches(queue, 100):
+            batches.append(batch)
+            queue._throw(StopAsyncIteration())
+        return batches
+
+    assert asyncio.run(run()) == [[1, 2]]

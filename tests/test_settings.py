@@ -50,7 +50,7 @@ def defaults():
         ("idle_partition_timeout_ms", 10 * SECOND),
         ("max_event_bytes", 65_536),
         ("batch_max", 5_000),
-        ("stream_buffer", 256),
+        ("stream_buffer", 4096),
         ("stream_buffer_bytes", 1048576),
         ("watermark_interval_ms", 500),
         ("processing_guarantee", "at_least_once"),

@@ -2,7 +2,7 @@
 
 One ``BatchLoop`` per agent. For each batch, in this order (``BatchLoop.run``):
 
-1. **Take** the events ready in the agent's queue, up to ``batch_max`` (``stream.batching.ready_batches``).
+1. **Take** the events ready in the agent's queue, up to ``KPI_BATCH_MAX`` (``stream.batching.queued_batches``).
 2. **Drop what a rebalance made stale**: events fetched in an earlier generation of the consumer group, or
    taken while the flow is stopped (``current_events``). Left unacked, they are read again from the committed
    offsets by whoever owns their partitions now.
@@ -35,7 +35,6 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
 )
 
-from stream.batching import ready_batches
 from stream.runtime.offsets import OffsetLedger
 
 log = logging.getLogger(__name__)
@@ -164,12 +163,11 @@ class BatchLoop(Generic[E]):
     ledger: Callable[[], OffsetLedger]  # the consumer's ledger, which exists once the worker runs
     group: Group
     in_flight: InFlight
-    batch_max: int
     stop: Callable[[str], None] = fail_stop
 
-    async def run(self, events: AsyncIterable[E], more_ready: Callable[[], bool]) -> None:
-        """Handle ``events`` in batches until they end; ``more_ready`` says whether more wait in the queue."""
-        async for taken in ready_batches(events, more_ready, self.batch_max):
+    async def run(self, batches: AsyncIterable[list[E]]) -> None:
+        """Handle ``batches`` (as ``stream.batching.queued_batches`` takes them) until they end."""
+        async for taken in batches:
             await self.run_batch(taken)
 
     async def run_batch(self, taken: list[E]) -> None:

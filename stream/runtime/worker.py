@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -22,12 +22,13 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from prometheus_client import Gauge
 
+from stream.batching import queued_batches
 from stream.metrics import Metrics
 from stream.pipeline.ingest import InputMessage
 from stream.pipeline.routing import source_name
 from stream.pipeline.steps import CELLS, ENTITIES, cell_step, entity_step, ingest_step, kpi_route, progress_step
 from stream.runtime.batches import REVOKE_WAIT_S, BatchLoop, Group, InFlight
-from stream.runtime.faust_internals import Consumer
+from stream.runtime.faust_internals import Consumer, note_inbound
 from stream.runtime.faust_output import FaustOutput, Routes
 from stream.runtime.offsets import OffsetLedger, Unknown
 from stream.settings import Settings
@@ -110,14 +111,19 @@ class Worker:
 
         group = Group(generation=lambda: app.consumer_generation_id, flowing=app.flow_control.is_active,
                       stopping=lambda: bool(app.should_stop), ack=ack)
-        loop = BatchLoop(name, handle, lambda: self.ledger, group, self.in_flight, self.settings.batch_max)
+        loop = BatchLoop(name, handle, lambda: self.ledger, group, self.in_flight)
 
-        async def run(stream: Any) -> None:  # a faust.Stream
-            events = stream.noack()  # acked by the loop once the batch is handled
-            queue = events.channel.queue  # what the stream's iterator reads from
-            await loop.run(events.events(), lambda: not queue.empty())
+        async def run(stream: Any) -> None:  # a faust.Stream, never iterated: its queue is read directly
+            await loop.run(self._noted(queued_batches(stream.channel.queue, self.settings.batch_max)))
 
         return run
+
+    async def _noted(self, batches: AsyncIterator[list[faust.EventT[bytes]]]
+                     ) -> AsyncIterator[list[faust.EventT[bytes]]]:
+        """Each batch, its partitions noted in Faust's monitor first (``note_inbound``)."""
+        async for batch in batches:
+            note_inbound(self.app, {event.message.tp for event in batch})
+            yield batch
 
     async def ingest_batch(self, events: list[faust.EventT[bytes]]) -> None:
         started = time.perf_counter()

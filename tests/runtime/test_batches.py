@@ -46,7 +46,7 @@ class Loop:
         self.running_during_handle: list[bool] = []
         group = Group(generation=lambda: self.generation, flowing=lambda: self.flowing,
                       stopping=lambda: self.stopping, ack=lambda events: self.acked.append(offsets(events)))
-        self.loop = BatchLoop("cells", self.handle, lambda: self.ledger, group, self.in_flight, batch_max=3,
+        self.loop = BatchLoop("cells", self.handle, lambda: self.ledger, group, self.in_flight,
                               stop=self.stopped.append)
 
     async def handle(self, events: list[Any]) -> None:
@@ -56,11 +56,12 @@ class Loop:
             raise RuntimeError("a defect")
 
     def run(self, events: list[Any]) -> None:
-        async def source() -> AsyncIterator[Any]:
-            for each in events:
-                yield each
+        """Run the loop over ``events`` taken in batches of three."""
+        async def batches() -> AsyncIterator[list[Any]]:
+            for start in range(0, len(events), 3):
+                yield events[start:start + 3]
 
-        asyncio.run(self.loop.run(source(), lambda: True))
+        asyncio.run(self.loop.run(batches()))
 
 
 def partition_event(offset: int, generation: int = 7) -> Any:
