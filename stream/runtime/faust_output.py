@@ -85,13 +85,21 @@ async def _write(table: faust.Table[bytes, bytes], partition: int, writes: dict[
 
 
 async def delivered(sends: list[Awaitable[Any]]) -> None:
-    """Wait until every send is delivered.
+    """Wait until every send is delivered; the first that failed raises its error.
 
-    A stop cancels the wait but never the sends themselves: faust completes a send's future when the broker
-    answers, and a future cancelled under it makes faust's producer fail at shutdown.
+    The futures are awaited one after another, skipping those already done: the producer completes all the
+    futures of one request together, so this waits about once per request, where ``asyncio.gather`` put a
+    callback on every future (5 % of the worker's samples on the lead-heavy replay, one profile). A stop
+    cancels the wait but never the sends themselves (``asyncio.wait`` leaves them alone): faust completes a
+    send's future when the broker answers, and a future cancelled under it makes faust's producer fail at
+    shutdown.
     """
-    if sends:
-        await asyncio.shield(asyncio.gather(*sends))
+    futures = [asyncio.ensure_future(send) for send in sends]  # the producer's futures pass unchanged
+    for future in futures:
+        if not future.done():
+            await asyncio.wait([future])
+    for future in futures:
+        future.result()
 
 
 class FaustOutput:
