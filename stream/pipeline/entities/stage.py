@@ -26,6 +26,8 @@ class _PartitionIndex:
 
     progress: PartitionProgress
     waiting_leads: set[bytes] = field(default_factory=set)  # keys of leads with stage changes waiting for them
+    # Per waiting lead: its earliest waiting change's time and the hold it gives (see LeadFunnel.expire_waiting).
+    waiting_known: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     seen_by_time: ExpiryIndex = field(default_factory=ExpiryIndex)  # kept event ids, to forget them in time
 
 
@@ -73,8 +75,11 @@ class EntityStage:
         watermark = progress.combined()
         hold = None
         if watermark is not None:
-            hold = self._funnel.expire_waiting(batch, index.waiting_leads, watermark, now_ms)
+            hold = self._funnel.expire_waiting(batch, index.waiting_leads, watermark, now_ms, index.waiting_known)
             self._dedup.forget_old(batch, index.seen_by_time, watermark)
+        else:
+            for key in batch.leads:  # changed without being judged: judged from their state next time
+                index.waiting_known.pop(key, None)
         store_leads(batch)
         store_visitors(batch)
         out = batch.output()
