@@ -19,7 +19,7 @@ class BatchProducer:
     """A producer tuned for throughput (linger and batching), counting deliveries and failures."""
 
     def __init__(self, config: dict[str, Any], linger_ms: int = 20) -> None:
-        self._client = Producer({**config, "linger.ms": linger_ms, "batch.num.messages": 10000,
+        self._producer = Producer({**config, "linger.ms": linger_ms, "batch.num.messages": 10000,
                                    "queue.buffering.max.messages": 500000, "compression.type": "none"})
         self.delivered = 0
         self.failed: list[str] = []
@@ -34,11 +34,11 @@ class BatchProducer:
         """Queue one message, waiting for room when the local queue is full."""
         while True:
             try:
-                self._client.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
                 break
             except BufferError:
-                self._client.poll(0.05)
-        self._client.poll(0)
+                self._producer.poll(0.05)
+        self._producer.poll(0)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait for every queued message.
@@ -46,7 +46,7 @@ class BatchProducer:
         Raises:
             ProduceError: when some were not delivered.
         """
-        remaining = self._client.flush(timeout_s)
+        remaining = self._producer.flush(timeout_s)
         if remaining:
             raise ProduceError(f"{remaining} messages still undelivered after {timeout_s:.0f} s")
         if self.failed:

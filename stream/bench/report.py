@@ -165,7 +165,7 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
         f"{raw.with_join.per_second:.0f}/s counting connection and group join; {raw.undecodable} undecodable)",
         f"(b) faust floor ({floor_mode}): {floor.per_second:10.0f} events/s ({floor.events} in {floor.seconds:.2f} s)",
         f"pipeline / faust floor: {ratio(pipeline.rate.per_second, floor.per_second):.3f}",
-        f"pipeline / raw:         {ratio(pipeline.rate.per_second, raw.rate.per_second):.3f}",
+        f"pipeline / raw:         {ratio(pipeline.rate.per_second, raw.rate.per_second):.4f}",
         f"pipeline outcome:       duplicates {pipeline.duplicates}, rejected "
         f"{dict(sorted(pipeline.rejected.items())) or 0}, KPI records {pipeline.kpi_records}"
         + (f", KPI output quiet {pipeline.kpi_quiet_s:.1f} s after the first event"
@@ -186,6 +186,7 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
         "raw_events_per_second": round(raw.rate.per_second, 1),
         "faust_floor_events_per_second": round(floor.per_second, 1),
         "pipeline_vs_faust_floor": round(ratio(pipeline.rate.per_second, floor.per_second), 4),
+        "pipeline_vs_raw": round(ratio(pipeline.rate.per_second, raw.rate.per_second), 5),
         "latency_p50_ms": rounded(latency.p50_ms if latency else None, 1),
         "latency_p99_ms": rounded(latency.p99_ms if latency else None, 1),
         "two_worker_speedup": rounded(two_worker_speedup(results), 3),

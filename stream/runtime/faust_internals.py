@@ -104,11 +104,6 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("faust.worker:Worker", "_setup_spinner_handler", "overridden: no spinner (it sets the root logger to DEBUG)"),
     ("faust.worker:Worker", "_schedule_shutdown", "extended: a deadline for stopping"),
     ("mode.worker:Worker", "_signal_stop_time", "set once the first stop signal came"),
-    ("faust.transport.drivers.aiokafka:Producer", "_producer", "the aiokafka producer, to send what it holds now"),
-    ("aiokafka.producer.producer:AIOKafkaProducer", "_message_accumulator", "where sends wait out the linger"),
-    ("aiokafka.producer.message_accumulator:MessageAccumulator", "_batches", "the batches still lingering"),
-    ("aiokafka.producer.message_accumulator:MessageAccumulator", "_waiter_future", "wakes the sender"),
-    ("aiokafka.producer.message_accumulator:MessageBatch", "_builder", "closed: the batch is ready to send"),
     ("faust.sensors.monitor:Monitor", "stream_inbound_time",
      "noted per batch for the livelock check, as the stream iterator the agents no longer use did"),
 )
@@ -389,25 +384,6 @@ def note_inbound(app: Any, tps: Iterable[TP]) -> None:
     now = time.monotonic()
     for tp in tps:
         inbound[tp] = now
-
-
-def send_now(producer: Any) -> None:
-    """Make the producer send what it holds at once, rather than once its linger (5 ms) has passed.
-
-    A step waits for its sends' delivery right after making them, and nothing more of its batch will join them:
-    the linger is then only a wait. A step waits two or three times per batch, and an event crosses three
-    steps, so up to 25 ms of every event's latency was lingering. This closes the lingering batches and wakes
-    the sender, as aiokafka's ``flush_for_commit`` does before a transaction commits (without waiting here).
-    A producer of another kind (a transaction manager) is left to its linger.
-    """
-    accumulator = getattr(getattr(producer, "_producer", None), "_message_accumulator", None)
-    if accumulator is None:
-        return
-    for batches in accumulator._batches.values():
-        for batch in batches:
-            batch._builder.close()
-    if not accumulator._waiter_future.done():
-        accumulator._waiter_future.set_result(None)
 
 
 class IdempotentProducer(faust_aiokafka.Producer):

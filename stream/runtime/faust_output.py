@@ -11,7 +11,6 @@ from typing import Any, cast
 import faust
 
 from stream.disk_store import DiskStore
-from stream.runtime.faust_internals import send_now
 from stream.store import MemoryStore
 
 # What a Kafka producer's send takes: topic, key, value, partition, timestamp, headers; it returns a future.
@@ -142,8 +141,6 @@ class FaustOutput:
         """Wait for every send and write so far, then commit the table writes with their changelog offsets."""
         pending, self._pending = self._pending, []
         written, self._written = self._written, {}
-        if pending:
-            send_now(await self._routes.producer())  # nothing more joins them: no linger
         await delivered(pending)
         for store, last_sends in written.items():
             store.commit(changelog_offsets(last_sends))

@@ -30,6 +30,8 @@ def test_bench_prints_its_figures_as_the_last_line() -> None:
                 "standby_changelog_records"):
         assert figures[key] > 0, (key, figures)
     assert figures["latency_p99_ms"] >= figures["latency_p50_ms"], figures
+    expected_vs_raw = figures["pipeline_events_per_second"] / figures["raw_events_per_second"]
+    assert abs(figures["pipeline_vs_raw"] - expected_vs_raw) < 1e-4, figures
 
 
 def test_a_rolling_restart_counts_every_probe_once() -> None:
