@@ -72,7 +72,7 @@ async def _write(table: faust.Table[bytes, bytes], partition: int, writes: dict[
     partition again after the changelog had been compacted.
     """
     sent: list[Awaitable[Any]] = []
-    store = cast("MemoryStore | DiskStore", table.data)  # the two stores settings allow
+    store = _store(table)
     topic = table.changelog_topic.get_topic_name()
     for key, value in writes.items():
         if value is not None:
@@ -132,7 +132,7 @@ class FaustOutput:
         faust_table = self._routes.tables[table]
         sent = await _write(faust_table, partition, writes, await self._producer_send())
         self._pending += sent
-        store = cast("MemoryStore | DiskStore", faust_table.data)
+        store = _store(faust_table)
         self._written.setdefault(store, {})
         if sent:
             self._written[store][partition] = sent[-1]  # one producer, one partition: the last has the highest offset

@@ -6,6 +6,7 @@ import json
 import random
 from collections import Counter
 from decimal import Decimal
+from typing import Any
 
 import fastjsonschema
 
@@ -121,18 +122,21 @@ def unhandled_inputs(bootstrap: Broker, names: Names) -> list[tuple[str, int, in
     return sorted(produced - handled)
 
 
+def dead_letters(bootstrap: Broker, names: Names) -> list[dict[str, Any]]:
+    """Every dead-letter record, schema-checked; repeats kept."""
+    validate = fastjsonschema.compile(load_schema("dead-letter.schema.json"))
+    records = [json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters"))]
+    for record in records:
+        validate(record)
+    return records
+
+
 def dead_letter_sources(bootstrap: Broker, names: Names) -> list[tuple[str, int, int]]:
     """(topic, partition, offset) of every dead-letter record, schema-checked; repeats kept."""
-    validate = fastjsonschema.compile(load_schema("dead-letter.schema.json"))
-    sources = []
-    for _, value in read_topic(bootstrap, names.topic("dead-letters")):
-        record = json.loads(value)
-        validate(record)
-        sources.append((record["topic"], record["partition"], record["offset"]))
-    return sources
+    return [(record["topic"], record["partition"], record["offset"]) for record in dead_letters(bootstrap, names)]
 
 
 def dead_letter_reasons(bootstrap: Broker, names: Names) -> list[tuple[str, int, int, str]]:
     """(topic, partition, offset, reason) of every dead-letter record: what a failed count shows."""
     return [(record["topic"], record["partition"], record["offset"], record["reason"])
-            for record in (json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters")))]
+            for record in dead_letters(bootstrap, names)]

@@ -100,7 +100,7 @@ class LeadFunnel:
             batch.add_deltas(deltas_for_facts(changes, self.config.window_sizes_ms))
 
     def expire_waiting(self, batch: EntityBatch, waiting: set[bytes], watermark: int, now_ms: int,
-                       known: dict[bytes, tuple[int, int]] | None = None) -> int | None:
+                       known: dict[bytes, tuple[int, int]]) -> int | None:
         """Dead-letter stage changes whose lead did not come in time.
 
         Returns the progress this partition may report while stage changes wait for their lead, or None when
@@ -118,7 +118,6 @@ class LeadFunnel:
         cfg = self.config
         cutoff = watermark - cfg.unknown_lead_timeout_ms
         hold: int | None = None
-        known = {} if known is None else known
         for key in list(waiting):
             state = batch.leads.get(key)
             if state is None:
