@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 def _faust(args: list[str], settings: Settings) -> int:
     """Hand over to Faust's command line with the app built from the settings."""
     from stream.app import build_app
-    from stream.kafka import TopicError, check_group_access, ensure_topics
+    from stream.kafka import TopicError, prepare_cluster
 
     if not settings.bootstrap_servers:
         print("kpi-stream: KAFKA_BOOTSTRAP_SERVERS is not set (or run `kpi-stream demo` for a local broker)",
@@ -46,8 +46,7 @@ def _faust(args: list[str], settings: Settings) -> int:
         return 2
     if args and args[0] == "worker":
         try:
-            counts = ensure_topics(settings)
-            check_group_access(settings)
+            counts = prepare_cluster(settings)
         except TopicError as exc:
             print(f"kpi-stream: {exc}", file=sys.stderr)
             return 1

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import faust
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream.core.kpis import FAMILIES
 from stream.pipeline.steps import CELL_TABLE, ENTITY_TABLE
 from stream.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class TopicError(RuntimeError):
@@ -99,6 +102,13 @@ def _needed(settings: Settings, topic: str) -> str:
     return f"the {operation} (or CREATE, while it is missing)"
 
 
+# What a broker answers while the group's coordinator moves (a rolling restart, a leader election, a new cluster
+# still creating __consumer_offsets): asked again until the check's deadline.
+_COORDINATOR_MOVING = frozenset({KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                                 KafkaError.NOT_COORDINATOR, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+                                 KafkaError._WAIT_COORD})
+
+
 def check_group_access(settings: Settings, timeout_s: float = 15.0) -> None:
     """Fail unless the worker may use its consumer group.
 
@@ -107,19 +117,68 @@ def check_group_access(settings: Settings, timeout_s: float = 15.0) -> None:
     Kafka 4.4). Reading the group's committed offsets needs DESCRIBE on it, which the READ the worker needs
     implies, so a login with no ACL on the group is caught here.
 
+    The offsets are read by a consumer of the group, not by an ``AdminClient``: librdkafka's admin client, which
+    has no group of its own, crashes the process (SIGSEGV in ``rd_kafka_cgrp_op``, librdkafka issue 5040, in
+    every release up to 2.16) when the answer is NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE, which brokers
+    give while the coordinator moves. A consumer looks its coordinator up again, and is asked again here while
+    the answer says the coordinator is moving, until ``timeout_s``; past that, the worker's own consumer meets it.
+
     Raises:
         TopicError: the broker refused the group to this login.
     """
-    admin = AdminClient(confluent_config(settings))
-    request = [ConsumerGroupTopicPartitions(settings.app_id)]
+    consumer = Consumer({**confluent_config(settings), "group.id": settings.app_id, "enable.auto.commit": False,
+                         "log_level": 0})
+    # Any partition will do: the group's ACL is checked before the partitions are looked at.
+    partition = TopicPartition(next(iter(settings.input_topics.values())), 0)
+    deadline = time.monotonic() + timeout_s
     try:
-        admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[settings.app_id].result()
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        while True:
+            try:
+                consumer.committed([partition], timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                code = error.code() if error is not None else None
+                if code == KafkaError.GROUP_AUTHORIZATION_FAILED or _group_refused(consumer):
+                    raise _group_refused_error(settings) from exc
+                if code not in _COORDINATOR_MOVING or time.monotonic() >= deadline:
+                    # Anything else (a broker without this request, say) is the worker's consumer's to meet and
+                    # report.
+                    log.warning("the consumer group %s could not be checked (%s); starting anyway",
+                                settings.app_id, exc)
+                    return
+            time.sleep(0.1)
+    finally:
+        consumer.close()
+
+
+def _group_refused(consumer: Consumer) -> bool:
+    """Whether the consumer was told it may not use its group: a refused coordinator lookup reaches the
+    application as a consumer error, while the offset request waits for a coordinator."""
+    while (message := consumer.poll(0)) is not None:
+        error = message.error()
         if error is not None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
-            raise TopicError(f"{_login(settings)} may not use the consumer group {settings.app_id}: it needs "
-                             "the READ ACL on that group (`kpi-stream acls` lists them all)") from exc
-        # Anything else (a broker without this request, say) is the consumer's to meet and report.
+            return True
+    return False
+
+
+def _group_refused_error(settings: Settings) -> TopicError:
+    return TopicError(f"{_login(settings)} may not use the consumer group {settings.app_id}: it needs "
+                      "the READ ACL on that group (`kpi-stream acls` lists them all)")
+
+
+def prepare_cluster(settings: Settings) -> dict[str, int]:
+    """What the worker does on the cluster before Faust starts: create the missing topics, check its group.
+
+    Returns:
+        The partition count of every planned topic.
+
+    Raises:
+        TopicError: the cluster cannot be reached, a topic is unusable, or the group is refused.
+    """
+    counts = ensure_topics(settings)
+    check_group_access(settings)
+    return counts
 
 
 def _listed(admin: AdminClient, names: Iterable[str], deadline: float) -> dict[str, Any]:
