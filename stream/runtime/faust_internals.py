@@ -33,8 +33,14 @@ Which of the other workarounds here Apache Kafka needs too: the short fetch
 wait bounds each hop's latency on an idle topic on either broker (Kafka answers
 a fetch as soon as data arrives, Tansu only when the wait ends); the consumer's
 re-read after a seek and after an offset jump (the ledger's rules) answer Faust's own
-races, not a broker's, and also pass compacted changelogs and transaction
-markers (a jump that repeats is accepted): they run on both.
+races, not a broker's: they run on both.
+
+Input read committed. The worker consumer reads ``read_committed`` (Faust does only
+under its transactions), so records of aborted upstream transactions are never
+counted. The offsets the fetcher skips (transaction markers, aborted and compacted
+records) are no jump to read again for: each fetch's positions before and after it
+(``_fetch_records``) tell the ledger what its records leave out, and a partition
+whose last record is a marker is caught up once its fetch has been handed over.
 """
 from __future__ import annotations
 
@@ -76,6 +82,12 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
      "the aiokafka consumer, for the time of a partition's last fetch response"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms",
      "read when the fetcher starts, after construction: the only way to set the worker consumer's wait"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_isolation_level",
+     "read when the fetcher starts: read_committed without Faust's transactions"),
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_fetch_records",
+     "extended: the fetch positions before and after, from the thread that fetches"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_subscription", "the partitions' fetch positions, read at once"),
+    ("faust.transport.consumer:ThreadDelegateConsumer", "_getmany", "extended: the ledger learns each fetch"),
     ("faust.transport.consumer:Consumer", "_read_offset", "replaced: left alone while a partition is re-read"),
     ("faust.transport.consumer:Consumer", "callback", "wrapped: each fetched message is admitted by the ledger"),
     ("faust.transport.consumer:Consumer", "suspend_flow", "the event a hand-over that can wait races against"),
@@ -123,9 +135,30 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads this when the fetcher starts, which is after construction.
+        # aiokafka reads these when the fetcher starts, which is after construction.
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        # Faust reads read_committed only with its transactions: records of aborted upstream transactions (Kafka
+        # Connect's exactly-once sources, Debezium, Flink's or Kafka Streams' exactly-once sinks) were counted.
+        consumer._isolation_level = "read_committed"
         return consumer
+
+    async def _fetch_records(self, consumer: aiokafka.AIOKafkaConsumer, active_partitions: Any,
+                             timeout: float | None = None, max_records: int | None = None) -> Any:
+        """Faust's fetch, with each active partition's fetch position before and after it noted for the consumer
+        (``take_fetch_positions``): what lies between them and is not among the records was skipped by the
+        fetcher (transaction markers, aborted transactions, compacted records)."""
+        before = _positions(consumer, active_partitions)
+        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout,
+                                               max_records=max_records)
+        # Read with no await since the records were taken: the positions are the ones they leave.
+        self._fetch_positions = (before, _positions(consumer, active_partitions))
+        return records
+
+    def take_fetch_positions(self) -> tuple[dict[TP, int], dict[TP, int]]:
+        """The positions before and after the last fetch (empty once taken, or when it fetched nothing)."""
+        positions: tuple[dict[TP, int], dict[TP, int]] = getattr(self, "_fetch_positions", ({}, {}))
+        self._fetch_positions = ({}, {})
+        return positions
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         reported: Mapping[TP, int] = await super()._highwaters(partitions)
@@ -179,6 +212,20 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         )
 
 
+def _positions(consumer: aiokafka.AIOKafkaConsumer, partitions: Iterable[Any]) -> dict[TP, int]:
+    """The fetch position of each of ``partitions`` that is assigned and has one, read without waiting."""
+    subscriptions = consumer._subscription
+    positions: dict[TP, int] = {}
+    if subscriptions.subscription is None:
+        return positions
+    assignment = subscriptions.subscription.assignment
+    for tp in partitions or ():
+        state = assignment.state_value(tp) if subscriptions.is_assigned(tp) else None
+        if state is not None and state.has_valid_position:
+            positions[TP(tp.topic, tp.partition)] = state.position
+    return positions
+
+
 def _log_corrections(reported: Mapping[TP, int], found: Mapping[TP, int]) -> None:
     corrected = sorted((tp, reported[tp], end) for tp, end in found.items() if end != reported[tp])
     for tp, was, end in corrected:
@@ -212,6 +259,7 @@ class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ledger = OffsetLedger()
+        self._fetch_round: dict[TP, int] = {}
         self._acking = False
         self._read_offset = _ReadOffsets(cast(set[TP], self.ledger.stale))
         deliver = self.callback
@@ -254,7 +302,8 @@ class Consumer(faust_aiokafka.Consumer):
         registered with Faust, which may then commit past it."""
         admission, expected = self.ledger.admit(tp, offset, self.app.rebalancing)
         if admission is Admission.DELIVER_PAST_GAP:
-            await super()._add_gap(tp, expected, offset)
+            # Faust's gap runs to its second offset included: the message delivered is not part of it.
+            await super()._add_gap(tp, expected, offset - 1)
         return admission is not Admission.DROP
 
     @contextmanager
@@ -294,11 +343,29 @@ class Consumer(faust_aiokafka.Consumer):
                 # No committed offset: the reset policy (earliest) applies, and a log that starts later is a gap.
                 self.ledger.sought(tp, self._read_offset.get(tp) or 0)
 
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        records = await super()._getmany(active_partitions, timeout)
+        before, after = cast(_ConsumerThread, self._thread).take_fetch_positions()
+        for tp, start in before.items():
+            if tp in after and not self._is_changelog_tp(tp):
+                self.ledger.fetched(tp, start, after[tp])
+                self._fetch_round[tp] = len(records.get(tp, ()))
+        return records
+
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        """Faust's messages, each fetch's skipped offsets passed over once all its messages were handed over."""
         if self.ledger.reseek:
             await self.seek_wait(cast(dict[TP, int], self.ledger.take_reseeks()))
-        async for item in super().getmany(timeout):
-            yield item
+        self._fetch_round = {}  # filled by _getmany: messages fetched per partition
+        handed_over: defaultdict[TP, int] = defaultdict(int)
+        async for tp, message in super().getmany(timeout):
+            handed_over[tp] += 1
+            yield tp, message
+        # Here only when Faust handed every message over (it stops early at a rebalance or a stop): a partition
+        # whose messages all went on is known to its fetch's end, markers and aborted records after them included.
+        for tp, fetched in self._fetch_round.items():
+            if handed_over[tp] == fetched and (skipped := self.ledger.fetched_through(tp)) is not None:
+                await super()._add_gap(tp, skipped[0], skipped[1] - 1)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         """Faust's gap detection, superseded by the ledger's (``_admit`` registers the real gaps)."""

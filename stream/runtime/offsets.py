@@ -22,6 +22,13 @@ Why each rule exists:
   partitions, then resumes the flow, which empties the streams' queues: a message handed over in between is
   lost (measured in the scale-out test: the first message after a rebalance, delivered 1 ms before "Worker
   ready", never reached its agent). It is read again once the flow runs.
+- **Offsets the fetcher skipped are no jump.** The consumer reads ``read_committed``: the records of aborted
+  upstream transactions and the transaction markers are skipped by the fetcher, and compaction removes records,
+  so offsets are missing from a partition's records without anything being lost. A fetch whose starting
+  position is the offset expected next vouches for everything up to its end position (``fetched``): a jump
+  inside it is delivered at once (the skipped offsets registered as a gap, to commit past), and once every
+  record it returned is delivered, the offset expected next is its end (``fetched_through``), so a partition
+  whose last record is a marker is caught up. A seek, or a partition read again, ends the vouching.
 - **Handled once per process.** After an unclean restart Faust can resume fetching before it seeks back to
   the committed offset, handing the same records over twice in one process; the agents skip what they have
   handled (``first_time``).
@@ -68,16 +75,22 @@ class OffsetLedger:
     jumps: dict[Hashable, tuple[int, int]] = field(default_factory=dict)
     # The offset expected next from each stream partition, from its last seek on (changelogs are not tracked).
     expected: dict[Hashable, int] = field(default_factory=dict)
+    # The fetch each stream partition is being delivered from, as (start, end) positions, while it started at the
+    # offset expected next: the offsets in it that no record was delivered for are not there to read.
+    vouched: dict[Hashable, tuple[int, int]] = field(default_factory=dict)
 
     # -- the consumer's side ------------------------------------------------------------------------------------
 
     def assigned(self, partitions: Iterable[Hashable]) -> None:
         """Stream partitions just assigned: what is fetched for them before their seek is dropped."""
-        self.stale.update(partitions)
+        for partition in partitions:
+            self.stale.add(partition)
+            self.vouched.pop(partition, None)
 
     def sought(self, partition: Hashable, offset: int) -> None:
         """Faust sought ``partition`` to ``offset`` (its committed offset, or 0 without one)."""
         self.expected[partition] = offset
+        self.vouched.pop(partition, None)
         if partition in self.stale:
             self.reseek[partition] = offset
 
@@ -86,7 +99,33 @@ class OffsetLedger:
         partitions, self.reseek = self.reseek, {}
         self.stale.difference_update(partitions)
         self.expected.update(partitions)
+        for partition in partitions:
+            self.vouched.pop(partition, None)
         return partitions
+
+    def fetched(self, partition: Hashable, start: int, end: int) -> None:
+        """The consumer's fetcher returned the records of ``partition`` between its positions ``start`` and
+        ``end``, skipping what is not there to read (transaction markers, aborted transactions, compacted
+        records). Vouched for only when it starts at the offset expected next: a fetch made before a seek, or
+        after records that were never delivered, vouches for nothing."""
+        if partition not in self.stale and self.expected.get(partition) == start and end > start:
+            self.vouched[partition] = (start, end)
+        else:
+            self.vouched.pop(partition, None)
+
+    def fetched_through(self, partition: Hashable) -> tuple[int, int] | None:
+        """Every record of the vouched fetch of ``partition`` was delivered: the offsets after its last record up
+        to its end are not there (a trailing transaction marker, say), and the one expected next is its end.
+
+        Returns:
+            The offsets passed over, ``(first, end)``, to register as a gap; None when there are none.
+        """
+        fetch = self.vouched.pop(partition, None)
+        expected = self.expected.get(partition)
+        if fetch is None or expected is None or not fetch[0] <= expected < fetch[1]:
+            return None
+        self.expected[partition] = fetch[1]
+        return expected, fetch[1]
 
     def admit(self, partition: Hashable, offset: int, rebalancing: bool) -> tuple[Admission, int]:
         """Whether to hand the message at ``offset`` over, and the offset expected before it.
@@ -111,7 +150,10 @@ class OffsetLedger:
             self._read_again(partition, min(offset, expected))
             return Admission.DROP, expected
         admission = Admission.DELIVER
-        if offset > expected:
+        fetch = self.vouched.get(partition)
+        if offset > expected and fetch is not None and fetch[0] <= expected and offset < fetch[1]:
+            admission = Admission.DELIVER_PAST_GAP  # skipped by the fetcher: not there to read
+        elif offset > expected:
             if self.jumps.pop(partition, None) != (expected, offset):
                 log.info("consumer: %s delivered offset %d where %d was next; reading again from there",
                          _name(partition), offset, expected)
@@ -129,6 +171,7 @@ class OffsetLedger:
     def _read_again(self, partition: Hashable, offset: int) -> None:
         self.stale.add(partition)
         self.reseek[partition] = offset
+        self.vouched.pop(partition, None)
 
     def revoked(self, partitions: Iterable[Hashable]) -> None:
         """Partitions taken away by a rebalance: the consumer forgets them (see ``forget_handled`` for the agents)."""
@@ -138,6 +181,7 @@ class OffsetLedger:
             self.reseek.pop(partition, None)
             self.jumps.pop(partition, None)
             self.expected.pop(partition, None)
+            self.vouched.pop(partition, None)
 
     # -- the agents' side ---------------------------------------------------------------------------------------
 
@@ -154,10 +198,15 @@ class OffsetLedger:
             self.handled.pop(partition, None)
 
     def next_to_handle(self, partition: Hashable) -> int | Unknown:
-        """The offset of the next message of ``partition`` an agent has to handle: one past the last it handled,
-        or before it has handled any the next the consumer delivers."""
+        """The offset of the next message of ``partition`` an agent has to handle: one past the last it handled
+        (or past the offsets the fetcher skipped after it, once it has handled every message delivered), or
+        before it has handled any the next the consumer delivers."""
         if partition in self.handled:
-            return self.handled[partition] + 1
+            handled = self.handled[partition]
+            expected = self.expected.get(partition)
+            if expected is not None and expected > handled + 1 and self.delivered.get(partition, -1) <= handled:
+                return expected
+            return handled + 1
         if partition in self.stale:
             return Unknown.READ_AGAIN
         expected = self.expected.get(partition)

@@ -190,3 +190,82 @@ def test_an_input_partition_is_caught_up_only_when_nothing_is_left_or_unknown(
     if handled >= 0:
         book.handled[TOPIC] = handled
     assert book.caught_up(TOPIC, next_offset, highwater, age_s, stale_after_s=2.0) is caught_up
+
+
+# -- offsets the fetcher skipped (read_committed: transaction markers, aborted transactions; compaction) ----------
+
+def test_a_jump_inside_a_fetch_that_starts_where_expected_is_delivered_at_once_as_a_gap() -> None:
+    # 6, 7 committed; 8 their commit marker; 9..11 an aborted transaction, 12 its abort marker; 13 committed.
+    feed = Feed(6)
+    feed.ledger.fetched(TOPIC, 6, 14)
+    assert [feed(offset) for offset in (6, 7, 13)] == [True, True, True]
+    assert feed.gaps() == [(8, 14)] and not feed.ledger.reseek and not feed.ledger.stale
+    assert feed.ledger.expected[TOPIC] == 14
+
+
+@pytest.mark.parametrize("start", [5, 7])
+def test_a_fetch_that_does_not_start_where_expected_vouches_for_nothing(start: int) -> None:
+    # A fetch made before a seek, or after messages that were never handed over (Faust stopped early).
+    feed = Feed(6)
+    feed.ledger.fetched(TOPIC, start, 14)
+    assert feed(6) is True
+    assert feed(13) is False and feed.ledger.reseek == {TOPIC: 7} and not feed.gaps()
+    assert feed.ledger.fetched_through(TOPIC) is None
+
+
+def test_a_seek_ends_what_a_fetch_vouched_for() -> None:
+    feed = Feed(6)
+    feed.ledger.fetched(TOPIC, 6, 14)
+    feed.ledger.sought(TOPIC, 6)
+    assert feed(9) is False and feed.ledger.reseek == {TOPIC: 6}
+    assert feed.ledger.fetched_through(TOPIC) is None
+
+
+def test_a_partition_read_again_ends_what_its_fetch_vouched_for() -> None:
+    feed = Feed(6)
+    feed.ledger.fetched(TOPIC, 6, 14)
+    feed.rebalancing = True
+    assert feed(6) is False
+    feed.rebalancing = False
+    assert feed.ledger.fetched_through(TOPIC) is None and feed.ledger.expected[TOPIC] == 6
+
+
+def test_a_fetch_through_passes_the_markers_after_its_last_message() -> None:
+    # 6, 7 committed, 8 their commit marker: the end of the partition (high watermark 9).
+    feed = Feed(6)
+    feed.ledger.fetched(TOPIC, 6, 9)
+    assert [feed(offset) for offset in (6, 7)] == [True, True]
+    assert feed.ledger.fetched_through(TOPIC) == (8, 9)
+    assert feed.ledger.expected[TOPIC] == 9
+    assert feed.ledger.fetched_through(TOPIC) is None  # once
+    # The next transaction's first message is no jump.
+    assert feed(9) is True and not feed.ledger.reseek
+
+
+def test_a_fetch_of_markers_only_passes_them() -> None:
+    feed = Feed(8)
+    feed.ledger.fetched(TOPIC, 8, 9)
+    assert feed.ledger.fetched_through(TOPIC) == (8, 9)
+    assert feed.ledger.expected[TOPIC] == 9
+
+
+def test_a_stale_partition_vouches_for_nothing() -> None:
+    book = OffsetLedger()
+    book.assigned([TOPIC])
+    book.sought(TOPIC, 6)
+    book.fetched(TOPIC, 6, 9)
+    assert book.fetched_through(TOPIC) is None and book.expected[TOPIC] == 6
+
+
+def test_a_partition_ending_in_a_marker_is_caught_up_once_its_messages_are_handled() -> None:
+    book = ledger(6)
+    book.fetched(TOPIC, 6, 9)  # 6, 7 and the commit marker 8: high watermark 9
+    for offset in (6, 7):
+        book.admit(TOPIC, offset, rebalancing=False)
+    book.fetched_through(TOPIC)
+    book.first_time(TOPIC, 6)
+    assert book.next_to_handle(TOPIC) == 7  # 7 still waits for the agent
+    assert not book.caught_up(TOPIC, 7, 9, 0.1, stale_after_s=2.0)
+    book.first_time(TOPIC, 7)
+    assert book.next_to_handle(TOPIC) == 9
+    assert book.caught_up(TOPIC, book.next_to_handle(TOPIC), 9, 0.1, stale_after_s=2.0)  # type: ignore[arg-type]
