@@ -320,7 +320,7 @@ class Settings(BaseSettings):
         "answer was lost (a broker stall, a leader change) is written once. Apache Kafka 4.4 answered sends with "
         "NOT_LEADER after a 20 s stall (the node fences itself), and a retried send it had written is otherwise "
         "written twice. The embedded Tansu broker refuses idempotent producers: `kpi-stream demo` turns this off "
-        "for it.")
+        "for it. A worker whose broker refuses one stops at start with status 78, naming this setting.")
     watermark_interval_ms: Duration = setting(
         "KPI_WATERMARK_INTERVAL", "500ms", "How often input progress is sent downstream.")
     processing_guarantee: ProcessingGuarantee = setting(
