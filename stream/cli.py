@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from stream import redact, retried_logs
-from stream.settings import ENVIRONMENT, Settings, SettingsError
+from stream.settings import ENVIRONMENT, Settings, SettingsError, unknown_variables
 
 OWN_COMMANDS = ("demo", "generate", "topics", "settings", "bench", "kafka", "acls")
 
@@ -22,6 +22,9 @@ OWN_COMMANDS = ("demo", "generate", "topics", "settings", "bench", "kafka", "acl
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # Before the settings are read, so that a misspelt variable is named even when another one is refused.
+    for warning in unknown_variables():
+        print(f"kpi-stream: warning: {warning}", file=sys.stderr)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

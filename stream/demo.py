@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
@@ -30,7 +30,7 @@ from stream.core.money import parse_rate_table
 from stream.core.timeutil import format_rfc3339, window_start
 from stream.generator import TrafficModel
 from stream.kafka import confluent_config, ensure_topics
-from stream.produce import BatchProducer, produce_paced
+from stream.produce import BatchProducer, ProduceError, produce_paced
 from stream.settings import ENVIRONMENT, Settings
 
 DEMO_RATES = "EUR=1.08,GBP=1.27"
@@ -53,22 +53,73 @@ class KpiBoard:
         return None
 
 
-def _read_kpis(settings: Settings, board: KpiBoard, stop: threading.Event) -> None:
+@dataclass
+class Feed:
+    """What the demo's two threads share with the live view: the KPI board, the events sent so far, and why a
+    thread stopped early."""
+
+    board: KpiBoard = field(default_factory=KpiBoard)
+    sent: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _read_kpis(settings: Settings, feed: Feed, stop: threading.Event) -> None:
+    """Fill the board from the KPI topics until ``stop`` is set; the consumer lives and is closed on this thread."""
     consumer = Consumer({**confluent_config(settings), "group.id": f"kpi-demo-view-{os.getpid()}",
                          "enable.auto.commit": False, "log_level": 0})
-    topics = [settings.kpi_topic(family) for family in FAMILIES]
-    metadata = consumer.list_topics(timeout=10).topics
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic in topics
-                     for p in metadata[topic].partitions])
     try:
+        topics = [settings.kpi_topic(family) for family in FAMILIES]
+        metadata = consumer.list_topics(timeout=10).topics
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic in topics
+                         for p in metadata[topic].partitions])
         while not stop.is_set():
             message = consumer.poll(0.2)
             if message is None or message.error() or message.key() is None or message.value() is None:
                 continue
-            with board.lock:
-                board.records[message.key()] = orjson.loads(message.value())  # type: ignore[index, arg-type]
+            with feed.board.lock:
+                feed.board.records[message.key()] = orjson.loads(message.value())  # type: ignore[index, arg-type]
+    except KafkaException as exc:  # the KPI topics could not be listed
+        feed.problems.append(f"the KPI view stopped reading: {exc}")
     finally:
         consumer.close()
+
+
+def _generate(settings: Settings, model: TrafficModel, rate: float, feed: Feed, stop: threading.Event) -> None:
+    """Send synthetic traffic until ``stop`` is set; the producer lives and is closed on this thread."""
+    producer = BatchProducer(confluent_config(settings))
+    try:
+        for count in produce_paced(producer, settings.input_topics, model.events(), rate, None,
+                                   should_stop=stop.is_set):
+            feed.sent = count
+    except ProduceError as exc:  # the last sends were not delivered in time
+        feed.problems.append(f"the traffic generator stopped: {exc}")
+    finally:
+        producer.close()
+
+
+@contextmanager
+def _background(settings: Settings, options: argparse.Namespace, feed: Feed) -> Iterator[None]:
+    """The traffic generator and the KPI reader, each on a thread of its own, while the block runs; then both are
+    told to stop and joined, whatever ended the block.
+
+    The join needs no timeout: the reader stops within its poll (0.2 s) or its topic listing (10 s), the
+    generator within its last flush (30 s) and its producer's close (5 s).
+    """
+    stop = threading.Event()
+    model = TrafficModel(seed=options.seed, start_ms=int(time.time() * 1000), time_scale=20.0,
+                         visits_per_second=options.rate / 3.5, clock_ms=lambda: int(time.time() * 1000))
+    threads = [threading.Thread(target=_generate, args=(settings, model, options.rate, feed, stop), name="generator"),
+               threading.Thread(target=_read_kpis, args=(settings, feed, stop), name="kpi-reader")]
+    started: list[threading.Thread] = []
+    try:
+        for thread in threads:
+            thread.start()
+            started.append(thread)
+        yield
+    finally:
+        stop.set()
+        for thread in started:
+            thread.join()
 
 
 def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -99,7 +150,8 @@ def _fmt(value: float | None, kind: str) -> str:
     return f"{value:,.0f}"
 
 
-def _view(settings: Settings, board: KpiBoard, port: int, sent: list[int], started: float) -> Group:
+def _view(settings: Settings, feed: Feed, port: int, started: float) -> Group:
+    board = feed.board
     samples = _metrics(port)
     now = int(time.time() * 1000)
     start = format_rfc3339(window_start(now, HOUR_MS))
@@ -107,7 +159,7 @@ def _view(settings: Settings, board: KpiBoard, port: int, sent: list[int], start
                                    for suffix in ("", "_duplicate", "_rejected"))
     watermark = _sum(samples, 'leadgen_watermark_timestamp_seconds') / 2 if samples else 0
     header = Table.grid(padding=(0, 3))
-    header.add_row(f"sent {sent[0]:,}", f"valid {valid:,.0f}", f"duplicates {duplicates:,.0f}",
+    header.add_row(f"sent {feed.sent:,}", f"valid {valid:,.0f}", f"duplicates {duplicates:,.0f}",
                    f"rejected {rejected:,.0f}", f"{valid / max(time.time() - started, 1):,.0f} valid/s",
                    f"watermark lag {max(now / 1000 - watermark, 0):,.1f} s" if watermark else "watermark –")
     table = Table(title=f"Live KPIs, hour starting {start} ({settings.rates.reporting_currency})",
@@ -150,7 +202,7 @@ def _view(settings: Settings, board: KpiBoard, port: int, sent: list[int], start
                      _fmt(pipeline["value"] if pipeline else None, "money"),
                      _fmt(roas["value"] if roas else None, "ratio"),
                      _fmt(credited["value"] if credited else None, "ratio"))
-    return Group(header, table, more)
+    return Group(header, *(f"[red]{problem}" for problem in list(feed.problems)), table, more)
 
 
 @contextmanager
@@ -181,8 +233,9 @@ def _cluster(stack: ExitStack, settings: Settings, workdir: Path, console: Conso
     if not settings.bootstrap_servers:
         broker = EmbeddedBroker(workdir / "broker.log")
         console.print(f"starting the embedded broker (Tansu) on {broker.bootstrap_servers} ...")
-        broker.start()
+        # Before it starts: it runs in its own session, so a Ctrl-C while it starts reaches only the demo.
         stack.callback(broker.stop)
+        broker.start()
         env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         env.update(broker.worker_env)
         env.setdefault("KPI_APP_ID", f"kpi-demo-{int(time.time())}")
@@ -195,51 +248,51 @@ def _cluster(stack: ExitStack, settings: Settings, workdir: Path, console: Conso
 
 
 def run_demo(args: list[str], settings: Settings) -> int:
-    """Run the whole thing until Ctrl-C (or ``--duration`` seconds)."""
+    """Run the whole thing until Ctrl-C (or ``--duration`` seconds); 1 when the worker exits on its own.
+
+    However it ends, what it started is stopped, in the reverse order: the threads joined (each closes its own
+    client while the broker is still there), then the worker, then the embedded broker.
+    """
     options = _options(args)
     # Ctrl-C stops everything even when started from a shell that ignores SIGINT for its background jobs
     # (Python then installs no handler of its own, and the demo would run on).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="kpi-demo-"))
-    with ExitStack() as stack:
-        settings, env = _cluster(stack, settings, workdir, console)
-        port = int(env["KPI_WEB_PORT"])
-        ensure_topics(settings)
-        console.print(f"worker log: {workdir / 'worker.log'}")
-        worker = stack.enter_context(_worker(env, workdir / "worker.log"))
-        stop = threading.Event()
-        stack.callback(stop.set)
-        sent = [0]
-        model = TrafficModel(seed=options.seed, start_ms=int(time.time() * 1000), time_scale=20.0,
-                             visits_per_second=options.rate / 3.5, clock_ms=lambda: int(time.time() * 1000))
-
-        def generate() -> None:
-            producer = BatchProducer(confluent_config(settings))
-            for count in produce_paced(producer, settings.input_topics, model.events(), options.rate, None,
-                                       should_stop=stop.is_set):
-                sent[0] = count
-
-        board = KpiBoard()
-        threads = [threading.Thread(target=generate, name="generator", daemon=True),
-                   threading.Thread(target=_read_kpis, args=(settings, board, stop), name="kpi-reader",
-                                    daemon=True)]
-        for thread in threads:
-            thread.start()
-        console.print(f"metrics: http://127.0.0.1:{port}/metrics  (Ctrl-C stops everything)")
-        started = time.time()
-        try:
-            with Live(_view(settings, board, port, sent, started), console=console, refresh_per_second=2) as live:
-                while options.duration is None or time.time() - started < options.duration:
-                    if worker.poll() is not None:
-                        console.print(f"[red]the worker exited ({worker.returncode}); see {workdir / 'worker.log'}")
-                        return 1
-                    time.sleep(1)
-                    live.update(_view(settings, board, port, sent, started))
-        except KeyboardInterrupt:
-            console.print("stopping ...")
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
+    feed = Feed()
+    try:
+        with ExitStack() as stack:
+            status = _run(stack, options, settings, console, workdir, feed)
+    except KeyboardInterrupt:
+        # Ctrl-C before the live view (the broker starting, the topics being made), or again while stopping: the
+        # stack has stopped what had started.
+        status = 0
+    for problem in feed.problems:
+        console.print(f"[red]{problem}")
     console.print(f"stopped; logs in {workdir}")
+    return status
+
+
+def _run(stack: ExitStack, options: argparse.Namespace, settings: Settings, console: Console, workdir: Path,
+         feed: Feed) -> int:
+    """Start the broker, topics, worker and threads (each stopped with ``stack``), then show the live view until
+    Ctrl-C, ``--duration`` or the worker's exit."""
+    settings, env = _cluster(stack, settings, workdir, console)
+    port = int(env["KPI_WEB_PORT"])
+    ensure_topics(settings)
+    console.print(f"worker log: {workdir / 'worker.log'}")
+    worker = stack.enter_context(_worker(env, workdir / "worker.log"))
+    stack.enter_context(_background(settings, options, feed))
+    console.print(f"metrics: http://127.0.0.1:{port}/metrics  (Ctrl-C stops everything)")
+    started = time.time()
+    try:
+        with Live(_view(settings, feed, port, started), console=console, refresh_per_second=2) as live:
+            while options.duration is None or time.time() - started < options.duration:
+                if worker.poll() is not None:
+                    console.print(f"[red]the worker exited ({worker.returncode}); see {workdir / 'worker.log'}")
+                    return 1
+                time.sleep(1)
+                live.update(_view(settings, feed, port, started))
+    except KeyboardInterrupt:
+        console.print("stopping ...")
     return 0

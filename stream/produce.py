@@ -52,6 +52,15 @@ class BatchProducer:
         if self.failed:
             raise ProduceError(f"{len(self.failed)} messages failed, first: {self.failed[0]}")
 
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Wait up to ``timeout_s`` for what is queued, drop what is left, and destroy the client (its threads and
+        connections); the producer cannot be used afterwards. Call it on the thread that used the producer."""
+        if self._producer.flush(timeout_s):
+            # Producer.close would wait for them until message.timeout.ms (5 minutes by default).
+            self._producer.purge()
+            self._producer.flush(0)  # serves the purged messages' delivery reports
+        self._producer.close()
+
 
 def produce_paced(producer: BatchProducer, topics: dict[Kind, str], events: Iterable[tuple[Kind, bytes]],
                   rate_per_s: float | None, duration_s: float | None, should_stop: Any = None) -> Iterator[int]:

@@ -9,6 +9,7 @@ built from a ``Settings`` where the worker is wired (``stream.stages``).
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -41,6 +42,15 @@ FUNNEL_STAGES = frozenset({"lead", "mql", "sal", "sql", "opportunity", "won"})
 # rather than left to believe it is in force.
 REMOVED = {
     "KPI_BATCH_INTERVAL": "batches end as soon as no more events are waiting (KPI_BATCH_MAX caps their size)",
+}
+# KPI_ variables that are not settings of the service but are read by the checkout's own tools, each for a reason
+# of its own: not warned about as unknown (``unknown_variables``).
+NOT_SETTINGS = {
+    "KPI_VENV": "the dev script's virtual environment folder (default .venv)",
+    "KPI_KAFKA_CACHE": "where `kpi-stream kafka` keeps the Apache Kafka release it fetched (stream.apache_kafka)",
+    "KPI_TEST_BROKER": "the integration tests' broker, kafka or tansu (tests/conftest.py)",
+    "KPI_PROPERTY_EXAMPLES": "how many examples each property test tries (tests/pipeline)",
+    "KPI_TEST_FLOOD_DISTINCT": "how many distinct labels the resource test floods the worker with (tests/integration)",
 }
 
 
@@ -320,7 +330,7 @@ class Settings(BaseSettings):
         "answer was lost (a broker stall, a leader change) is written once. Apache Kafka 4.4 answered sends with "
         "NOT_LEADER after a 20 s stall (the node fences itself), and a retried send it had written is otherwise "
         "written twice. The embedded Tansu broker refuses idempotent producers: `kpi-stream demo` turns this off "
-        "for it.")
+        "for it. A worker whose broker refuses one stops at start with status 78, naming this setting.")
     watermark_interval_ms: Duration = setting(
         "KPI_WATERMARK_INTERVAL", "500ms", "How often input progress is sent downstream.")
     processing_guarantee: ProcessingGuarantee = setting(
@@ -446,6 +456,27 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     for name, field in Settings.model_fields.items()
 }
 _FIELD_OF_VARIABLE = {var: name for name, (var, _, _) in ENVIRONMENT.items()}
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``KPI_`` variable of ``environ`` (default: the process environment) that is no setting,
+    naming the setting closest to it: pydantic-settings reads only the variables it knows, so a misspelt one
+    (``KPI_WINDOW_SIZE``) would otherwise be left out without a word. None for the variables of ``NOT_SETTINGS``,
+    nor for those of ``REMOVED``, which ``Settings.from_env`` refuses.
+    """
+    env = os.environ if environ is None else environ
+    known = _FIELD_OF_VARIABLE.keys() | NOT_SETTINGS.keys() | REMOVED.keys()
+    # Compared without their KPI_ or KAFKA_ prefix, which would make every name look alike (KPI_FOO and
+    # KPI_STORE), and in capitals: names are case-sensitive, and kpi_web_port is KPI_WEB_PORT mistyped.
+    by_rest = {var.split("_", 1)[1]: var for var in _FIELD_OF_VARIABLE}
+    warnings = []
+    for name in sorted(env):
+        if not name.upper().startswith("KPI_") or name in known:
+            continue
+        closest = difflib.get_close_matches(name.upper().split("_", 1)[1], list(by_rest), n=1)
+        hint = f"did you mean {by_rest[closest[0]]}?" if closest else "no setting has a similar name"
+        warnings.append(f"{name} is not a setting and has no effect: {hint}")
+    return warnings
 
 
 def _settings_error(exc: ValidationError, environ: Mapping[str, str]) -> SettingsError:

@@ -1,14 +1,27 @@
 """Tests for stream.settings: defaults, each kind of bad value, and secret masking in describe()."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from stream.core.events import Kind
-from stream.settings import ENVIRONMENT, SECRET_FIELDS, Settings, SettingsError
+from stream.settings import (
+    ENVIRONMENT,
+    NOT_SETTINGS,
+    REMOVED,
+    SECRET_FIELDS,
+    Settings,
+    SettingsError,
+    unknown_variables,
+)
+
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -402,3 +415,61 @@ def test_the_password_is_the_one_secret(with_secret):
 
 def test_the_reporting_currency_is_shown_on_its_own_too():
     assert Settings.from_env({"KPI_REPORTING_CURRENCY": "gbp"}).describe()["reporting_currency"] == "GBP"
+
+
+@pytest.mark.parametrize(
+    ("variable", "closest"),
+    [
+        ("KPI_WINDOW_SIZE", "KPI_WINDOW_SIZES"),
+        ("KPI_PARTITION", "KPI_PARTITIONS"),
+        ("KPI_BATCH_SIZE", "KPI_BATCH_MAX"),
+        ("kpi_web_port", "KPI_WEB_PORT"),  # names are case-sensitive
+        ("KPI_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    ],
+)
+def test_an_unknown_kpi_variable_is_warned_about_naming_the_closest_setting(variable, closest):
+    assert unknown_variables({variable: "1h"}) == [
+        f"{variable} is not a setting and has no effect: did you mean {closest}?"]
+
+
+def test_an_unknown_variable_like_no_setting_is_warned_about_too():
+    assert unknown_variables({"KPI_FOO": "1"}) == [
+        "KPI_FOO is not a setting and has no effect: no setting has a similar name"]
+
+
+def test_each_unknown_variable_has_its_own_warning():
+    warnings = unknown_variables({"KPI_WINDOW_SIZE": "1h", "KPI_FOO": "1", "KPI_WEB_PORT": "80"})
+    assert [warning.split()[0] for warning in warnings] == ["KPI_FOO", "KPI_WINDOW_SIZE"]
+
+
+def test_settings_variables_other_tools_read_and_other_prefixes_give_no_warning():
+    env = {var: "1" for var, _, _ in ENVIRONMENT.values()}
+    env |= dict.fromkeys(NOT_SETTINGS, "1") | dict.fromkeys(REMOVED, "1")
+    env |= {"KAFKA_HEAP_OPTS": "-Xmx1g", "PATH": "/usr/bin", "MY_KPI_NOTE": "1"}
+    assert unknown_variables(env) == []
+
+
+def test_no_argument_looks_for_unknown_variables_in_the_process_environment(monkeypatch):
+    monkeypatch.setenv("KPI_WINDOW_SIZE", "1h")
+    assert any(warning.startswith("KPI_WINDOW_SIZE ") for warning in unknown_variables())
+
+
+def test_every_kpi_variable_the_checkout_reads_is_a_setting_or_listed_as_not_one():
+    # A new KPI_ variable read by a tool or a test goes into NOT_SETTINGS with why, or every start warns of it.
+    reads = re.compile(r"""environ(?:\.get)?[(\[]\s*["'](KPI_\w+)|getenv\(\s*["'](KPI_\w+)|\$\{?(KPI_\w+)""")
+    files = [CHECKOUT / "dev", CHECKOUT / "Dockerfile", CHECKOUT / ".ci" / "run"]
+    for folder in ("stream", "tests", "deploy"):
+        files += [path for path in (CHECKOUT / folder).rglob("*") if path.suffix in (".py", ".sh", ".yml", ".yaml")]
+    read = {name for path in files for match in reads.findall(path.read_text()) for name in match if name}
+    assert {"KPI_VENV", "KPI_TEST_BROKER", "KPI_KAFKA_CACHE"} <= read  # the pattern finds what it looks for
+    assert unknown_variables(dict.fromkeys(read, "1")) == []
+
+
+def test_the_command_warns_of_an_unknown_variable_at_start_and_goes_on():
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("KPI_", "KAFKA_"))}
+    env |= {"KPI_WINDOW_SIZE": "1h", "KPI_TEST_BROKER": "tansu"}
+    shown = subprocess.run([sys.executable, "-m", "stream", "settings"], env=env, capture_output=True, text=True,
+                           check=True)
+    assert shown.stderr.splitlines() == [
+        "kpi-stream: warning: KPI_WINDOW_SIZE is not a setting and has no effect: did you mean KPI_WINDOW_SIZES?"]
+    assert json.loads(shown.stdout)["window_sizes_ms"] == ["1h", "1d"]  # the default, as before

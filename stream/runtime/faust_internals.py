@@ -57,6 +57,7 @@ from typing import Any, ClassVar, cast
 
 import aiokafka
 import faust
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
@@ -116,6 +117,8 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("faust.worker:Worker", "_setup_spinner_handler", "overridden: no spinner (it sets the root logger to DEBUG)"),
     ("faust.worker:Worker", "_schedule_shutdown", "extended: a deadline for stopping"),
     ("mode.worker:Worker", "_signal_stop_time", "set once the first stop signal came"),
+    ("mode.worker:Worker", "stop_and_shutdown",
+     "extended: a refused idempotent producer is told once the worker has stopped, then it exits"),
     ("faust.sensors.monitor:Monitor", "stream_inbound_time",
      "noted per batch for the livelock check, as the stream iterator the agents no longer use did"),
 )
@@ -453,17 +456,42 @@ def note_inbound(app: Any, tps: Iterable[TP]) -> None:
         inbound[tp] = now
 
 
+class IdempotenceRefused(RuntimeError):
+    """The broker refused the idempotent producer; the message names the setting that turns it off."""
+
+
 class IdempotentProducer(faust_aiokafka.Producer):
     """Faust's producer, idempotent also outside transactions (Faust turns idempotence on only with them).
 
     A send whose answer the broker never gave (a stall, a leader change while waiting for ``acks=all``) is sent
     again; without sequence numbers the broker writes it twice. On Apache Kafka 4.4 a worker logged
     NOT_LEADER retries of its sends to the internal topics after a 20 s SIGSTOP of the broker (the resumed
-    node fences itself and its partitions get new leader epochs). Tansu refuses idempotent producers.
+    node fences itself and its partitions get new leader epochs). Tansu refuses idempotent producers, and so
+    may old or restricted clusters: the worker then stops, naming KPI_IDEMPOTENT_PRODUCER (``QuietWorker``).
     """
 
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+    async def on_start(self) -> None:
+        """Start as Faust's producer does.
+
+        Raises:
+            IdempotenceRefused: the broker refused to give the producer an id, which idempotence needs.
+        """
+        try:
+            await super().on_start()
+        except KafkaConnectionError:
+            raise  # no broker answered: nothing was said about idempotence
+        except KafkaError as exc:
+            # aiokafka's start bootstraps (failing only with KafkaConnectionError), then asks for a producer id
+            # and raises the error the broker answered: UNKNOWN_SERVER_ERROR from Tansu, CLUSTER_AUTHORIZATION_FAILED
+            # from a Kafka before 3.0 without the IDEMPOTENT_WRITE ACL; IncompatibleBrokerVersion when the broker
+            # has no such request.
+            raise IdempotenceRefused(
+                f"the broker refused an idempotent producer ({exc}): set KPI_IDEMPOTENT_PRODUCER=false to run on "
+                "it (a send retried after a lost answer may then be written twice), or let the cluster accept "
+                "idempotent producers") from exc
 
 
 class KpiApp(faust.App):
@@ -505,13 +533,33 @@ class KpiApp(faust.App):
 # Exit status of a worker that did not finish stopping within KPI_STOP_TIMEOUT (Kafka unreachable): a
 # temporary failure, as for a SIGKILL the input it had not committed is read again after a restart.
 EXIT_STOP_TIMED_OUT = 75
+# Exit status of a worker whose settings the cluster refuses (an idempotent producer): sysexits' EX_CONFIG, as
+# restarting it unchanged cannot help.
+EXIT_SETTING_REFUSED = 78
 
 
 class QuietWorker(faust.Worker):
     """A worker without the progress spinner, which turns the root logger to DEBUG on a backlog, that stops
-    within ``stop_timeout_s`` of a signal."""
+    within ``stop_timeout_s`` of a signal, and that ends with one line saying so when the broker refuses its
+    idempotent producer."""
 
     stop_timeout_s: ClassVar[float] = 30.0
+    refused: IdempotenceRefused | None = None
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except IdempotenceRefused as refused:
+            # Not raised on: mode logs what a start raises with its traceback, then the stop's own lines, and
+            # the reason would be lost in between. Told last instead (stop_and_shutdown), the services that
+            # had started stopped as after any failed start.
+            self.refused = refused
+
+    def stop_and_shutdown(self) -> None:
+        super().stop_and_shutdown()
+        if self.refused is not None:
+            log.critical("%s", self.refused)
+            raise SystemExit(EXIT_SETTING_REFUSED)
 
     def _setup_spinner_handler(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None

@@ -1,19 +1,32 @@
-"""``kpi-stream demo`` with no cluster configured: everything starts, KPIs appear, Ctrl-C stops it all."""
+"""``kpi-stream demo`` with no cluster configured: everything starts, KPIs appear, Ctrl-C stops it all; and
+whatever way it ends (Ctrl-C at any point, its worker exiting), it leaves no thread, client or process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from stream import demo
+from stream.broker import EmbeddedBroker
+from stream.settings import ENVIRONMENT, Settings
 from tests.conftest import RunningBroker
 from tests.integration.harness import Names, read_topic
+
+DEMO_THREADS = ("generator", "kpi-reader")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,3 +75,117 @@ def test_demo_on_a_configured_cluster_runs_its_worker_there(bootstrap: str, name
     text = _run_demo(env)
     assert "embedded broker" not in text
     assert read_topic(bootstrap, names.topic("kpi-cost-per-lead"), timeout_s=20)  # its KPIs went to that cluster
+
+
+def _demo_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name in DEMO_THREADS]
+
+
+def _client_threads() -> int:
+    """librdkafka's threads in this process (named rdk:...): a confluent-kafka client's live until it is closed."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended while the folder was read
+            count += (task / "comm").read_text().startswith("rdk:")
+    return count
+
+
+@pytest.fixture
+def own_cluster(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings with no cluster configured (the demo starts its own broker), whatever the session set."""
+    for var, _, _ in ENVIRONMENT.values():
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COLUMNS", "140")
+    return Settings.from_env({})
+
+
+def _worker_pid() -> int | None:
+    found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "stream worker"], capture_output=True,
+                           text=True, check=False).stdout.split()
+    return int(found[0]) if found else None
+
+
+def _counted_events(pid: int) -> float:
+    """Valid events the demo's worker has counted (0 until it answers): traffic went all the way through."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    port = next(int(entry.split(b"=", 1)[1]) for entry in environ if entry.startswith(b"KPI_WEB_PORT="))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "leadgen_events_total")
+
+
+def test_the_demo_stops_its_threads_and_clients_when_its_worker_exits(
+        own_cluster: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # In this process, so that the demo's threads and its clients' native threads can be counted.
+    clients_before = _client_threads()
+    killed_at: list[float] = []
+    # What still ran when the broker began to stop: the threads' last sends and their clients' closing need it.
+    at_broker_stop: list[tuple[list[str], int]] = []
+    stop_broker = EmbeddedBroker.stop
+
+    def noted_stop(broker: EmbeddedBroker) -> None:
+        at_broker_stop.append((_demo_threads(), _client_threads()))
+        stop_broker(broker)
+
+    monkeypatch.setattr(EmbeddedBroker, "stop", noted_stop)
+
+    def kill_the_worker_once_events_flow() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pid = _worker_pid()
+            if pid is not None and len(_demo_threads()) == len(DEMO_THREADS) and _counted_events(pid) > 0:
+                os.kill(pid, signal.SIGKILL)
+                killed_at.append(time.monotonic())
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_the_worker_once_events_flow, name="worker-killer")
+    killer.start()
+    try:
+        # --duration bounds the run should the worker never be found and killed.
+        status = demo.run_demo(["--rate", "300", "--seed", "5", "--duration", "150"], own_cluster)
+    finally:
+        killer.join()
+    assert killed_at, "the demo's worker and threads were never seen running"
+    returned_after = time.monotonic() - killed_at[0]
+    print(f"\nthe demo returned {status} {returned_after:.1f} s after its worker was killed")
+    assert status == 1
+    assert returned_after < 20
+    threads_left, clients_left = at_broker_stop[0]
+    assert threads_left == [], "threads still running when the broker was stopped"
+    assert clients_left <= clients_before, "clients still open when the broker was stopped"
+    assert _demo_threads() == []
+    assert _client_threads() <= clients_before
+
+
+def _interrupt_after(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``original``, then Ctrl-C as it ends (what the default SIGINT handler raises in the main thread)."""
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    return interrupted
+
+
+@pytest.mark.parametrize("interrupted", ["starting the broker", "creating the topics"])
+def test_ctrl_c_before_the_live_view_stops_what_had_started(
+        interrupted: str, own_cluster: Settings, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    if interrupted == "starting the broker":
+        monkeypatch.setattr(EmbeddedBroker, "start", _interrupt_after(EmbeddedBroker.start))
+    else:
+        monkeypatch.setattr(demo, "ensure_topics", _interrupt_after(demo.ensure_topics))
+    try:
+        status = demo.run_demo(["--rate", "300", "--seed", "5"], own_cluster)
+    except KeyboardInterrupt:
+        pytest.fail(f"Ctrl-C while {interrupted} escaped the demo")
+    text = capsys.readouterr().out
+    assert status == 0
+    assert "stopped; logs in" in text
+    broker_port = int(re.search(r"embedded broker \(Tansu\) on 127\.0\.0\.1:(\d+)", text).group(1))
+    assert not _listening(broker_port)  # the broker runs in its own session: Ctrl-C reaches only the demo
