@@ -49,7 +49,7 @@ def entity_config(settings: Settings, sources: frozenset[str]) -> EntityConfig:
                         settings.funnel, settings.dedup_retention_ms, settings.unknown_lead_timeout_ms,
                         settings.cohort_window_ms,
                         AttributionConfig(settings.attribution_lookback_ms, settings.attribution_half_life_ms,
-                                          settings.touch_limit))
+                                          settings.touch_limit), settings.idle_partition_timeout_ms)
 
 
 def cell_config(settings: Settings) -> CellConfig:

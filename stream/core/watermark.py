@@ -8,7 +8,11 @@ progress then advances with the processing clock from its last event time.
 A partition that has had no event since its current owner took it (ever, or
 since a restart or a rebalance) holds the watermark for ``idle_timeout_ms``
 after it was first reported (its events may simply not be fetched yet), then
-is left out until it has one.
+its owner reports it as None: downstream, the join keeps the progress its
+previous owners reported and advances it as an idle partition's, and leaves
+out only a partition that never had any (:class:`WatermarkJoin`). A change of
+owner thus moves no window: page views appended to a partition idle at a
+rebalance are exactly as late as they would have been without it.
 
 Idle means caught up: a partition whose messages are there but not yet read
 (a backlog read unevenly, or a broker that stalled) is marked busy
@@ -110,38 +114,71 @@ class WatermarkJoin:
 
     Progress per source only moves forward (a restarted upstream re-reading
     old events cannot pull the watermark back), and the watermark holds until
-    every expected source has reported at least once. A source reporting None
-    (idle, and no event since its current owner took it) is left out of the
-    minimum, whatever it reported before; one reporting HOLD holds it.
+    every expected source has reported at least once. A source reporting HOLD
+    holds it. A source reporting None has had no event since its current owner
+    took it and has nothing left to read: one that never had any progress is
+    left out of the minimum, and one that had (its previous owner's, before a
+    rebalance or a restart) stays in it, advancing from where it was with the
+    processing clock as an idle source does (see :class:`SourceProgress`), so a
+    change of owner moves nobody's windows: its progress is ``base`` plus the
+    processing time since its last reported move beyond ``idle_timeout_ms``,
+    counted only up to its owner's latest None (the time its owner last found
+    nothing to read there).
     """
 
     expected: frozenset[str]
     progress: dict[str, int | None] = field(default_factory=dict)
     # The watermark never goes back, even when a source that had no events starts having old ones.
     floor: int | None = None
+    idle_timeout_ms: int = 0
+    # Processing time at which each source's reported progress last moved.
+    moved_ms: dict[str, int] = field(default_factory=dict)
+    # Sources whose owner has no event of its own, by the progress they had when it said so (their base).
+    idle: dict[str, int] = field(default_factory=dict)
 
-    def update(self, reports: dict[str, int | None]) -> bool:
-        """Take reports; True when any source's progress changed."""
+    def update(self, reports: dict[str, int | None], now_ms: int) -> bool:
+        """Take reports received at processing time ``now_ms``; True when the join's state changed."""
         changed = False
         for source, value in reports.items():
             if source not in self.expected:
                 continue
             if source not in self.progress:
                 self.progress[source] = value
+                if value is not None:
+                    self.moved_ms[source] = now_ms
                 changed = True
                 continue
             known = self.progress[source]
             if value is None:
-                # No event since its owner took it, and nothing left to read there: its hold period ended, or
-                # it changed owners while idle (the new owner has no event time of its own to advance it
-                # from). Either way it stops holding the others back until it has events again.
-                if known is not None:
-                    self.progress[source] = None
+                changed |= self._idle(source, known, now_ms)
+            elif value == HOLD and known is not None:
+                continue  # its new owner knows nothing yet: what is known stays, without advancing
+            else:
+                if self.idle.pop(source, None) is not None:
+                    self.moved_ms[source] = now_ms  # has events again: idle time counts anew from here
                     changed = True
-            elif known is None or value > known:
-                self.progress[source] = value
-                changed = True
+                if known is None or value > known:
+                    self.progress[source] = value
+                    self.moved_ms[source] = now_ms
+                    changed = True
         return changed
+
+    def _idle(self, source: str, known: int | None, now_ms: int) -> bool:
+        """A None report: left out without any progress known, else advancing from it with the clock."""
+        if known is None or known == HOLD:
+            # Never had an event under any owner: it stops holding the others back until it has one.
+            self.progress[source] = None
+            self.idle.pop(source, None)
+            return known is not None
+        newly = source not in self.idle
+        base = self.idle.setdefault(source, known)
+        # State written before this version has no time of the last move: idle time counts from now.
+        moved = self.moved_ms.setdefault(source, now_ms)
+        advanced = base + max(0, now_ms - moved - self.idle_timeout_ms)
+        if advanced > known:
+            self.progress[source] = advanced
+            return True
+        return newly
 
     def watermark(self) -> int | None:
         """The watermark, or None while it is unknown (some source silent, or none has any event)."""

@@ -183,7 +183,7 @@ class CellStage:
         for _, raw_envelope in envelopes:
             envelope = CellEnvelope.decode(raw_envelope)
             changed.update(self._apply_deltas(index, envelope, table, states, out.counts))
-            if index.join.update({str(envelope.source): envelope.watermark}):
+            if index.join.update({str(envelope.source): envelope.watermark}, now_ms):
                 persist_join(progress, partition, index.join)
         watermark = index.join.watermark()
         out.watermark = watermark

@@ -72,20 +72,27 @@ def apply_writes(store: MutableMapping[bytes, bytes], writes: dict[bytes, bytes 
             store[key] = value
 
 
-def restore_join(store: Store, partition: int, expected: frozenset[str], name: str = "") -> WatermarkJoin:
+def restore_join(store: Store, partition: int, expected: frozenset[str], name: str = "",
+                 idle_timeout_ms: int = 0) -> WatermarkJoin:
     """The partition's watermark join as last persisted, or a new one."""
-    join = WatermarkJoin(expected)
+    join = WatermarkJoin(expected, idle_timeout_ms=idle_timeout_ms)
     stored = store.get(watermark_key(partition, name))
     if stored is not None:
         doc = orjson.loads(stored)
         join.progress.update(doc["p"])
         join.floor = doc["f"]
+        # Absent from what versions before idle sources kept their progress across owners wrote.
+        join.moved_ms.update(doc.get("m", {}))
+        join.idle.update(doc.get("i", {}))
     return join
 
 
 def persist_join(writes: BatchWrites, partition: int, join: WatermarkJoin, name: str = "") -> None:
     """Write the partition's watermark join with the batch."""
-    writes.set(watermark_key(partition, name), jsonbytes.dumps({"p": join.progress, "f": join.floor}))
+    doc: dict[str, object] = {"p": join.progress, "f": join.floor, "m": join.moved_ms}
+    if join.idle:
+        doc["i"] = join.idle
+    writes.set(watermark_key(partition, name), jsonbytes.dumps(doc))
 
 
 def _chunk_ref(stored: bytes | None) -> tuple[int, int] | None:

@@ -113,11 +113,11 @@ def test_report_after_a_batch_covers_its_events_and_changes_nothing_yet():
 
 def test_join_holds_while_a_source_holds_and_releases_when_it_turns_idle():
     join = WatermarkJoin(expected=frozenset({"a", "b"}))
-    join.update({"a": 100_000, "b": HOLD})
+    join.update({"a": 100_000, "b": HOLD}, 0)
     assert not is_closed(1_000, join.watermark(), 0)  # HOLD keeps every window open
-    join.update({"b": None})
+    join.update({"b": None}, 0)
     assert join.watermark() == 100_000
-    join.update({"b": HOLD})  # a later hold cannot pull a released watermark back
+    join.update({"b": HOLD}, 0)  # a later hold cannot pull a released watermark back
     assert join.watermark() == 100_000
 
 
@@ -141,8 +141,11 @@ def join_of(*sources):
         ([{"a": 100, "b": 50}, {"b": 200}], 100),
         # A source cannot go back (a restarted upstream re-reading old events).
         ([{"a": 100, "b": 50}, {"b": 20}], 50),
-        # An idle source whose new owner has no event of its own for it stops holding the others back.
-        ([{"a": 100, "b": 50}, {"b": None}], 100),
+        # An idle source whose new owner has no event of its own for it keeps what it had (and advances with
+        # the clock, which does not move here).
+        ([{"a": 100, "b": 50}, {"b": None}], 50),
+        # One that never had any progress stops holding the others back.
+        ([{"a": 100, "b": HOLD}, {"b": None}], 100),
         # Unexpected sources are ignored: they neither hold nor lower the watermark.
         ([{"a": 100, "c": 1}], None),
         ([{"a": 100, "b": 90, "c": 1}], 90),
@@ -157,7 +160,8 @@ def join_of(*sources):
         "source-advances",
         "other-source-becomes-min",
         "source-cannot-go-back",
-        "none-after-value-leaves-it-out",
+        "none-after-value-keeps-it",
+        "none-after-hold-leaves-it-out",
         "unexpected-does-not-count",
         "unexpected-ignored",
     ],
@@ -165,26 +169,26 @@ def join_of(*sources):
 def test_watermark_join(reports, expected):
     join = join_of("a", "b")
     for report in reports:
-        join.update(report)
+        join.update(report, 0)
     assert join.watermark() == expected
 
 
 def test_watermark_never_goes_back_when_a_new_low_source_appears():
     join = join_of("a", "b")
-    join.update({"a": 100, "b": None})
+    join.update({"a": 100, "b": None}, 0)
     assert join.watermark() == 100
-    join.update({"b": 40})  # b had no events; its first ones are old
+    join.update({"b": 40}, 0)  # b had no events; its first ones are old
     assert join.progress["b"] == 40
     assert join.watermark() == 100
-    join.update({"b": 120})
+    join.update({"b": 120}, 0)
     assert join.watermark() == 100  # a is now the minimum again
-    join.update({"a": 130})
+    join.update({"a": 130}, 0)
     assert join.watermark() == 120
 
 
 def test_watermark_with_no_expected_sources_is_unknown():
     join = join_of()
-    join.update({"a": 100})
+    join.update({"a": 100}, 0)
     assert join.watermark() is None
 
 
@@ -213,8 +217,8 @@ def test_watermark_with_no_expected_sources_is_unknown():
 )
 def test_update_reports_whether_progress_changed(first, second, changed):
     join = join_of("a", "b")
-    assert join.update(first) is True
-    assert join.update(second) is changed
+    assert join.update(first, 0) is True
+    assert join.update(second, 0) is changed
 
 
 @pytest.mark.parametrize(
@@ -230,3 +234,32 @@ def test_update_reports_whether_progress_changed(first, second, changed):
 )
 def test_is_closed(window_end, watermark, lateness, closed):
     assert is_closed(window_end, watermark, lateness) is closed
+
+
+def test_a_source_idle_under_a_new_owner_advances_from_what_it_had_with_the_clock():
+    """After a rebalance its new owner has had no event of it: it goes on as an idle source, not left out."""
+    join = WatermarkJoin(expected=frozenset({"a", "b"}), idle_timeout_ms=10_000)
+    join.update({"a": 900_000, "b": 50_000}, 1_000)  # b's last move, reported by its previous owner
+    join.update({"b": HOLD}, 3_000)  # its new owner's hold: nothing known yet, nothing moves
+    assert join.watermark() == 50_000
+    assert join.update({"b": None}, 5_000) is True  # idle, within the timeout of its last move
+    assert join.watermark() == 50_000
+    join.update({"b": None}, 21_000)
+    assert join.watermark() == 60_000  # 21 s after its last move, 10 s of it the idle timeout
+    join.update({"b": HOLD}, 40_000)  # another owner's hold: no advance while nobody has checked it
+    assert join.watermark() == 60_000
+    join.update({"b": None}, 41_000)
+    assert join.watermark() == 80_000  # counted up to the latest None, from the last move
+    join.update({"b": 70_000}, 42_000)  # events again, older than where it got to: nothing goes back
+    assert join.progress["b"] == 80_000 and not join.idle
+    join.update({"b": None}, 55_000)
+    assert join.watermark() == 83_000  # idle again, counted from when its events came
+
+
+def test_an_idle_source_restored_without_the_time_of_its_last_move_counts_from_its_first_none():
+    join = WatermarkJoin(expected=frozenset({"a", "b"}), idle_timeout_ms=10_000)
+    join.progress.update({"a": 900_000, "b": 50_000})  # as written before the times were kept
+    join.update({"b": None}, 100_000)
+    assert join.watermark() == 50_000
+    join.update({"b": None}, 115_000)
+    assert join.watermark() == 55_000

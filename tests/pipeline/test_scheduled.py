@@ -12,8 +12,9 @@ from decimal import Decimal
 
 import pytest
 
+from stream.pipeline.routing import source_name
 from stream.settings import Settings
-from tests.eventset import DAY_START, heartbeats, mixed
+from tests.eventset import DAY_START, MINUTE, doc, heartbeats, mixed
 from tests.pipeline.scheduled import ScheduledFlow, queue_all
 from tests.reference import compute, from_records, mismatches
 
@@ -93,3 +94,44 @@ def test_a_lead_accepted_while_a_peer_lags_is_never_half_counted(seed: int) -> N
                 flow.produce(held_kind, held_raw, 0)
     _finish(flow)
     assert not flow.counts.late_contributions, flow.counts.late_contributions
+
+
+@pytest.mark.parametrize("rebalanced", [False, True])
+def test_an_input_partition_idle_at_a_rebalance_holds_back_the_others_as_before_it(rebalanced: bool) -> None:
+    """Page views partition 0 stops at 09:00 while the other partitions go on to 13:00; the worker is idle.
+
+    Idle, partition 0 holds the watermark at 09:00 and advances it with the processing clock from there. A
+    rebalance (its new owner has had no event of it) must not change that: new page views of 09:05 appended to
+    it after the hand-over are on time, as they are without one, and not rejected as late because the others'
+    progress closed their windows while its new owner knew nothing of it.
+    """
+    flow = _flow(seed=5)
+    topics = {kind.value: topic for kind, topic in flow.settings.input_topics.items()}
+    messages: list[tuple[str, bytes]] = []
+
+    def view(event_id: str, ts: int, partition: int) -> None:
+        raw = doc(event_id, ts, visitor_id=f"v-{event_id}", url="/pricing", channel="email")
+        messages.append(("page-views", raw))
+        flow.produce("page-views", raw, partition)
+
+    for minute in range(0, 60, 5):
+        view(f"early-{minute}", DAY_START + minute * MINUTE, 0)
+    for partition in range(1, PARTITIONS):
+        for minute in range(0, 300, 5):
+            view(f"p{partition}-{minute}", DAY_START + minute * MINUTE, partition)
+    for kind in ("leads", "stage-changes", "spend"):
+        for partition, raw in enumerate(heartbeats([topics[kind]], PARTITIONS, DAY_START + 300 * MINUTE)):
+            flow.produce(kind, raw[2], partition)
+            messages.append((kind, raw[2]))
+    flow.run()
+    source = source_name(topics["page-views"], 0)
+    if rebalanced:
+        flow.ingest.progress.forget([source])  # what the revocation does; its new owner has had no event of it
+    for _ in range(15_000 // flow.settings.watermark_interval_ms):  # the idle timeout passes, reported as it does
+        flow.clock_ms += flow.settings.watermark_interval_ms
+        flow.run()
+    for minute in range(65, 70):
+        view(f"after-{minute}", DAY_START + minute * MINUTE, 0)
+    flow.run()
+    assert not flow.counts.rejected, flow.counts.rejected
+    _assert_exact(flow, messages, {"rejected": 0})

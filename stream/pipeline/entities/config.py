@@ -20,3 +20,5 @@ class EntityConfig:
     unknown_lead_timeout_ms: int
     cohort_window_ms: int = 90 * 86_400_000
     attribution: AttributionConfig = AttributionConfig(90 * 86_400_000, 7 * 86_400_000, 100)
+    # After which an input partition whose owner has no event of it advances from its progress (WatermarkJoin).
+    idle_partition_timeout_ms: int = 10_000

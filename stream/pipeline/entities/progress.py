@@ -44,7 +44,8 @@ class PartitionProgress:
     def restore(table: Store, partition: int, config: EntityConfig) -> PartitionProgress:
         """The partition's progress as last persisted (reports not yet sent by this worker)."""
         peers = frozenset(peer_name(other) for other in range(config.partitions) if other != partition)
-        return PartitionProgress(restore_join(table, partition, config.sources),
+        return PartitionProgress(restore_join(table, partition, config.sources,
+                                              idle_timeout_ms=config.idle_partition_timeout_ms),
                                  restore_join(table, partition, peers, "peers"))
 
     def own(self) -> int | None:
@@ -61,12 +62,12 @@ class PartitionProgress:
             return None
         return min(own, peers)
 
-    def hear(self, batch: EntityBatch, partition: int, envelope: EntityEnvelope) -> None:
+    def hear(self, batch: EntityBatch, partition: int, envelope: EntityEnvelope, now_ms: int) -> None:
         """Take in the progress an envelope carries (after its events), persisting the joins it moves."""
-        if self.join.update(envelope.progress):
+        if self.join.update(envelope.progress, now_ms):
             persist_join(batch.progress, partition, self.join)
         peer = envelope.peer
-        if peer is not None and self.peers.update({peer_name(peer.partition): peer.progress}):
+        if peer is not None and self.peers.update({peer_name(peer.partition): peer.progress}, now_ms):
             persist_join(batch.progress, partition, self.peers, "peers")
 
     def cell_envelopes(self, batch: EntityBatch, partition: int, partitions: int, watermark: int | None,

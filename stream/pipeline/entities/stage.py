@@ -71,7 +71,7 @@ class EntityStage:
             envelope = EntityEnvelope.decode(raw_envelope)
             self._take_events(batch, index, partition, envelope, now_ms)
             batch.end_envelope(offset)
-            progress.hear(batch, partition, envelope)
+            progress.hear(batch, partition, envelope, now_ms)
         watermark = progress.combined()
         hold = None
         if watermark is not None:
