@@ -112,6 +112,9 @@ class LocalBroker:
 class EmbeddedBroker(LocalBroker):
     """A memory-only Tansu broker on 127.0.0.1, started and stopped with this object."""
 
+    # Named here rather than by Tansu's default or an inherited CLUSTER_ID variable: a client can tell it apart.
+    cluster_id = "kpi-embedded-tansu"
+
     # What a worker must be told to run on Tansu: it refuses idempotent producers (InitProducerId answers
     # UNKNOWN_SERVER_ERROR), and it under-reports changelog end offsets, which the end probe corrects.
     worker_env = {"KPI_IDEMPOTENT_PRODUCER": "false", "KPI_VERIFY_CHANGELOG_END": "true"}
@@ -138,7 +141,7 @@ class EmbeddedBroker(LocalBroker):
             # Its own session: Ctrl-C reaches the demo, which stops the worker before the broker.
             self._process = subprocess.Popen(  # noqa: S603 - a fixed binary with our own arguments
                 [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
+                 "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
         self._wait_answering({"bootstrap.servers": self.bootstrap_servers}, timeout_s)

@@ -96,7 +96,7 @@ def _own_command(command: str, args: list[str], settings: Settings) -> int:
 
 def _generate(args: list[str], settings: Settings) -> int:
     from stream.generator import TrafficModel
-    from stream.kafka import confluent_config
+    from stream.kafka import producer_config
     from stream.produce import BatchProducer, produce_paced
 
     parser = argparse.ArgumentParser(prog="kpi-stream generate", description="Send synthetic traffic.")
@@ -116,7 +116,7 @@ def _generate(args: list[str], settings: Settings) -> int:
     else:
         model = TrafficModel(seed=options.seed, start_ms=now_ms, time_scale=20.0,
                              clock_ms=lambda: int(time.time() * 1000))
-    producer = BatchProducer(confluent_config(settings))
+    producer = BatchProducer(producer_config(settings))
     sent = 0
     try:
         for sent in produce_paced(producer, settings.input_topics, model.events(options.events),

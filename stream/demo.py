@@ -26,10 +26,9 @@ from rich.table import Table
 
 from stream.broker import EmbeddedBroker, free_port, stop_process
 from stream.core.kpis import FAMILIES
-from stream.core.money import parse_rate_table
 from stream.core.timeutil import format_rfc3339, window_start
 from stream.generator import TrafficModel
-from stream.kafka import confluent_config, ensure_topics
+from stream.kafka import confluent_config, ensure_topics, producer_config
 from stream.produce import BatchProducer, ProduceError, produce_paced
 from stream.settings import ENVIRONMENT, Settings
 
@@ -86,7 +85,7 @@ def _read_kpis(settings: Settings, feed: Feed, stop: threading.Event) -> None:
 
 def _generate(settings: Settings, model: TrafficModel, rate: float, feed: Feed, stop: threading.Event) -> None:
     """Send synthetic traffic until ``stop`` is set; the producer lives and is closed on this thread."""
-    producer = BatchProducer(confluent_config(settings))
+    producer = BatchProducer(producer_config(settings))
     try:
         for count in produce_paced(producer, settings.input_topics, model.events(), rate, None,
                                    should_stop=stop.is_set):
@@ -241,9 +240,9 @@ def _cluster(stack: ExitStack, settings: Settings, workdir: Path, console: Conso
         env.setdefault("KPI_APP_ID", f"kpi-demo-{int(time.time())}")
     env.setdefault("KPI_EXCHANGE_RATES", DEMO_RATES)
     env["KPI_WEB_PORT"] = str(int(env.get("KPI_WEB_PORT", "0")) or free_port())
-    settings = settings.model_copy(update={
-        "bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"], "app_id": env.get("KPI_APP_ID", settings.app_id),
-        "rates": parse_rate_table(settings.rates.reporting_currency, env["KPI_EXCHANGE_RATES"])})
+    # The settings the worker runs with: the demo's own clients (the traffic producer idempotent where the broker
+    # accepts it, as the worker's is) read the same.
+    settings = Settings.from_env({**os.environ, **env})
     return settings, env
 
 

@@ -39,6 +39,18 @@ def confluent_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka settings of a plain producer (traffic, the bench's input) on the configured cluster.
+
+    Idempotent where the cluster accepts it (``KPI_IDEMPOTENT_PRODUCER``), else one request in flight: with
+    librdkafka's defaults (up to a million requests in flight, retries without limit) a batch retried after a
+    lost answer lands after a later one, reordering input into late events, or twice.
+    """
+    if settings.idempotent_producer:
+        return {**confluent_config(settings), "enable.idempotence": True}
+    return {**confluent_config(settings), "max.in.flight.requests.per.connection": 1}
+
+
 def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     """The same security options in the form Faust's aiokafka transport takes."""
     context = None

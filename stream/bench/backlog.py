@@ -28,11 +28,11 @@ def produce(settings: Settings, events: int, seed: int, progress: Progress, lead
         BenchError: when not every event was delivered.
     """
     from stream.generator import TrafficModel
-    from stream.kafka import confluent_config
+    from stream.kafka import producer_config
     from stream.produce import BatchProducer
 
     model = TrafficModel(seed=seed, start_ms=start_ms_hours_ago(HOURS_AGO), lead_rate=lead_rate)
-    producer = BatchProducer(confluent_config(settings))
+    producer = BatchProducer(producer_config(settings))
     per_topic: Counter[str] = Counter()
     started = time.monotonic()
     # islice: TrafficModel.events(limit) checks the limit once per visit, so it can yield a few events more.

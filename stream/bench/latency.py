@@ -180,7 +180,7 @@ def send_live_traffic(settings: Settings, rate: int, seed: int, probes: ProbeLog
     """
     from stream.core.events import Kind
     from stream.generator import TrafficModel
-    from stream.kafka import confluent_config
+    from stream.kafka import producer_config
     from stream.produce import BatchProducer
 
     def now_ms() -> int:
@@ -191,7 +191,7 @@ def send_live_traffic(settings: Settings, rate: int, seed: int, probes: ProbeLog
     events = model.events()
     # A short linger: a probe waiting in the producer's batch for 20 ms (the backlog producer's linger) would
     # count as pipeline latency. Undelivered messages raise ProduceError, which the bench reports.
-    producer = BatchProducer(confluent_config(settings), linger_ms=1)
+    producer = BatchProducer(producer_config(settings), linger_ms=1)
     leads_topic = settings.input_topics[Kind.LEAD]
     started = time.monotonic()
     next_probe_at = started + LATENCY_WARMUP_S

@@ -38,13 +38,11 @@ log = logging.getLogger(__name__)
 
 # A high watermark older than this is not trusted to say a partition is caught up. Each fetch response carries
 # the high watermark of every partition fetched (aiokafka uses no fetch sessions), every KPI_FETCH_MAX_WAIT
-# (100 ms) on an idle topic, so a fresh one is never older than that plus a busy event loop's delay. Added for
-# the broker-stall test on Apache Kafka 4.4 (20 s SIGSTOP, more input sent as it resumes; the node fences
-# itself and unfences within 60 ms, its partitions getting new leader epochs), where 2 of the first 7 runs had
-# page views dead-lettered as late (8 in one, with the attribution keys they fed wrong). Since: 0 of 9 runs
-# with this check, but also 0 of 8 without it (with a logging probe of the progress reports), so it is not
-# shown to be the fix; the cause is not found. A check that can only hold the watermark back longer cannot
-# make a result wrong.
+# (100 ms) on an idle topic, so a fresh one is never older than that plus a busy event loop's delay. What it
+# prevents (tests/runtime/test_offsets.py): the first progress report after a broker stall, made before any
+# fetch answered, would take a partition read up to its last known high watermark as idle, and count its idle
+# time through the stall; input appended as the broker resumed, with event times inside that jump, would then
+# be late. It holds the watermark back for at most this long after a fetch answers.
 STALE_HIGHWATER_S = 2.0
 
 

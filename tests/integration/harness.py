@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.broker import free_port
+from stream.broker import EmbeddedBroker, free_port
 
 INPUTS = ("page-views", "leads", "stage-changes", "spend")
 ACCOUNTING_COUNTERS = ("leadgen_events_total", "leadgen_events_duplicate_total", "leadgen_events_rejected_total")
@@ -163,14 +164,15 @@ PARTITIONS = 4  # of every topic a test makes (KPI_PARTITIONS in Names.env)
 
 
 def create_topics(bootstrap: Broker, topics: Iterable[str], partitions: int = PARTITIONS,
-                  config: dict[str, str] | None = None) -> None:
-    """Create the topics that do not exist yet, as an operator would before sending to them.
+                  config: dict[str, str] | None = None) -> str:
+    """Create the topics that do not exist yet, as an operator would before sending to them; the cluster's id.
 
     Apache Kafka creates a topic a producer names with ``num.partitions`` (1 here), so a message sent to
     partition 3 of a topic nobody created is refused; Tansu created it with enough partitions.
     """
     admin = AdminClient(client_config(bootstrap))
-    existing = admin.list_topics(timeout=10).topics
+    metadata = admin.list_topics(timeout=10)
+    existing = metadata.topics
     missing = [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
                for topic in sorted(set(topics)) if topic not in existing]
     for topic, future in (admin.create_topics(missing, request_timeout=15).items() if missing else ()):
@@ -179,13 +181,29 @@ def create_topics(bootstrap: Broker, topics: Iterable[str], partitions: int = PA
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise AssertionError(f"cannot create {topic}: {exc}") from exc
+    return str(metadata.cluster_id)
+
+
+def producer_config(bootstrap: Broker, cluster_id: str | None = None) -> dict[str, str | int | bool]:
+    """A test producer's settings: idempotent, or one request in flight on Tansu, which refuses idempotence
+    (told by the cluster's id, asked for unless given).
+
+    With librdkafka's defaults (not idempotent, up to a million requests in flight, retries without limit) a
+    batch retried after a broker stall lands after a later one, or twice: input reordered into late events, or a
+    bad message dead-lettered from two offsets, made by the test and not by the worker.
+    """
+    if cluster_id is None:
+        cluster_id = str(AdminClient(client_config(bootstrap)).list_topics(timeout=10).cluster_id)
+    if cluster_id == EmbeddedBroker.cluster_id:
+        return {**client_config(bootstrap), "linger.ms": 5, "max.in.flight.requests.per.connection": 1}
+    return {**client_config(bootstrap), "linger.ms": 5, "enable.idempotence": True}
 
 
 def produce(bootstrap: Broker, messages: Iterable[tuple[str, int | None, bytes]]) -> int:
     """Send (topic, partition or None, value) messages and wait for delivery; returns how many."""
     messages = list(messages)
-    create_topics(bootstrap, (topic for topic, _, _ in messages))
-    producer = Producer({**client_config(bootstrap), "linger.ms": 5})
+    cluster_id = create_topics(bootstrap, (topic for topic, _, _ in messages))
+    producer = Producer(producer_config(bootstrap, cluster_id))
     failures: list[str] = []
     count = 0
     for topic, partition, value in messages:
@@ -241,3 +259,35 @@ def read_records(bootstrap: Broker, topics: list[str], idle_s: float = 2.0, time
     finally:
         consumer.close()
     return records
+
+
+def assert_input_as_sent(bootstrap: Broker, messages: list[tuple[str, int, bytes]]) -> None:
+    """Each input partition holds exactly the messages sent to it, once each and in the order they were sent.
+
+    What a producer can get wrong after a broker stall: a retried batch written after a later one (events
+    reordered, so some come late) or twice (a message at two offsets). Checked so that such input is named as
+    the test's own doing, not the worker's.
+    """
+    sent: dict[tuple[str, int], list[bytes]] = {}
+    for topic, partition, value in messages:
+        sent.setdefault((topic, partition), []).append(value)
+    stored: dict[tuple[str, int], list[tuple[int, bytes]]] = {key: [] for key in sent}
+    for topic, partition, offset, _, value in read_records(bootstrap, sorted({topic for topic, _ in sent})):
+        stored.setdefault((topic, partition), []).append((offset, value or b""))
+    problems = []
+    for key, values in sorted(stored.items()):
+        expected = sent.get(key, [])
+        if [value for _, value in values] == expected:
+            continue
+        offsets: dict[bytes, list[int]] = {}
+        for offset, value in values:
+            offsets.setdefault(value, []).append(offset)
+        wanted = Counter(expected)
+        extra = {value: at for value, at in offsets.items() if len(at) > wanted[value]}
+        missing = sum((wanted - Counter(value for _, value in values)).values())
+        order = [offsets[value][0] for value in dict.fromkeys(expected) if value in offsets]
+        behind = sum(1 for before, after in zip(order, order[1:], strict=False) if after < before)
+        problems.append(f"{key[0]}[{key[1]}]: {len(values)} records for {len(expected)} sent; {len(extra)} written "
+                        f"more often than sent (e.g. at offsets {next(iter(extra.values()), [])}), {missing} "
+                        f"missing, {behind} written before one sent ahead of them")
+    assert not problems, "the input is not as it was sent:\n" + "\n".join(problems)

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.eventset import DAY_START, MINUTE, mixed
-from tests.integration.harness import INPUTS, Names, create_topics, produce, read_topic, start_worker
+from tests.integration.harness import INPUTS, Names, create_topics, produce, producer_config, read_topic, start_worker
 from tests.integration.outcome import as_input, assert_final_kpis_exact, beats, wait_for_finals
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -113,10 +113,10 @@ def test_a_message_too_large_for_a_whole_dead_letter_is_cut_and_harms_nothing(
     producer sends."""
     huge = b"\x01" * 3_500_000
     good = json.dumps({"event_id": "after-huge", "ts": TS, **VALID["leads"]}).encode()
-    create_topics(bootstrap, [names.topic("leads")], config={"max.message.bytes": "8000000"})
+    cluster_id = create_topics(bootstrap, [names.topic("leads")], config={"max.message.bytes": "8000000"})
     worker = start_worker(names, bootstrap, tmp_path)
     try:
-        producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 8_000_000})
+        producer = Producer({**producer_config(bootstrap, cluster_id), "message.max.bytes": 8_000_000})
         failures: list[str] = []
         for value in (huge, good):
             producer.produce(names.topic("leads"), value=value, partition=0,

@@ -24,7 +24,14 @@ import pytest
 from stream.broker import free_port
 from tests.conftest import RunningBroker
 from tests.eventset import mixed
-from tests.integration.harness import ACCOUNTING_COUNTERS, Names, Worker, produce, start_worker
+from tests.integration.harness import (
+    ACCOUNTING_COUNTERS,
+    Names,
+    Worker,
+    assert_input_as_sent,
+    produce,
+    start_worker,
+)
 from tests.integration.outcome import (
     as_input,
     assert_final_kpis_exact,
@@ -235,6 +242,10 @@ def test_broker_paused_for_20_seconds_mid_stream_gives_exact_final_kpis(
         assert _local_state(worker) == dict.fromkeys(TABLES, "none"), worker.log_tail()
     finally:
         worker.stop()
+    # The input is as sent, each message once and in order, whatever the producer met when the broker resumed:
+    # checked first, as a reordered or repeated input message would make late or extra dead letters that are
+    # the test's doing, not the worker's.
+    assert_input_as_sent(bootstrap, payload + sent_beats)
     # Nothing was read twice, so no contribution may have reached a closed window (a watermark ahead of
     # events still to come); checked first, as it names the cause of the KPI mismatch it would lead to.
     assert counts["late_contributions"] == 0, counts

@@ -24,7 +24,7 @@ from stream.broker import free_port
 from stream.core.events import Kind
 from stream.generator import TrafficModel
 from stream.produce import BatchProducer, produce_paced
-from tests.integration.harness import Names, Worker
+from tests.integration.harness import Names, Worker, producer_config
 from tests.ops.deploy_files import (
     JOB,
     PROMETHEUS_YML,
@@ -164,7 +164,7 @@ def test_every_rule_and_panel_returns_data(bootstrap: str, names: Names, tmp_pat
     try:
         prometheus.wait_ready()
         worker.wait_ready()
-        producer = BatchProducer({"bootstrap.servers": bootstrap})
+        producer = BatchProducer(producer_config(bootstrap))
         topics = {kind: names.topic(kind.value) for kind in Kind}
         for _ in produce_paced(producer, topics, _traffic(worker), EVENTS_PER_SECOND, TRAFFIC_SECONDS):
             pass

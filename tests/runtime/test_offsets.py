@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from stream.core.watermark import SourceProgress
 from stream.runtime.offsets import Admission, OffsetLedger, Unknown
+from stream.runtime.worker import STALE_HIGHWATER_S
 
 TOPIC = ("t-entities", 1)
 
@@ -269,3 +273,24 @@ def test_a_partition_ending_in_a_marker_is_caught_up_once_its_messages_are_handl
     book.first_time(TOPIC, 7)
     assert book.next_to_handle(TOPIC) == 9
     assert book.caught_up(TOPIC, book.next_to_handle(TOPIC), 9, 0.1, stale_after_s=2.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("trusted_for_s", "jumps"), [(STALE_HIGHWATER_S, False), (math.inf, True)])
+def test_a_high_watermark_from_before_a_stall_is_not_trusted_to_say_a_partition_is_idle(
+        trusted_for_s: float, jumps: bool) -> None:
+    """What ``STALE_HIGHWATER_S`` prevents: the first progress report after a 20 s broker stall, made before any
+    fetch answered, takes the partition whose last known high watermark it had read up to as idle, and its idle
+    time counts through the stall; an event appended as the broker resumed, inside that jump, then comes late."""
+    last_event = 1_763_798_400_000
+    progress = SourceProgress(idle_timeout_ms=10_000)
+    progress.observe("p", last_event, now_ms=0)
+    progress.mark_busy([], 12_000)  # caught up when last reported: idle 2 s past the timeout
+    assert progress.report(["p"], 12_000) == {"p": last_event + 2_000}
+    # The stall: no report for 20 s. Then the report before the first fetch answers: offsets up to 9 handled, the
+    # high watermark known is 10, from a fetch response 20 s old; messages were appended since.
+    book = OffsetLedger(handled={"p": 9}, delivered={"p": 9})
+    caught_up = book.caught_up("p", 10, 10, highwater_age_s=20.0, stale_after_s=trusted_for_s)
+    progress.mark_busy([] if caught_up else ["p"], 32_000)
+    reported = progress.report(["p"], 32_000)["p"]
+    assert reported is not None
+    assert (reported - last_event > 2_000) is jumps, reported - last_event
