@@ -25,8 +25,8 @@ from rich.live import Live
 from rich.table import Table
 
 from stream.broker import EmbeddedBroker, free_port, stop_process
+from stream.core.calendar import Calendar
 from stream.core.kpis import FAMILIES
-from stream.core.timeutil import format_rfc3339, window_start
 from stream.generator import TrafficModel
 from stream.kafka import confluent_config, ensure_topics, producer_config
 from stream.produce import BatchProducer, ProduceError, produce_paced
@@ -153,7 +153,8 @@ def _view(settings: Settings, feed: Feed, port: int, started: float) -> Group:
     board = feed.board
     samples = _metrics(port)
     now = int(time.time() * 1000)
-    start = format_rfc3339(window_start(now, HOUR_MS))
+    calendar = Calendar(settings.timezone, settings.week_start)  # the worker's, where its hours start
+    start = calendar.format(calendar.start(now, HOUR_MS))
     valid, duplicates, rejected = (_sum(samples, f"leadgen_events{suffix}_total")
                                    for suffix in ("", "_duplicate", "_rejected"))
     watermark = _sum(samples, 'leadgen_watermark_timestamp_seconds') / 2 if samples else 0

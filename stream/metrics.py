@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from stream.core.calendar import size_label
 from stream.core.cells import FUNNEL, CellId, CellState
 from stream.core.kpis import CONVERSION_TIME_BUCKETS, FUNNEL_RATIOS, Quotient, step_conversions
 from stream.core.money import micros_to_float
-from stream.core.timeutil import format_duration
 from stream.pipeline.counts import BatchCounts
 
 ALL = "all"  # label value of the all-traffic roll-up
@@ -186,12 +186,12 @@ class Metrics:
             # Conversion-time cells feed the histogram (see count), not gauges.
             if cell.family != FUNNEL or cell.campaign is not None:
                 continue
-            latest_key = (cell.channel, cell.size_ms)
+            latest_key = (cell.channel, cell.size)
             if cell.start_ms < self._latest_start.get(latest_key, cell.start_ms):
                 continue
             self._latest_start[latest_key] = cell.start_ms
             channel = ALL if cell.channel is None else self.channels.fold(cell.channel)
-            window = format_duration(cell.size_ms)
+            window = size_label(cell.size)
             for gauge, quotient_of in ratio_gauges:
                 self._show(gauge, (channel, window), quotient_of(state).value)
             for from_stage, to_stage, conversion in step_conversions(state, funnel):

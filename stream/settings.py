@@ -19,9 +19,11 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, mo
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from stream.core.calendar import Calendar, parse_window_size, size_label
 from stream.core.events import Kind
 from stream.core.money import RateTable, parse_rate_table
 from stream.core.timeutil import format_duration, is_zero_duration, parse_duration_ms
+from stream.core.windows import Windows
 
 # Why KPI_PROCESSING_GUARANTEE=exactly_once is refused: what faust-streaming 0.15.3 does with Kafka transactions, as
 # tests against Apache Kafka 4.4 showed (two workers: one exits on ProducerSendError within seconds; the KPI and
@@ -106,19 +108,31 @@ def _window_sizes(value: str, info: ValidationInfo) -> tuple[int, ...]:
     sizes = []
     for part in value.split(","):
         try:
-            size = parse_duration_ms(part)
+            sizes.append(parse_window_size(part))
         except ValueError as exc:
             raise SettingsError(f"{var}: {exc}") from None
-        if size % 1000:
-            raise SettingsError(f"{var}: {part.strip()!r} is not a whole number of seconds")
-        if 86_400_000 % size and size % 86_400_000:
-            # Windows are aligned to the epoch; only sizes that tile a UTC day (or whole days) align to UTC days.
-            raise SettingsError(f"{var}: {part.strip()!r} does not divide a day or a whole number of days, so its "
-                                "windows would not align to UTC days")
-        sizes.append(size)
     if not sizes or len(set(sizes)) != len(sizes):
         raise SettingsError(f"{var} must list distinct sizes")
-    return tuple(sorted(sizes))
+    return Windows.of(tuple(sizes), Calendar("UTC")).sizes
+
+
+def _time_zone(value: str, info: ValidationInfo) -> str:
+    name = value.strip()
+    try:
+        Calendar(name)
+    except ValueError as exc:
+        raise SettingsError(f"{_variable(info)}: {exc}") from None
+    return name
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _week_start(value: str, info: ValidationInfo) -> int:
+    day = value.strip().lower()
+    if day not in _WEEKDAYS:
+        raise SettingsError(f"{_variable(info)}: {value!r} is not a day of the week: one of {', '.join(_WEEKDAYS)}")
+    return _WEEKDAYS.index(day)
 
 
 def _funnel(value: str, info: ValidationInfo) -> tuple[str, ...]:
@@ -186,6 +200,8 @@ Switch = Annotated[bool, BeforeValidator(_boolean)]
 Duration = Annotated[int, BeforeValidator(_duration)]
 DurationOrZero = Annotated[int, BeforeValidator(_duration_or_zero)]
 WindowSizes = Annotated[tuple[int, ...], BeforeValidator(_window_sizes)]
+TimeZone = Annotated[str, BeforeValidator(_time_zone)]
+WeekStart = Annotated[int, BeforeValidator(_week_start)]
 Funnel = Annotated[tuple[str, ...], BeforeValidator(_funnel)]
 Names = Annotated[frozenset[str], BeforeValidator(_names)]
 Fraction = Annotated[Decimal | None, BeforeValidator(_fraction)]
@@ -225,8 +241,18 @@ class Settings(BaseSettings):
         "KPI_APP_ID", "leadgen-kpi", "Faust app id: the consumer group and the prefix of internal topics and tables.")
     web_host: Name = setting("KPI_WEB_HOST", "127.0.0.1", "Address the HTTP server (`/metrics`) binds to.")
     web_port: int = setting("KPI_WEB_PORT", "6066", "Port of the HTTP server that serves `/metrics`.", ge=0, le=65535)
-    window_sizes_ms: WindowSizes = setting(
-        "KPI_WINDOW_SIZES", "1h,1d", "Tumbling event-time window sizes, UTC-aligned.")
+    window_sizes: WindowSizes = setting(
+        "KPI_WINDOW_SIZES", "1h,1d",
+        "Tumbling event-time window sizes, laid out in `KPI_TIMEZONE`: durations that divide a day (`15m`, `1h`, "
+        "`6h`) or are whole days (`1d`, `7d`), and the calendar's `1w`, `1mo`, `1q`, `1y`. Hours follow the local "
+        "clock (the repeated hour of a fall-back night is two windows); days, weeks, months, quarters and years "
+        "start at local midnight (a day is 23 or 25 hours when the clocks change).")
+    timezone: TimeZone = setting(
+        "KPI_TIMEZONE", "UTC",
+        "The reporting time zone (an IANA name: `America/New_York`, `Asia/Kolkata`): where days, weeks, months, "
+        "quarters and years start, and the offset of the window bounds in KPI records.")
+    week_start: WeekStart = setting(
+        "KPI_WEEK_START", "monday", "The day `1w` windows start on (`monday` … `sunday`).")
     allowed_lateness_ms: DurationOrZero = setting(
         "KPI_ALLOWED_LATENESS", "10m", "How long after its end (in event time) a window still accepts events.")
     funnel: Funnel = setting("KPI_FUNNEL", "lead,mql,sal,sql,opportunity,won", "The funnel stages, in order.")
@@ -407,6 +433,10 @@ class Settings(BaseSettings):
                 value = format_duration(value)
             elif name.endswith("_ms"):
                 value = [format_duration(size) for size in value]
+            elif name == "window_sizes":
+                value = [size_label(size) for size in value]
+            elif name == "week_start":
+                value = _WEEKDAYS[value]
             elif isinstance(value, frozenset):
                 value = sorted(value)
             elif isinstance(value, Decimal):

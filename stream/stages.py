@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from stream.core.calendar import Calendar
 from stream.core.validation import Validator
 from stream.core.visitors import AttributionConfig
+from stream.core.windows import Windows
 from stream.pipeline.cells import CellConfig, CellStage
 from stream.pipeline.entities import EntityConfig, EntityStage
 from stream.pipeline.ingest import IngestStage
@@ -43,9 +45,14 @@ def build_stages(settings: Settings, input_partitions: Mapping[str, int], entity
                   CellStage(cell_config(settings), cell_table))
 
 
+def windows(settings: Settings) -> Windows:
+    """The window sizes laid out in the reporting time zone (each stage its own: a calendar remembers windows)."""
+    return Windows.of(settings.window_sizes, Calendar(settings.timezone, settings.week_start))
+
+
 def entity_config(settings: Settings, sources: frozenset[str]) -> EntityConfig:
     """What the entity stage takes from the settings, given every input partition's name."""
-    return EntityConfig(settings.partitions, sources, settings.window_sizes_ms, settings.allowed_lateness_ms,
+    return EntityConfig(settings.partitions, sources, windows(settings), settings.allowed_lateness_ms,
                         settings.funnel, settings.dedup_retention_ms, settings.unknown_lead_timeout_ms,
                         settings.cohort_window_ms,
                         AttributionConfig(settings.attribution_lookback_ms, settings.attribution_half_life_ms,
@@ -57,5 +64,5 @@ def cell_config(settings: Settings) -> CellConfig:
     economics = None
     if settings.churn_rate is not None and settings.gross_margin is not None:
         economics = (settings.churn_rate, settings.gross_margin)
-    return CellConfig(settings.partitions, settings.window_sizes_ms, settings.allowed_lateness_ms, settings.funnel,
+    return CellConfig(settings.partitions, windows(settings), settings.allowed_lateness_ms, settings.funnel,
                       settings.rates.reporting_currency, settings.cohort_window_ms, economics, settings.value_limit)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
+from zoneinfo import ZoneInfo
 
 FUNNEL = ("lead", "mql", "sal", "sql", "opportunity", "won")
 STAGES = {"mql", "sal", "sql", "opportunity", "won", "lost"}
@@ -33,6 +34,45 @@ def _ms(ts: object) -> int | None:
     except ValueError:
         return None
     return None if moment.tzinfo is None else round(moment.timestamp() * 1000)
+
+
+_DURATION_MS = {"s": 1000, "m": 60_000, "h": HOUR, "d": DAY}
+
+
+def window_start(ts: int, size: str, zone: str = "UTC", week_start: int = 0) -> int:
+    """Start of the window of ``size`` holding ``ts``, as the README lays windows out in a reporting zone.
+
+    Hours (and shorter sizes that divide one) follow the local clock, folds included (the repeated hour of a
+    fall-back night is two windows); days, weeks (from ``week_start``, 0 = Monday), months, quarters and years
+    begin at local midnight; sizes above an hour that divide a day are slots of the local day. Whole multiples of
+    a day other than 1d are not covered here.
+    """
+    # replace, not + timedelta: arithmetic would lose the fold of a repeated hour.
+    local = datetime.fromtimestamp(ts // 1000, ZoneInfo(zone)).replace(microsecond=ts % 1000 * 1000)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
+    if size == "1d":
+        start = midnight
+    elif size == "1w":
+        start = midnight - timedelta(days=(local.weekday() - week_start) % 7)
+        start = start.replace(fold=0)
+    elif size == "1mo":
+        start = midnight.replace(day=1)
+    elif size == "1q":
+        start = midnight.replace(day=1, month=local.month - (local.month - 1) % 3)
+    elif size == "1y":
+        start = midnight.replace(day=1, month=1)
+    else:
+        length = int(size[:-1]) * _DURATION_MS[size[-1]]
+        if HOUR % length == 0:
+            into_hour = (local.minute * 60 + local.second) * 1000 + local.microsecond // 1000
+            # Within the hour, so on the same side of a fall-back: the same fold.
+            start = (local - timedelta(milliseconds=into_hour % length)).replace(fold=local.fold)
+        else:
+            assert DAY % length == 0, size
+            into_day = ((local.hour * 60 + local.minute) * 60 + local.second) * 1000
+            start = midnight + timedelta(milliseconds=into_day - into_day % length)
+    # Aware datetimes subtract as wall times: the instant comes from the zone's offset at the result.
+    return round(start.timestamp() * 1000)
 
 
 def iso(ms: int) -> str:
@@ -92,7 +132,7 @@ def valid_first_seen(
     return kept
 
 
-Key = tuple[str, int, int, tuple[tuple[str, str], ...]]
+Key = tuple[str, str, int, tuple[tuple[str, str], ...]]
 COHORT_WINDOW = 90 * DAY
 LOOKBACK = 90 * DAY
 HALF_LIFE = 7 * DAY
@@ -130,9 +170,17 @@ def _credit_shares(model: str, touch_times: list[int], converted_at: int) -> lis
 
 
 def compute(
-    messages: list[tuple[str, bytes]], rates: dict[str, Decimal], sizes: tuple[int, ...] = (HOUR, DAY)
+    messages: list[tuple[str, bytes]], rates: dict[str, Decimal], sizes: tuple[str, ...] = ("1h", "1d"),
+    zone: str = "UTC",
 ) -> dict[Key, tuple[object, object]]:
-    """(kpi, size, start, sorted dims) -> (numerator, denominator) for every KPI with something behind it."""
+    """(kpi, size, start, sorted dims) -> (numerator, denominator) for every KPI with something behind it.
+
+    Windows are those of ``sizes`` (as written in ``KPI_WINDOW_SIZES``) laid out in ``zone``.
+    """
+
+    def at(ts: int, size: str) -> int:
+        return window_start(ts, size, zone)
+
     events = valid_first_seen(messages, rates)
     created: dict[str, dict] = {}
     observed: dict[str, dict[str, tuple[int, Decimal | None, str | None]]] = defaultdict(dict)
@@ -165,11 +213,11 @@ def compute(
 
     def add(name: str, ts: int, dims: tuple[tuple[str, str], ...], n: int = 1) -> None:
         for size in sizes:
-            counts[(name, size, ts - ts % size, dims)] += n
+            counts[(name, size, at(ts, size), dims)] += n
 
     def add_money(name: str, ts: int, dims: tuple[tuple[str, str], ...], amount: Decimal) -> None:
         for size in sizes:
-            money[(name, size, ts - ts % size, dims)] += amount
+            money[(name, size, at(ts, size), dims)] += amount
 
     lead_values: dict[str, dict] = {}
     for lead_id, lead in created.items():
@@ -190,7 +238,7 @@ def compute(
             if a in entered and b in entered:
                 for dims in _levels(channel, campaign, with_campaign=False):
                     for size in sizes:
-                        durations[(a, b, size, entered[b] - entered[b] % size, dims)].append(entered[b] - entered[a])
+                        durations[(a, b, size, at(entered[b], size), dims)].append(entered[b] - entered[a])
             if a in entered:
                 converted = b in entered and entered[b] - entered[a] <= COHORT_WINDOW
                 for dims in _levels(channel, campaign, with_campaign=False):
@@ -230,15 +278,15 @@ def compute(
         for dims in (_dims(), _dims(channel=channel)):
             add("views", ts, dims)
             for size in sizes:
-                bucket = (visitor, size, ts - ts % size, dims)
+                bucket = (visitor, size, at(ts, size), dims)
                 if bucket not in visitor_buckets:
                     visitor_buckets.add(bucket)
-                    counts[("visitors", size, ts - ts % size, dims)] += 1
+                    counts[("visitors", size, at(ts, size), dims)] += 1
         for size in sizes:
-            bucket = (visitor, size, ts - ts % size, ("url", url))
+            bucket = (visitor, size, at(ts, size), ("url", url))
             if bucket not in visitor_buckets:
                 visitor_buckets.add(bucket)
-                counts[("asset:visitors", size, ts - ts % size, _dims(asset=url))] += 1
+                counts[("asset:visitors", size, at(ts, size), _dims(asset=url))] += 1
     for value in lead_values.values():
         touches = sorted(
             (ts, channel, campaign or "")
@@ -251,12 +299,12 @@ def compute(
             shares = _credit_shares(model, [t[0] for t in touches], value["ts"])
             for (_, channel, campaign), part in zip(touches, shares, strict=True):
                 campaign_or_none = campaign or None
-                for kind, amount, at in [("leads", 1, value["ts"])] + [
+                for kind, amount, when in [("leads", 1, value["ts"])] + [
                     (kind, value[kind][0], value[kind][1]) for kind in ("pipeline", "revenue") if kind in value
                 ]:
                     for dims in _levels(channel, campaign_or_none):
                         for size in sizes:
-                            key = (kind, model, size, at - at % size, dims)
+                            key = (kind, model, size, window_start(when, size, zone), dims)
                             credits[key] += part * (Fraction(amount) if isinstance(part, Fraction) else float(amount))
     return _records(counts, money, durations, credits)
 
@@ -345,14 +393,13 @@ def p90_seconds(values_ms: list[int]) -> float:
     return ordered[max(1, math.ceil(0.9 * len(ordered))) - 1] / 1000
 
 
-def from_records(records: list[dict]) -> dict[tuple[str, int, int, tuple[tuple[str, str], ...]], tuple[object, object]]:
+def from_records(records: list[dict]) -> dict[tuple[str, str, int, tuple[tuple[str, str], ...]], tuple[object, object]]:
     """The same shape from the last KPI record per key, for comparison with :func:`compute`."""
-    sizes = {"1h": HOUR, "1d": DAY}
     out = {}
     for record in records:
         start = _ms(record["window"]["start"])
         assert start is not None
-        key = (record["kpi"], sizes[record["window"]["size"]], start, tuple(sorted(record["dimensions"].items())))
+        key = (record["kpi"], record["window"]["size"], start, tuple(sorted(record["dimensions"].items())))
         if not (record["numerator"] or record["denominator"]):
             continue  # sent earlier and corrected back to nothing
         out[key] = (record["numerator"], record["denominator"])

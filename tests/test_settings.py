@@ -45,7 +45,7 @@ def defaults():
         ("app_id", "leadgen-kpi"),
         ("web_host", "127.0.0.1"),
         ("web_port", 6066),
-        ("window_sizes_ms", (HOUR, DAY)),
+        ("window_sizes", (HOUR, DAY)),
         ("allowed_lateness_ms", 10 * MINUTE),
         ("funnel", ("lead", "mql", "sal", "sql", "opportunity", "won")),
         ("topic_page_views", "page-views"),
@@ -99,9 +99,9 @@ def test_default_topics(defaults):
 @pytest.mark.parametrize(
     ("env", "name", "expected"),
     [
-        ({"KPI_WINDOW_SIZES": "1d, 15m,1h"}, "window_sizes_ms", (15 * MINUTE, HOUR, DAY)),
-        ({"KPI_WINDOW_SIZES": "2d"}, "window_sizes_ms", (2 * DAY,)),
-        ({"KPI_WINDOW_SIZES": "30s"}, "window_sizes_ms", (30 * SECOND,)),
+        ({"KPI_WINDOW_SIZES": "1d, 15m,1h"}, "window_sizes", (15 * MINUTE, HOUR, DAY)),
+        ({"KPI_WINDOW_SIZES": "2d"}, "window_sizes", (2 * DAY,)),
+        ({"KPI_WINDOW_SIZES": "30s"}, "window_sizes", (30 * SECOND,)),
         ({"KPI_ALLOWED_LATENESS": "0"}, "allowed_lateness_ms", 0),
         ({"KPI_ALLOWED_LATENESS": "0s"}, "allowed_lateness_ms", 0),
         ({"KPI_ALLOWED_LATENESS": "2h"}, "allowed_lateness_ms", 2 * HOUR),
@@ -305,7 +305,7 @@ def test_describe_shows_an_empty_password_as_empty(defaults):
 
 def test_describe_is_human_readable(defaults):
     shown = defaults.describe()
-    assert shown["window_sizes_ms"] == ["1h", "1d"]
+    assert shown["window_sizes"] == ["1h", "1d"]
     assert shown["allowed_lateness_ms"] == "10m"
     assert shown["watermark_interval_ms"] == "500ms"
     assert shown["rates"] == {"reporting_currency": "USD", "rates": {}}
@@ -472,4 +472,4 @@ def test_the_command_warns_of_an_unknown_variable_at_start_and_goes_on():
                            check=True)
     assert shown.stderr.splitlines() == [
         "kpi-stream: warning: KPI_WINDOW_SIZE is not a setting and has no effect: did you mean KPI_WINDOW_SIZES?"]
-    assert json.loads(shown.stdout)["window_sizes_ms"] == ["1h", "1d"]  # the default, as before
+    assert json.loads(shown.stdout)["window_sizes"] == ["1h", "1d"]  # the default, as before

@@ -22,7 +22,7 @@ from stream.core.funnel import (
     StageFact,
 )
 from stream.core.quantiles import add_sorted, remove_sorted
-from stream.core.timeutil import window_start
+from stream.core.windows import Windows
 
 # Cell families. Each lists the roll-up levels it keeps; ``key`` is a family's own dimension.
 FUNNEL = "f"  # stage entries, spend, pipeline and revenue: all traffic / channel / channel+campaign
@@ -40,19 +40,18 @@ OTHER = "other"
 
 
 class CellId(NamedTuple):
-    """One window of one size for one dimension set; ``None`` dimensions are roll-ups."""
+    """One window of one size for one dimension set; ``None`` dimensions are roll-ups.
+
+    ``size`` is a window size code (``stream.core.calendar``): its end, bounds and label come from the
+    ``Windows`` in force.
+    """
 
     family: str
-    size_ms: int
+    size: int
     start_ms: int
     channel: str | None
     campaign: str | None
     key: str | None = None
-
-    @property
-    def end_ms(self) -> int:
-        """Exclusive end of the window."""
-        return self.start_ms + self.size_ms
 
     @property
     def level(self) -> str:
@@ -76,7 +75,7 @@ class CellId(NamedTuple):
         they fold into. (Each window size apart spreads the load; the metrics gauges of one size and value still
         come from one worker.)"""
         family, level, model = self.group()
-        return f"{family}\x00{level}\x00{model}\x00{self.size_ms}"
+        return f"{family}\x00{level}\x00{model}\x00{self.size}"
 
 
 def place(cell: CellId, known: Callable[[CellId], bool], taken: int, limit: int) -> CellId:
@@ -101,7 +100,7 @@ def place(cell: CellId, known: Callable[[CellId], bool], taken: int, limit: int)
     return cell._replace(key=OTHER)
 
 
-def cell_ids(family: str, ts: int, channel: str | None, campaign: str | None, sizes: tuple[int, ...],
+def cell_ids(family: str, ts: int, channel: str | None, campaign: str | None, windows: Windows,
              key: str | None = None) -> list[CellId]:
     """The cells an observation at ``ts`` falls in: each window size times each roll-up level."""
     levels: list[tuple[str | None, str | None]] = [(None, None)]
@@ -109,7 +108,7 @@ def cell_ids(family: str, ts: int, channel: str | None, campaign: str | None, si
         levels.append((channel, None))
         if family in (FUNNEL, ATTRIBUTION) and campaign is not None:
             levels.append((channel, campaign))
-    return [CellId(family, size, window_start(ts, size), ch, cp, key) for size in sizes for ch, cp in levels]
+    return [CellId(family, size, start, ch, cp, key) for size, start in windows.starts(ts) for ch, cp in levels]
 
 
 @dataclass(slots=True)
@@ -188,12 +187,12 @@ def step_name(from_stage: str, to_stage: str) -> str:
     return f"{from_stage}>{to_stage}"
 
 
-def deltas_for_facts(changes: list[tuple[Fact, Attribution, int]], sizes: tuple[int, ...]) -> dict[CellId, CellDelta]:
+def deltas_for_facts(changes: list[tuple[Fact, Attribution, int]], windows: Windows) -> dict[CellId, CellDelta]:
     """Turn one lead's fact changes into one merged delta per touched cell."""
     deltas: dict[CellId, CellDelta] = {}
 
     def touch(family: str, ts: int, key: str | None = None) -> list[CellDelta]:
-        cells = cell_ids(family, ts, attribution.channel, attribution.campaign, sizes, key)
+        cells = cell_ids(family, ts, attribution.channel, attribution.campaign, windows, key)
         return [deltas.setdefault(cell, CellDelta()) for cell in cells]
 
     for fact, attribution, sign in changes:
@@ -239,10 +238,10 @@ def share_name(channel: str, campaign: str | None) -> str:
 
 
 def deltas_for_spend(
-    ts: int, channel: str, campaign: str | None, micros: int, sizes: tuple[int, ...]
+    ts: int, channel: str, campaign: str | None, micros: int, windows: Windows
 ) -> dict[CellId, CellDelta]:
     """Spend adds money to the funnel cells of its channel and campaign."""
-    return {cell: CellDelta(spend_micros=micros) for cell in cell_ids(FUNNEL, ts, channel, campaign, sizes)}
+    return {cell: CellDelta(spend_micros=micros) for cell in cell_ids(FUNNEL, ts, channel, campaign, windows)}
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from stream.core.funnel import LEAD_STAGE, LOST_STAGE
 from stream.core.money import MICROS_PER_UNIT
 from stream.core.quantiles import median, nearest_rank
 from stream.core.timeutil import format_duration, format_rfc3339
+from stream.core.windows import Windows
 
 # Upper bounds (seconds) of the time-to-conversion histogram in KPI records and
 # on /metrics: B2B steps take from minutes (lead -> MQL scoring) to months
@@ -100,15 +101,23 @@ class KpiRecord:
     record: dict[str, Any]
 
 
-def record_key(kpi: str, size_ms: int, start_ms: int, dimensions: dict[str, str]) -> str:
-    """The same string for every revision of one (kpi, window size, window start, dimensions)."""
-    return _record_key(kpi, size_ms, start_ms, tuple(dimensions.items()))
+def record_key(kpi: str, size: int, start_ms: int, dimensions: dict[str, str], windows: Windows | None = None) -> str:
+    """The same string for every revision of one (kpi, window size, window start, dimensions).
+
+    The window's part is written in the reporting zone (``windows``; None: UTC, as before calendars).
+    """
+    window = windows.key_part(size, start_ms) if windows is not None else _utc_key_part(size, start_ms)
+    return _record_key(kpi, window, tuple(dimensions.items()))
 
 
 @lru_cache(maxsize=65536)
-def _record_key(kpi: str, size_ms: int, start_ms: int, dimensions: tuple[tuple[str, str], ...]) -> str:
+def _record_key(kpi: str, window: str, dimensions: tuple[tuple[str, str], ...]) -> str:
     dims = orjson.dumps(dict(dimensions), option=orjson.OPT_SORT_KEYS).decode()
-    return f"{kpi}|{format_duration(size_ms)}|{format_rfc3339(start_ms)}|{dims}"
+    return f"{kpi}|{window}|{dims}"
+
+
+def _utc_key_part(size: int, start_ms: int) -> str:
+    return f"{format_duration(size)}|{format_rfc3339(start_ms)}"
 
 
 def _base_dimensions(cell: CellId) -> dict[str, str]:
@@ -299,7 +308,7 @@ def _candidates(cell: CellId, state: CellState, funnel: tuple[str, ...], currenc
 
 def changed_records(
     cell: CellId, state: CellState, funnel: tuple[str, ...], currency: str, emitted_at_ms: int,
-    economics: tuple[Decimal, Decimal] | None = None,
+    economics: tuple[Decimal, Decimal] | None = None, *, windows: Windows | None = None,
 ) -> list[KpiRecord]:
     """Records for the KPIs of ``cell`` whose content changed since last sent; bumps their revisions.
 
@@ -308,10 +317,10 @@ def changed_records(
     back to zero after a correction.
     """
     records: list[KpiRecord] = []
-    window = _window(cell)
+    window = _window(cell, windows)
     for family, kpi, dims, numerator, denominator, value, unit, stats in _candidates(
             cell, state, funnel, currency, economics):
-        key = record_key(kpi, cell.size_ms, cell.start_ms, dims)
+        key = record_key(kpi, cell.size, cell.start_ms, dims, windows)
         previous = state.emitted.get(key)
         if previous is None and not numerator and not denominator:
             continue
@@ -326,7 +335,7 @@ def changed_records(
 
 def current_records(
     cell: CellId, state: CellState, funnel: tuple[str, ...], currency: str, emitted_at_ms: int,
-    economics: tuple[Decimal, Decimal] | None = None,
+    economics: tuple[Decimal, Decimal] | None = None, *, windows: Windows | None = None,
 ) -> list[KpiRecord]:
     """The last record sent for each KPI of ``cell``, again, with the same revision.
 
@@ -335,18 +344,21 @@ def current_records(
     cell sends them again from the state.
     """
     records: list[KpiRecord] = []
-    window = _window(cell)
+    window = _window(cell, windows)
     for family, kpi, dims, *_, unit, _stats in _candidates(cell, state, funnel, currency, economics):
-        key = record_key(kpi, cell.size_ms, cell.start_ms, dims)
+        key = record_key(kpi, cell.size, cell.start_ms, dims, windows)
         previous = state.emitted.get(key)
         if previous is not None:
             records.append(_record(family, key, kpi, window, dims, previous[1], unit, previous[0], emitted_at_ms))
     return records
 
 
-def _window(cell: CellId) -> dict[str, str]:
-    return {"size": format_duration(cell.size_ms), "start": format_rfc3339(cell.start_ms),
-            "end": format_rfc3339(cell.end_ms)}
+def _window(cell: CellId, windows: Windows | None) -> dict[str, str]:
+    """A record's window; without ``windows`` a UTC window of a fixed size, as before calendars (the math's tests)."""
+    if windows is not None:
+        return windows.describe(cell.size, cell.start_ms)
+    return {"size": format_duration(cell.size), "start": format_rfc3339(cell.start_ms),
+            "end": format_rfc3339(cell.start_ms + cell.size), "zone": "UTC", "kind": "calendar"}
 
 
 def _record(family: str, key: str, kpi: str, window: dict[str, str], dims: dict[str, str], signature: list[Any],

@@ -9,7 +9,7 @@ from typing import Any
 
 from stream.core.attribution import LEAD_CREDIT, MODELS, AttributionFact, Touch, credit
 from stream.core.cells import ASSET, ATTRIBUTION, NO_CHANNEL, TRAFFIC, CellDelta, CellId, cell_ids
-from stream.core.timeutil import window_start
+from stream.core.windows import Windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ class VisitorState:
 
 
 def view(state: VisitorState, ts: int, channel: str | None, campaign: str | None, url: str,
-         sizes: tuple[int, ...], touch_limit: int, event_id: str = "",
+         windows: Windows, touch_limit: int, event_id: str = "",
          deltas: dict[CellId, CellDelta] | None = None) -> dict[CellId, CellDelta]:
     """Record a page view: its traffic counts, first-time visitor counts, and the touch.
 
@@ -58,21 +58,20 @@ def view(state: VisitorState, ts: int, channel: str | None, campaign: str | None
         return deltas
     channel = channel or NO_CHANNEL
     counted = state.counted
-    for cell in cell_ids(TRAFFIC, ts, channel, None, sizes):
+    for cell in cell_ids(TRAFFIC, ts, channel, None, windows):
         delta = deltas.get(cell)
         if delta is None:
             delta = deltas[cell] = CellDelta()
         delta.add("views", 1)
-        bucket = f"{cell.size_ms}|{cell.start_ms}|c|{cell.channel or '*'}"
+        bucket = f"{cell.size}|{cell.start_ms}|c|{cell.channel or '*'}"
         if bucket not in counted:
             counted.add(bucket)
             delta.add("visitors", 1)
-    for size in sizes:
-        bucket = f"{size}|{window_start(ts, size)}|u|{url}"
+    for size, start in windows.starts(ts):
+        bucket = f"{size}|{start}|u|{url}"
         if bucket not in counted:
             counted.add(bucket)
-            for cell in cell_ids(ASSET, ts, None, None, (size,), url):
-                deltas.setdefault(cell, CellDelta()).add("visitors", 1)
+            deltas.setdefault(CellId(ASSET, size, start, None, None, url), CellDelta()).add("visitors", 1)
     touch = Touch(ts, channel, campaign, event_id)
     touches = state.touches
     insort(touches, touch, key=_touch_order)
@@ -91,12 +90,12 @@ def _touch_order(touch: Touch) -> tuple[int, str, str]:
     return touch.ts, touch.channel, touch.campaign or ""
 
 
-def forget_closed_windows(state: VisitorState, closed_before: int) -> None:
+def forget_closed_windows(state: VisitorState, closed_before: int, windows: Windows) -> None:
     """Drop window buckets that ended before ``closed_before``: no event can reach them any more."""
     keep = set()
     for bucket in state.counted:
         size, start, _ = bucket.split("|", 2)
-        if int(start) + int(size) > closed_before:
+        if windows.end(int(size), int(start)) > closed_before:
             keep.add(bucket)
     state.counted = keep
 
@@ -119,12 +118,12 @@ def attribution_facts(state: VisitorState, config: AttributionConfig) -> Counter
 
 
 def attribution_deltas(before: Counter[AttributionFact], after: Counter[AttributionFact],
-                       sizes: tuple[int, ...]) -> dict[CellId, CellDelta]:
+                       windows: Windows) -> dict[CellId, CellDelta]:
     """Cell changes between two versions of a visitor's credits."""
     deltas: dict[CellId, CellDelta] = {}
     for facts, sign in ((after - before, 1), (before - after, -1)):
         for fact in facts.elements():
-            for cell in cell_ids(ATTRIBUTION, fact.ts, fact.channel, fact.campaign, sizes, fact.model):
+            for cell in cell_ids(ATTRIBUTION, fact.ts, fact.channel, fact.campaign, windows, fact.model):
                 deltas.setdefault(cell, CellDelta()).add_sum(fact.kind, sign * fact.amount)
     return {cell: delta for cell, delta in deltas.items() if not delta.is_empty()}
 

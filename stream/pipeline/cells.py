@@ -23,6 +23,7 @@ from stream.core.cells import (
 )
 from stream.core.kpis import KpiRecord, changed_records, current_records
 from stream.core.watermark import WatermarkJoin, is_closed
+from stream.core.windows import Windows, nominal_ms
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, cell_partition, chunked_key
 from stream.pipeline.routing import partition_for
@@ -44,7 +45,7 @@ class CellConfig:
     """What the cell stage needs from the settings."""
 
     partitions: int
-    window_sizes_ms: tuple[int, ...]
+    windows: Windows
     allowed_lateness_ms: int
     funnel: tuple[str, ...]
     reporting_currency: str
@@ -57,7 +58,7 @@ class CellConfig:
 
         A cohort keeps maturing for the conversion window after its own window ends.
         """
-        return cell.end_ms + (self.cohort_window_ms if cell.family == COHORT else 0)
+        return self.windows.end(cell.size, cell.start_ms) + (self.cohort_window_ms if cell.family == COHORT else 0)
 
 
 @dataclass(slots=True)
@@ -98,7 +99,7 @@ class _PartitionIndex:
 
 
 def _window_of(cell: CellId) -> tuple[tuple[str, str, str], int, int]:
-    return cell.group(), cell.size_ms, cell.start_ms
+    return cell.group(), cell.size, cell.start_ms
 
 
 class CellStage:
@@ -175,7 +176,7 @@ class CellStage:
             # Records of the last change before a stop may not have gone out (see CellStage): send them again.
             for cell, state in restored:
                 out.records.extend(current_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
-                                                   cfg.economics))
+                                                   cfg.economics, windows=cfg.windows))
             for key in orphans:
                 table.set(key, None)
         states: dict[CellId, CellState] = {}
@@ -192,7 +193,7 @@ class CellStage:
         for cell in changed:
             state = states[cell]
             out.records.extend(changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
-                                               cfg.economics))
+                                               cfg.economics, windows=cfg.windows))
             write_value(table, cell_key(cell), jsonbytes.dumps(state.to_doc()), self._chunk_bytes)
             out.touched[cell] = state
         # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
@@ -203,7 +204,7 @@ class CellStage:
                       states: dict[CellId, CellState], counts: BatchCounts) -> list[CellId]:
         """Apply an envelope's deltas to their cells, once each, none to a closed window; return the cells changed."""
         cfg = self.config
-        smallest = cfg.window_sizes_ms[0]
+        smallest = cfg.windows.sizes[0]
         applied: list[CellId] = []
         source = str(envelope.source)
         watermark = index.join.watermark()
@@ -233,7 +234,7 @@ class CellStage:
             state.mark_applied(source, where, tag)
             applied.append(cell)
             index.add(cell)
-            if cell.family == CONVERSION_TIME and cell.size_ms == smallest and cell.channel is not None:
+            if cell.family == CONVERSION_TIME and cell.size == smallest and cell.channel is not None:
                 for step, values in delta.samples_added.items():
                     from_stage, to_stage = step.split(">")
                     counts.conversion_samples.extend(
@@ -248,7 +249,7 @@ class CellStage:
         # A final cell is kept one more window length, then dropped: nothing can change it any more.
         # Only cells final before this batch are dropped, so each one's final record has gone out.
         for cell in [c for c in index.final_cells
-                     if is_closed(cfg.closes_at(c) + c.size_ms, watermark, cfg.allowed_lateness_ms)]:
+                     if is_closed(cfg.closes_at(c) + nominal_ms(c.size), watermark, cfg.allowed_lateness_ms)]:
             index.drop(cell)
             states.pop(cell, None)
             write_value(table, cell_key(cell), None)

@@ -25,10 +25,11 @@ from stream.core.cells import (
     step_name,
 )
 from stream.core.funnel import Attribution, ConversionFact, StageFact
+from stream.core.windows import utc_windows
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
-SIZES = (HOUR, DAY)
+SIZES = utc_windows((HOUR, DAY))
 
 
 def utc_ms(year, month, day, hour=0, minute=0):
@@ -48,7 +49,7 @@ EMAIL = Attribution("email", None)
         (
             FUNNEL,
             "q4",
-            SIZES,
+            (HOUR, DAY),
             [
                 CellId(FUNNEL, HOUR, H8, None, None),
                 CellId(FUNNEL, HOUR, H8, "paid_social", None),
@@ -61,7 +62,7 @@ EMAIL = Attribution("email", None)
         (
             FUNNEL,
             None,
-            SIZES,
+            (HOUR, DAY),
             [
                 CellId(FUNNEL, HOUR, H8, None, None),
                 CellId(FUNNEL, HOUR, H8, "paid_social", None),
@@ -72,7 +73,7 @@ EMAIL = Attribution("email", None)
         (
             CONVERSION_TIME,
             "q4",
-            SIZES,
+            (HOUR, DAY),
             [
                 CellId(CONVERSION_TIME, HOUR, H8, None, None),
                 CellId(CONVERSION_TIME, HOUR, H8, "paid_social", None),
@@ -94,12 +95,13 @@ EMAIL = Attribution("email", None)
     ids=["funnel-three-levels", "funnel-no-campaign", "conversion-time-no-campaign-level", "one-size"],
 )
 def test_cell_ids(family, campaign, sizes, expected):
-    assert sorted(cell_ids(family, T0, "paid_social", campaign, sizes), key=repr) == sorted(expected, key=repr)
+    found = cell_ids(family, T0, "paid_social", campaign, utc_windows(sizes))
+    assert sorted(found, key=repr) == sorted(expected, key=repr)
 
 
 def test_cell_end_is_start_plus_size():
-    assert CellId(FUNNEL, HOUR, H8, None, None).end_ms == utc_ms(2026, 11, 22, 9)
-    assert CellId(FUNNEL, DAY, D22, None, None).end_ms == utc_ms(2026, 11, 23)
+    assert SIZES.end(HOUR, H8) == utc_ms(2026, 11, 22, 9)
+    assert SIZES.end(DAY, D22) == utc_ms(2026, 11, 23)
 
 
 def test_routing_key_groups_every_window_and_value_of_one_family_at_one_level_and_size():
@@ -206,7 +208,7 @@ def test_stage_facts_merge_per_cell():
         (StageFact("mql", T0 + 1000), EMAIL, 1),
         (StageFact("mql", T0 + 2000), EMAIL, 1),
     ]
-    deltas = deltas_for_facts(changes, (HOUR,))
+    deltas = deltas_for_facts(changes, utc_windows((HOUR,)))
     assert deltas == {
         CellId(FUNNEL, HOUR, H8, None, None): CellDelta(counts={"lead": 1, "mql": 2}),
         CellId(FUNNEL, HOUR, H8, "email", None): CellDelta(counts={"lead": 1, "mql": 2}),
@@ -221,7 +223,7 @@ def test_conversion_fact_adds_samples_to_conversion_time_cells():
 
 
 def test_retracted_conversion_fact_removes_its_sample():
-    deltas = deltas_for_facts([(ConversionFact("mql", "sal", T0, 5000), EMAIL, -1)], (HOUR,))
+    deltas = deltas_for_facts([(ConversionFact("mql", "sal", T0, 5000), EMAIL, -1)], utc_windows((HOUR,)))
     assert deltas == {
         CellId(CONVERSION_TIME, HOUR, H8, None, None): CellDelta(samples_removed={"mql>sal": [5000]}),
         CellId(CONVERSION_TIME, HOUR, H8, "email", None): CellDelta(samples_removed={"mql>sal": [5000]}),
@@ -230,7 +232,7 @@ def test_retracted_conversion_fact_removes_its_sample():
 
 def test_correction_inside_one_window_cancels_out():
     changes = [(StageFact("mql", T0), EMAIL, -1), (StageFact("mql", T0 - 60_000), EMAIL, 1)]
-    assert deltas_for_facts(changes, (HOUR,)) == {}
+    assert deltas_for_facts(changes, utc_windows((HOUR,))) == {}
 
 
 def test_correction_across_windows_moves_the_count():

@@ -43,7 +43,8 @@ def utc_ms(year, month, day, hour=0, minute=0):
 
 H8 = utc_ms(2026, 11, 22, 8)
 NOW = utc_ms(2026, 11, 22, 8, 20)
-WINDOW_1H = {"size": "1h", "start": "2026-11-22T08:00:00Z", "end": "2026-11-22T09:00:00Z"}
+WINDOW_1H = {"size": "1h", "start": "2026-11-22T08:00:00Z", "end": "2026-11-22T09:00:00Z", "zone": "UTC",
+             "kind": "calendar"}
 
 
 # ------------------------------------------------------------------- values
@@ -468,7 +469,8 @@ def test_conversion_time_records():
     assert len(records) == 1  # steps without samples are not sent
     (item,) = records
     assert item.family == FAMILY_TIME_TO_CONVERSION
-    assert item.record["window"] == {"size": "1d", "start": "2026-11-22T00:00:00Z", "end": "2026-11-23T00:00:00Z"}
+    assert item.record["window"] == {"size": "1d", "start": "2026-11-22T00:00:00Z", "end": "2026-11-23T00:00:00Z",
+                                     "zone": "UTC", "kind": "calendar"}
     assert item.record["dimensions"] == {"from_stage": "lead", "to_stage": "mql", "channel": "email"}
     assert item.record["unit"] == "seconds"
     assert item.record["numerator"] == 7_380.0  # 60 + 120 + 7200 s

@@ -48,6 +48,7 @@ from stream.core.events import Kind, Rejection
 from stream.core.kpis import FAMILY_COST_PER_LEAD, changed_records
 from stream.core.money import parse_rate_table
 from stream.core.validation import Validator
+from stream.core.windows import utc_windows
 
 HOUR_MS = 3_600_000
 
@@ -145,11 +146,11 @@ def test_a_probe_is_a_valid_lead_and_its_cost_per_lead_record_is_recognised() ->
     assert not isinstance(event, Rejection), event
     assert event.ts == now_ms and event.attrs["campaign"] == f"{PROBE_CAMPAIGN}42"
     found = set()
-    for cell in cell_ids(FUNNEL, now_ms, PROBE_CHANNEL, f"{PROBE_CAMPAIGN}42", (HOUR_MS, 24 * HOUR_MS)):
+    for cell in cell_ids(FUNNEL, now_ms, PROBE_CHANNEL, f"{PROBE_CAMPAIGN}42", utc_windows((HOUR_MS, 24 * HOUR_MS))):
         state = CellState(counts={"lead": 1})
         for record in changed_records(cell, state, ("lead", "mql"), "USD", now_ms):
             if record.family == FAMILY_COST_PER_LEAD:
-                found.add((cell.size_ms, cell.campaign, probe_in_record(orjson.dumps(record.record))))
+                found.add((cell.size, cell.campaign, probe_in_record(orjson.dumps(record.record))))
     # Both window sizes carry it at the campaign level; the roll-ups do not name the probe.
     assert found == {(HOUR_MS, "probe-42", 42), (24 * HOUR_MS, "probe-42", 42), (HOUR_MS, None, None),
                      (24 * HOUR_MS, None, None)}

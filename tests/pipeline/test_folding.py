@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from stream.core.cells import FUNNEL, OTHER, CellDelta, CellId
 from stream.core.watermark import HOLD
+from stream.core.windows import utc_windows
 from stream.pipeline.cells import CellConfig, CellStage
 from stream.pipeline.state import apply_writes
 from tests.eventset import DAY_START, MINUTE, heartbeats
@@ -77,7 +78,7 @@ def _leads_by_channel(table: dict[bytes, bytes]) -> dict[str, int]:
 
 
 def test_a_restart_after_any_part_of_a_batch_counts_every_folded_delta_once() -> None:
-    config = CellConfig(1, (HOUR,), 10 * MINUTE, ("lead", "mql"), "USD", value_limit=2)
+    config = CellConfig(1, utc_windows((HOUR,)), 10 * MINUTE, ("lead", "mql"), "USD", value_limit=2)
     # Upstream positions 0 and 1 each carry one delta per channel; five channels for two own cells.
     envelopes = [(0, _envelope(0, [("a", 0), ("b", 0), ("c", 0), ("d", 0)])),
                  (1, _envelope(0, [("e", 1), ("a", 1), ("d", 1)])),

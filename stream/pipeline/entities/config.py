@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stream.core.visitors import AttributionConfig
+from stream.core.windows import Windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,7 +14,7 @@ class EntityConfig:
 
     partitions: int
     sources: frozenset[str]
-    window_sizes_ms: tuple[int, ...]
+    windows: Windows
     allowed_lateness_ms: int
     funnel: tuple[str, ...]
     dedup_retention_ms: int

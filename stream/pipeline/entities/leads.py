@@ -21,7 +21,7 @@ from stream.core.funnel import (
     lead_value,
     to_doc,
 )
-from stream.core.timeutil import earliest_window_end, format_rfc3339
+from stream.core.timeutil import format_rfc3339
 from stream.pipeline.entities.batch import EntityBatch
 from stream.pipeline.entities.config import EntityConfig
 from stream.pipeline.entities.visitors import send_lead_values
@@ -97,7 +97,7 @@ class LeadFunnel:
                 counts.stage_entries[(stage, after_attr.channel)] += 1
         changes = fact_changes(before, before_attr, after, after_attr)
         if changes:
-            batch.add_deltas(deltas_for_facts(changes, self.config.window_sizes_ms))
+            batch.add_deltas(deltas_for_facts(changes, self.config.windows))
 
     def expire_waiting(self, batch: EntityBatch, waiting: set[bytes], watermark: int, now_ms: int,
                        known: dict[bytes, tuple[int, int]]) -> int | None:
@@ -152,7 +152,7 @@ class LeadFunnel:
     def _earliest_close(self, hold: int | None, state: LeadState) -> int | None:
         """``hold`` lowered to just before the first window of any of the lead's waiting changes closes."""
         cfg = self.config
-        closes = [earliest_window_end(change.ts, cfg.window_sizes_ms) + cfg.allowed_lateness_ms - 1
+        closes = [cfg.windows.earliest_end(change.ts) + cfg.allowed_lateness_ms - 1
                   for change in state.pending]
         return min(closes + ([] if hold is None else [hold]), default=None)
 

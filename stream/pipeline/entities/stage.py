@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from stream.core.cells import deltas_for_spend
 from stream.core.events import Kind
-from stream.core.timeutil import earliest_window_end
 from stream.core.watermark import is_closed
 from stream.pipeline.entities.batch import EntityBatch, EntityOutput
 from stream.pipeline.entities.config import EntityConfig
@@ -108,7 +107,7 @@ class EntityStage:
                 # From this stage itself, already accepted where the lead lives: not an input event.
                 visitors.take_lead_value(batch, item, watermark)
                 continue
-            late = is_closed(earliest_window_end(item.ts, cfg.window_sizes_ms), own, cfg.allowed_lateness_ms)
+            late = is_closed(cfg.windows.earliest_end(item.ts), own, cfg.allowed_lateness_ms)
             if item.kind == Kind.PAGE_VIEW:
                 # Page views (most of the traffic) are deduplicated against the visitor's own touches, which
                 # keep their event ids: one state record per visitor instead of one dedup record per view.
@@ -135,7 +134,7 @@ class EntityStage:
             batch.counts.valid[event.topic] += 1
             batch.counts.spend_micros[(attrs["channel"], attrs["campaign"])] += attrs["amount"]
             batch.add_deltas(deltas_for_spend(event.ts, attrs["channel"], attrs["campaign"], attrs["amount"],
-                                              self.config.window_sizes_ms))
+                                              self.config.windows))
         else:
             self._funnel.apply(batch, index.waiting_leads, event)
 

@@ -42,7 +42,7 @@ class VisitorTouches:
             visitor = from_doc(orjson.loads(stored)) if stored is not None else VisitorState()
             batch.visitors[key] = visitor
             if watermark is not None:
-                forget_closed_windows(visitor, watermark - self.config.allowed_lateness_ms)
+                forget_closed_windows(visitor, watermark - self.config.allowed_lateness_ms, self.config.windows)
         return visitor
 
     def take_lead_value(self, batch: EntityBatch, value: LeadValue, watermark: int | None) -> None:
@@ -54,19 +54,17 @@ class VisitorTouches:
             visitor.leads.pop(value.lead, None)
         else:
             visitor.leads[value.lead] = value.value
-        batch.add_deltas(attribution_deltas(before, attribution_facts(visitor, cfg.attribution),
-                                            cfg.window_sizes_ms))
+        batch.add_deltas(attribution_deltas(before, attribution_facts(visitor, cfg.attribution), cfg.windows))
 
     def view(self, batch: EntityBatch, visitor: VisitorState, event: RoutedEvent) -> None:
         """A page view's traffic counts, and any change it makes to the credit of the visitor's leads."""
         cfg = self.config
         attrs = event.attrs
         credited = attribution_facts(visitor, cfg.attribution) if visitor.leads else None
-        view(visitor, event.ts, attrs["channel"], attrs["campaign"], attrs["url"], cfg.window_sizes_ms,
+        view(visitor, event.ts, attrs["channel"], attrs["campaign"], attrs["url"], cfg.windows,
              cfg.attribution.touch_limit, event.event_id, batch.envelope_deltas)
         if credited is not None:
-            batch.add_deltas(attribution_deltas(credited, attribution_facts(visitor, cfg.attribution),
-                                                cfg.window_sizes_ms))
+            batch.add_deltas(attribution_deltas(credited, attribution_facts(visitor, cfg.attribution), cfg.windows))
 
 
 def send_lead_values(batch: EntityBatch, lead_id: str, ts: int, before: tuple[str | None, dict[str, Any] | None],

@@ -1,0 +1,91 @@
+"""The whole dataflow in a reporting time zone: every calendar window equals the batch computation's.
+
+The fixed event set (four hours of traffic, ``tests.eventset``) is moved to the nights the clocks change in New
+York (the repeated hour of 2026-11-01, the missing one of 2026-03-08), to a day in Kolkata (+05:30: hours start at
+:30 UTC) and to a day in UTC, and run with hours, days, weeks, months, quarters and years. The reference
+(``tests/reference.py``) lays its windows out with ``zoneinfo`` as the README describes them, sharing no code
+with ``stream.core.calendar``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+
+from stream.core.events import Kind
+from stream.pipeline.local import LocalFlow
+from stream.settings import Settings
+from tests.eventset import DAY_START, heartbeats, mixed
+from tests.reference import compute, from_records, mismatches
+
+RATES = {"EUR": Decimal("1.08")}
+KINDS = {kind.value: kind for kind in Kind}
+SIZES = ("1h", "1d", "1w", "1mo", "1q", "1y")
+DAY = 86_400_000
+INPUT_PARTITIONS = 2
+
+
+def shifted(messages: list[tuple[str, bytes]], by_ms: int) -> list[tuple[str, bytes]]:
+    """The same messages, each valid event's integer ``ts`` moved by ``by_ms`` (bad input stays as it was)."""
+    moved = []
+    for topic, raw in messages:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            moved.append((topic, raw))
+            continue
+        if isinstance(doc, dict) and type(doc.get("ts")) is int:
+            doc["ts"] += by_ms
+            raw = json.dumps(doc).encode()
+        moved.append((topic, raw))
+    return moved
+
+
+# (zone, the UTC instant the event set's first hour is moved to: local midnight of the day)
+NIGHTS = [
+    pytest.param("America/New_York", 1_793_505_600_000, id="new-york-fall-back-2026-11-01"),  # 04:00Z = 00:00 EDT
+    pytest.param("America/New_York", 1_772_946_000_000, id="new-york-spring-forward-2026-03-08"),  # 05:00Z = 00:00 EST
+    pytest.param("Asia/Kolkata", 1_795_285_800_000, id="kolkata-2026-11-22"),  # 18:30Z the day before
+    pytest.param("UTC", DAY_START, id="utc-2025-11-22"),
+]
+
+
+@pytest.mark.parametrize(("zone", "midnight"), NIGHTS)
+def test_calendar_windows_in_a_reporting_zone_equal_the_batch_computation(zone: str, midnight: int) -> None:
+    messages, expected = mixed(seed=3)
+    # The event set starts at 08:00 UTC on its day; moved so that it starts at local midnight of the night.
+    moved = shifted(messages, midnight - DAY_START)
+    settings = Settings.from_env({"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "3", "KPI_TIMEZONE": zone,
+                                  "KPI_WINDOW_SIZES": ",".join(SIZES)})
+    clock = [midnight]
+    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=INPUT_PARTITIONS)
+    rand = random.Random(1)
+    for start in range(0, len(moved), 5):
+        chunk = moved[start:start + 5]
+        flow.send_batch([(KINDS[topic], raw, rand.randrange(INPUT_PARTITIONS)) for topic, raw in chunk])
+        clock[0] += 10
+    # Heartbeats past the end of the year (and the cohorts' 90 days) make every window final.
+    clock[0] = beat_at = midnight + 460 * DAY
+    beats = heartbeats(list(settings.input_topics.values()), INPUT_PARTITIONS, beat_at)
+    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in beats])
+    flow.tick()
+    every = moved + [(topic, raw) for topic, _, raw in beats]
+    want = compute(every, RATES, sizes=SIZES, zone=zone)
+    records = list(flow.records.values())
+    got = from_records(records)
+    wrong = mismatches(got, want)
+    assert not wrong, f"{len(wrong)} KPI keys differ, e.g. {wrong[:5]}"
+    assert {record["window"]["size"] for record in records} == set(SIZES)
+    assert all(record["window"]["zone"] == zone for record in records)
+    # Every window of the data (all but the heartbeats', which start far later) is final.
+    data = [record for record in records if start_ms(record) <= midnight + DAY]
+    assert data and all(record["final"] for record in data)
+    assert sum(flow.counts.rejected.values()) == expected["rejected"]
+
+
+def start_ms(record: dict) -> int:
+    return round(datetime.fromisoformat(record["window"]["start"].replace("Z", "+00:00")).timestamp() * 1000)
