@@ -51,6 +51,9 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/Zulu", "Zulu", "Universal", "Etc/
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# The layout of every version before calendars: what state that names no calendar was made under.
+UTC_IDENTITY = "UTC|monday"
 # The Gregorian calendar repeats every 400 years, weekdays included (146097 days = 20871 weeks), and so do the
 # zone rules after tzdata's last listed change (2087, Morocco's). Dates and offsets far ahead are computed 400-year
 # cycles back, so that neither datetime (year 9999 at most) nor a zone +14:00 ahead of UTC overflows near the
@@ -223,6 +226,11 @@ class Calendar:
 
     def __repr__(self) -> str:
         return f"Calendar({self.zone_name!r}, week_start={self.week_start})"
+
+    @property
+    def identity(self) -> str:
+        """What the windows' layout depends on, as state records it: ``America/New_York|monday``."""
+        return f"{self.zone_name}|{_WEEKDAYS[self.week_start]}"
 
     def start(self, ts_ms: int, size: int) -> int:
         """Start (epoch ms) of the window of ``size`` that holds ``ts_ms``.

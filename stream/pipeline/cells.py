@@ -138,7 +138,8 @@ class CellStage:
         ``_restored`` until each partition's first batch sends and deletes them."""
         cfg = self.config
         sources = frozenset(str(source) for source in range(cfg.partitions))
-        wanted = {p: _PartitionIndex(restore_join(self._cells, p, sources))
+        calendar = cfg.windows.calendar.identity
+        wanted = {p: _PartitionIndex(restore_join(self._cells, p, sources, calendar=calendar))
                   for p in ({partition} | self._assigned) if p not in self._index}
         restored: dict[int, list[tuple[CellId, CellState]]] = {p: [] for p in wanted}
         census = ChunkCensus()
@@ -185,7 +186,7 @@ class CellStage:
             envelope = CellEnvelope.decode(raw_envelope)
             changed.update(self._apply_deltas(index, envelope, table, states, out.counts))
             if index.join.update({str(envelope.source): envelope.watermark}, now_ms):
-                persist_join(progress, partition, index.join)
+                persist_join(progress, partition, index.join, calendar=cfg.windows.calendar.identity)
         watermark = index.join.watermark()
         out.watermark = watermark
         if watermark is not None:

@@ -35,6 +35,7 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
 )
 
+from stream.pipeline.state import StateRefused
 from stream.runtime.offsets import OffsetLedger
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 # Exit status of a worker stopped because a batch failed in a way no input explains (a defect, or a resource
 # gone): a supervisor restarts it, and the batch is read again from the committed offsets.
 EXIT_BATCH_FAILED = 70
+# Exit status of a worker whose tables hold state its settings cannot carry on (another reporting calendar):
+# sysexits' EX_CONFIG, as restarting it unchanged cannot help.
+EXIT_STATE_REFUSED = 78
 # Longest a rebalance waits for running batches (well inside the broker's rebalance timeout).
 REVOKE_WAIT_S = 30.0
 # A batch that fails with one of these failed for a missing ACL: the worker says so as its last line.
@@ -132,10 +136,15 @@ def fail_stop(stage: str) -> None:
     leaves everything from the failed batch on to be read again, which the stages treat as replays (the crash
     tests kill workers at any point). The error is logged with its traceback first.
     """
+    error = sys.exc_info()[1]
+    if isinstance(error, StateRefused):
+        # Not a defect, and a restart with the same settings meets it again: the reason alone, as the last line.
+        log.critical("the worker cannot carry on the state it was given: %s", error)
+        logging.shutdown()
+        os._exit(EXIT_STATE_REFUSED)
     log.critical("a %s batch failed with an error no input explains; stopping the worker (exit status %d) so "
                  "that a restart reads it again from the committed offsets", stage, EXIT_BATCH_FAILED,
                  exc_info=True)
-    error = sys.exc_info()[1]
     if isinstance(error, AUTHORIZATION_ERRORS):
         # The last line then says what the login lacks, not only which request the broker refused.
         log.critical("the broker refused this worker's login: %s; the worker needs every ACL that `kpi-stream acls` "

@@ -18,6 +18,7 @@ import pytest
 
 from stream.core.events import Kind
 from stream.pipeline.local import LocalFlow
+from stream.pipeline.state import StateRefused
 from stream.settings import Settings
 from tests.eventset import DAY_START, heartbeats, mixed
 from tests.reference import compute, from_records, mismatches
@@ -89,3 +90,53 @@ def test_calendar_windows_in_a_reporting_zone_equal_the_batch_computation(zone: 
 
 def start_ms(record: dict) -> int:
     return round(datetime.fromisoformat(record["window"]["start"].replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _settings_in(zone: str, week_start: str = "monday") -> Settings:
+    return Settings.from_env({"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "1", "KPI_TIMEZONE": zone,
+                              "KPI_WEEK_START": week_start, "KPI_WINDOW_SIZES": "1h,1d,1w"})
+
+
+def _fed(settings: Settings, messages: list[tuple[str, bytes]], tables: LocalFlow | None = None) -> LocalFlow:
+    """A flow (on the tables of ``tables``, if given: the same worker restarted) fed ``messages``."""
+    flow = LocalFlow(settings, clock=lambda: DAY_START, input_partitions=1)
+    if tables is not None:
+        flow.entity_table.update(tables.entity_table)
+        flow.cell_table.update(tables.cell_table)
+    for start in range(0, len(messages), 5):
+        flow.send_batch([(KINDS[topic], raw, 0) for topic, raw in messages[start:start + 5]])
+    return flow
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    (("UTC", "monday"), ("America/New_York", "monday")),
+    (("America/New_York", "monday"), ("Asia/Kolkata", "monday")),
+    (("America/New_York", "monday"), ("America/New_York", "sunday")),
+])
+def test_state_made_under_another_calendar_is_refused_naming_both(before: tuple[str, str],
+                                                                  after: tuple[str, str]) -> None:
+    """Its open windows would mix two layouts, and retractions of facts counted under the old one would reach
+    the new one's windows: the worker stops, saying what changed and what to do."""
+    messages, _ = mixed(seed=4)
+    half = len(messages) // 2
+    first = _fed(_settings_in(*before), messages[:half])
+    with pytest.raises(StateRefused) as refused:
+        _fed(_settings_in(*after), messages[half:], tables=first)
+    text = str(refused.value)
+    assert f"KPI_TIMEZONE={before[0]} and KPI_WEEK_START={before[1]}" in text, text
+    assert f"KPI_TIMEZONE={after[0]} and KPI_WEEK_START={after[1]}" in text, text
+    assert "KPI_APP_ID" in text
+
+
+def test_state_of_earlier_versions_is_taken_as_utc() -> None:
+    """What versions before calendars wrote names no calendar; written in UTC, it still names none."""
+    messages, _ = mixed(seed=4)
+    half = len(messages) // 2
+    first = _fed(_settings_in("UTC"), messages[:half])
+    assert not [value for key, value in {**first.entity_table, **first.cell_table}.items() if b'"z":' in value]
+    again = _fed(_settings_in("UTC"), messages[half:], tables=first)  # carries on
+    assert again.records
+    with pytest.raises(StateRefused):
+        _fed(_settings_in("Europe/London"), messages[half:], tables=first)
+    in_new_york = _fed(_settings_in("America/New_York"), messages[:half])
+    assert [value for value in in_new_york.cell_table.values() if b'"z":"America/New_York|monday"' in value]

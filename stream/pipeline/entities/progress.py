@@ -37,6 +37,7 @@ class PartitionProgress:
 
     join: WatermarkJoin  # over every input partition
     peers: WatermarkJoin  # over the other entity partitions, which send this one lead values
+    calendar: str  # the reporting calendar the partition's windows are laid out in (``Calendar.identity``)
     last_sent_watermark: int | None = None
     last_peer_report: int | None = None
 
@@ -44,9 +45,10 @@ class PartitionProgress:
     def restore(table: Store, partition: int, config: EntityConfig) -> PartitionProgress:
         """The partition's progress as last persisted (reports not yet sent by this worker)."""
         peers = frozenset(peer_name(other) for other in range(config.partitions) if other != partition)
+        calendar = config.windows.calendar.identity
         return PartitionProgress(restore_join(table, partition, config.sources,
-                                              idle_timeout_ms=config.idle_partition_timeout_ms),
-                                 restore_join(table, partition, peers, "peers"))
+                                              idle_timeout_ms=config.idle_partition_timeout_ms, calendar=calendar),
+                                 restore_join(table, partition, peers, "peers"), calendar)
 
     def own(self) -> int | None:
         """The partition's own input watermark."""
@@ -65,7 +67,7 @@ class PartitionProgress:
     def hear(self, batch: EntityBatch, partition: int, envelope: EntityEnvelope, now_ms: int) -> None:
         """Take in the progress an envelope carries (after its events), persisting the joins it moves."""
         if self.join.update(envelope.progress, now_ms):
-            persist_join(batch.progress, partition, self.join)
+            persist_join(batch.progress, partition, self.join, calendar=self.calendar)
         peer = envelope.peer
         if peer is not None and self.peers.update({peer_name(peer.partition): peer.progress}, now_ms):
             persist_join(batch.progress, partition, self.peers, "peers")
