@@ -10,11 +10,17 @@ with ``stream.core.calendar``.
 from __future__ import annotations
 
 import json
+import os
 import random
+from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from stream.core.events import Kind
 from stream.pipeline.local import LocalFlow
@@ -140,3 +146,78 @@ def test_state_of_earlier_versions_is_taken_as_utc() -> None:
         _fed(_settings_in("Europe/London"), messages[half:], tables=first)
     in_new_york = _fed(_settings_in("America/New_York"), messages[:half])
     assert [value for value in in_new_york.cell_table.values() if b'"z":"America/New_York|monday"' in value]
+
+
+# Additive KPIs: a bigger calendar window's numerator is the sum of its parts'.
+ADDITIVE = ("lead_volume", "mql_volume", "won_volume", "page_views", "cost_per_lead", "pipeline")
+PARTS = {"1mo": "1d", "1q": "1mo", "1y": "1q"}
+
+
+@st.composite
+def spread_events(draw: st.DrawFn) -> list[tuple[int, str, bytes]]:
+    """Leads, stage changes, page views and spend over about 300 days around two clock changes, in time order."""
+    start = 1_767_243_600_000  # 2026-01-01T00:00:00-05:00
+    serial = iter(range(10**6))
+    events = []
+    for _ in range(draw(st.integers(1, 40))):
+        ts = start + draw(st.integers(0, 300 * 24 * 60)) * 60_000
+        kind = draw(st.sampled_from(["leads", "stage-changes", "page-views", "spend"]))
+        channel = draw(st.sampled_from(["email", "paid_social"]))
+        fields: dict[str, object] = {"event_id": f"e{next(serial)}", "ts": ts}
+        if kind == "leads":
+            fields |= {"lead_id": f"L{next(serial)}", "channel": channel}
+        elif kind == "stage-changes":
+            fields |= {"lead_id": "L0", "stage": draw(st.sampled_from(["mql", "won"]))}
+        elif kind == "page-views":
+            fields |= {"visitor_id": f"v{draw(st.integers(0, 3))}", "url": "/pricing", "channel": channel}
+        else:
+            fields |= {"channel": channel, "amount": str(draw(st.integers(1, 500))), "currency": "USD"}
+        events.append((ts, kind, json.dumps(fields).encode()))
+    lead = json.dumps({"event_id": "lead-L0", "ts": start, "lead_id": "L0", "channel": "email"}).encode()
+    return sorted([(start, "leads", lead), *events])
+
+
+@given(spread_events())
+@hypothesis_settings(max_examples=int(os.environ.get("KPI_PROPERTY_EXAMPLES", "25")), deadline=None,
+                     suppress_health_check=[HealthCheck.too_slow])
+def test_each_month_is_its_days_each_quarter_its_months_each_year_its_quarters(
+        events: list[tuple[int, str, bytes]]) -> None:
+    zone = "America/New_York"
+    settings = Settings.from_env({"KPI_PARTITIONS": "2", "KPI_TIMEZONE": zone, "KPI_WINDOW_SIZES": "1d,1mo,1q,1y"})
+    clock = [events[0][0]]
+    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=1)
+    for ts, kind, raw in events:
+        clock[0] = ts
+        flow.send_batch([(KINDS[kind], raw, 0)])
+    clock[0] = beat_at = events[-1][0] + 400 * DAY
+    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in
+                     heartbeats(list(settings.input_topics.values()), 1, beat_at)])
+    flow.tick()
+    records = [r for r in flow.records.values() if r["kpi"] in ADDITIVE and start_ms(r) < events[-1][0] + DAY]
+    assert not mismatches(from_records(records),
+                          {key: value for key, value in compute([(kind, raw) for _, kind, raw in events], RATES,
+                                                                sizes=("1d", "1mo", "1q", "1y"), zone=zone).items()
+                           if key[0] in ADDITIVE})
+    sums: dict[tuple[str, str, str, str], float] = defaultdict(float)
+    for record in records:
+        for bigger, part in PARTS.items():
+            if record["window"]["size"] == part:
+                sums[(record["kpi"], bigger, _container(record, bigger, zone), _dims(record))] += record["numerator"]
+    for record in records:
+        if record["window"]["size"] in PARTS:
+            key = (record["kpi"], record["window"]["size"], record["window"]["start"], _dims(record))
+            assert sums[key] == pytest.approx(record["numerator"]), key
+            assert record["final"]
+
+
+def _dims(record: dict) -> str:
+    return json.dumps(record["dimensions"], sort_keys=True)
+
+
+def _container(record: dict, size: str, zone: str) -> str:
+    """The start, as a record of ``size`` writes it, of the window of ``size`` that holds ``record``'s window."""
+    start = start_ms(record)
+    moment = datetime.fromtimestamp(start / 1000, ZoneInfo(zone))
+    month = {"1mo": moment.month, "1q": moment.month - (moment.month - 1) % 3, "1y": 1}[size]
+    first = moment.replace(month=month, day=1, hour=0, minute=0, second=0, fold=0)
+    return first.isoformat()
