@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -57,10 +58,14 @@ def latest_records(bootstrap: Broker, names: Names, contiguous: bool = True) -> 
 
 
 def assert_final_kpis_exact(bootstrap: Broker, names: Names, messages: list[tuple[str, bytes]],
-                            sent_beats: list[tuple[str, int, bytes]], restarted: bool = False) -> list[dict]:
-    """Every KPI key's last record equals the batch computation, and every closed window is final."""
+                            sent_beats: list[tuple[str, int, bytes]], restarted: bool = False,
+                            sizes: tuple[str, ...] = ("1h", "1d"), zone: str = "UTC",
+                            data_until: str = "2025-11-24T00:00:00Z") -> list[dict]:
+    """Every KPI key's last record equals the batch computation (its windows of ``sizes`` in ``zone``), and every
+    window of the data (starting before ``data_until``, RFC 3339 UTC) is final."""
     records = latest_records(bootstrap, names, contiguous=not restarted)
-    want = compute(messages + [(topic.removeprefix(f"{names.prefix}-"), raw) for topic, _, raw in sent_beats], RATES)
+    want = compute(messages + [(topic.removeprefix(f"{names.prefix}-"), raw) for topic, _, raw in sent_beats], RATES,
+                   sizes=sizes, zone=zone)
     wrong = mismatches(from_records(records), want)
     if wrong:
         dead = [json.loads(value) for _, value in read_topic(bootstrap, names.topic("dead-letters"))]
@@ -68,7 +73,10 @@ def assert_final_kpis_exact(bootstrap: Broker, names: Names, messages: list[tupl
         raise AssertionError(f"{len(wrong)} KPI keys differ (dead letters: {dict(reasons)}; input messages that "
                              f"reached neither the entity stage nor the dead letters: "
                              f"{unhandled_inputs(bootstrap, names) or 'none'}), e.g.\n" + "\n".join(wrong[:15]))
-    assert all(r["final"] for r in records if r["window"]["start"] < "2025-11-24" and r["kpi"] != "cohort_conversion")
+    until = datetime.fromisoformat(data_until.replace("Z", "+00:00")).timestamp()
+    data = [r for r in records
+            if datetime.fromisoformat(r["window"]["start"].replace("Z", "+00:00")).timestamp() < until]
+    assert all(r["final"] for r in data if r["kpi"] != "cohort_conversion")
     return records
 
 

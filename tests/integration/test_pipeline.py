@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningBroker
-from tests.eventset import doc, mixed
-from tests.integration.harness import Names, Worker, produce, read_topic, start_worker
+from tests.eventset import DAY_START, doc, heartbeats, mixed
+from tests.integration.harness import INPUTS, Names, Worker, produce, read_topic, start_worker
 from tests.integration.outcome import (
     as_input,
     assert_final_kpis_exact,
@@ -24,6 +24,7 @@ from tests.integration.outcome import (
     wait_for_finals,
     wait_for_watermark,
 )
+from tests.pipeline.test_calendar_flow import shifted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -210,3 +211,42 @@ def test_a_partition_idle_when_it_changes_owner_does_not_hold_the_watermark(
     final = [r for r in records if r["kpi"] == "page_views" and r["window"]["size"] == "5s"
              and r["window"]["start"] == start and r["dimensions"] == {"channel": "email"} and r["final"]]
     assert [r["value"] for r in final] == [2.0], records
+
+
+def test_new_york_calendar_windows_across_the_fall_back_night_are_exact_after_a_sigkill(
+        each_broker: RunningBroker, names: Names, tmp_path: Path) -> None:
+    """The fixed event set moved to New York's 2026 fall-back night (its repeated hour inside the data), replayed
+    as a backlog in hours, days, weeks, months, quarters and years of America/New_York; the first worker is
+    SIGKILLed while reading it, a second finishes on the same data dir. Also on the embedded broker."""
+    bootstrap = each_broker.bootstrap_servers
+    sizes = ("1h", "1d", "1w", "1mo", "1q", "1y")
+    midnight = 1_793_505_600_000  # 2026-11-01T00:00:00-04:00
+    messages, expected = mixed(seed=17)
+    moved = shifted(messages, midnight - DAY_START)
+    sent_beats = heartbeats([names.topic(t) for t in INPUTS], 4, midnight + 460 * 86_400_000)  # past 2027's Q1
+    env = {"KPI_TIMEZONE": "America/New_York", "KPI_WINDOW_SIZES": ",".join(sizes), "KPI_BATCH_MAX": "20",
+           # The heartbeats are far ahead of the processing clock: let them in.
+           "KPI_MAX_FUTURE_SKEW": "3650d", "KPI_DATA_DIR": str(tmp_path / "data"), **each_broker.worker_env}
+    sent = produce(bootstrap, as_input(names, moved, seed=5)) + produce(bootstrap, sent_beats)
+    first = start_worker(names, bootstrap, tmp_path, label="first", **env)
+    try:
+        first.wait_until(lambda: first.accounted() >= sent * 0.3, what="a third of the backlog")
+        first.process.send_signal(signal.SIGKILL)
+        assert first.process.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        first.stop()
+    second = start_worker(names, bootstrap, tmp_path, label="second", **env)
+    try:
+        wait_for_watermark(second, timeout_s=150)
+        assert not second.errors(), second.errors()
+    finally:
+        assert second.stop() == 0, second.log_tail()
+    records = assert_final_kpis_exact(bootstrap, names, moved, sent_beats, restarted=True, sizes=sizes,
+                                      zone="America/New_York", data_until="2026-11-02T12:00:00Z")
+    hours = sorted({r["window"]["start"] for r in records if r["window"]["size"] == "1h"})
+    assert "2026-11-01T01:00:00-04:00" in hours and "2026-11-01T01:00:00-05:00" in hours, hours[:8]
+    day = next(r["window"] for r in records if r["window"]["size"] == "1d"
+               and r["window"]["start"] == "2026-11-01T00:00:00-04:00")
+    assert day["end"] == "2026-11-02T00:00:00-05:00"  # 25 hours
+    assert {r["window"]["zone"] for r in records} == {"America/New_York"}
+    assert len(set(dead_letter_sources(bootstrap, names))) == expected["rejected"]
