@@ -94,9 +94,11 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
         raw_topics={kpi_route(family): settings.kpi_topic(family) for family in FAMILIES},
         tables=tables, producer=app.maybe_start_producer)
     stages = build_stages(settings, input_partitions, TableView(tables[ENTITY_TABLE]), TableView(tables[CELL_TABLE]))
+    metrics = Metrics.create(registry, settings.campaign_labels, settings.campaign_label_limit)
+    metrics.declare_targets(stages.cells.config.targets)
     Worker(app, settings, stages, routes, inputs=app.topic(*settings.input_topics.values(), **RAW),
            input_kinds={topic: kind for kind, topic in settings.input_topics.items()},
-           metrics=Metrics.create(registry, settings.campaign_labels, settings.campaign_label_limit),
+           metrics=metrics,
            ready=Gauge("leadgen_worker_ready", "1 once the worker has recovered its state and processes events; 0 "
                        "from a rebalance until its tables are recovered again.", registry=registry),
            clock=clock).install()

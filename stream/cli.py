@@ -41,11 +41,18 @@ def main(argv: list[str] | None = None) -> int:
 def _faust(args: list[str], settings: Settings) -> int:
     """Hand over to Faust's command line with the app built from the settings."""
     from stream.app import build_app
+    from stream.core.targets import TargetsError
     from stream.kafka import TopicError, prepare_cluster
+    from stream.stages import targets_of
 
     if not settings.bootstrap_servers:
         print("kpi-stream: KAFKA_BOOTSTRAP_SERVERS is not set (or run `kpi-stream demo` for a local broker)",
               file=sys.stderr)
+        return 2
+    try:
+        targets_of(settings)  # checked before anything starts: a wrong target file is the operator's to fix
+    except TargetsError as exc:
+        print(f"kpi-stream: {exc}", file=sys.stderr)
         return 2
     if args and args[0] == "worker":
         try:

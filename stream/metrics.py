@@ -9,11 +9,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from stream.core.calendar import size_label
 from stream.core.cells import FUNNEL, CellId, CellState
-from stream.core.kpis import CONVERSION_TIME_BUCKETS, FUNNEL_RATIOS, Quotient, step_conversions
+from stream.core.kpis import CONVERSION_TIME_BUCKETS, FUNNEL_RATIOS, KpiRecord, Quotient, step_conversions
 from stream.core.money import micros_to_float
+from stream.core.targets import Target
+from stream.core.timeutil import parse_event_time
 from stream.pipeline.counts import BatchCounts
 
 ALL = "all"  # label value of the all-traffic roll-up
+TARGET_LABELS = ["target_kpi", "period", "bound", "channel", "campaign"]
 OTHER = "other"  # label value that folded campaigns and channels share
 
 # Batch processing takes from a millisecond (a handful of events) to seconds (a
@@ -71,9 +74,14 @@ class Metrics:
     rebalances: Counter
     assigned_partitions: Gauge
     consumer_lag: Gauge
+    target: Gauge
+    target_attainment: Gauge
+    target_pacing: Gauge
+    target_elapsed: Gauge
     campaigns: LabelFolder
     channels: LabelFolder
     _latest_start: dict[tuple[str | None, int], int] = field(default_factory=dict)
+    _latest_target_start: dict[Target, int] = field(default_factory=dict)
     _shown: dict[tuple[Gauge, tuple[str, ...]], Gauge] = field(default_factory=dict)
 
     @classmethod
@@ -147,9 +155,52 @@ class Metrics:
             consumer_lag=Gauge("leadgen_consumer_lag_messages",
                                "Messages in the partitions this worker owns that it has not processed yet, by topic.",
                                ["topic"], registry=registry),
+            # Labelled by the targets of KPI_TARGETS_FILE: a short list a team writes, so the values are bounded.
+            target=Gauge("leadgen_target", "Each target of KPI_TARGETS_FILE: the value its KPI is to reach (bound "
+                         "at_least) or stay under (bound at_most) per period, in the KPI's unit.", TARGET_LABELS,
+                         registry=registry),
+            target_attainment=Gauge("leadgen_target_attainment_ratio",
+                                    "A target's KPI / the target, in the latest window of its period; absent while "
+                                    "the KPI has no value there.", TARGET_LABELS, registry=registry),
+            target_pacing=Gauge("leadgen_target_pacing_ratio",
+                                "Attainment / the share of the period the watermark has passed (on pace at 1), for "
+                                "a KPI that accumulates; the attainment itself for a ratio KPI.", TARGET_LABELS,
+                                registry=registry),
+            target_elapsed=Gauge("leadgen_target_elapsed_ratio",
+                                 "The share of the latest window of each target period the watermark has passed "
+                                 "(the pacing alert's guard).", ["period"], registry=registry),
             campaigns=LabelFolder(campaign_labels, campaign_label_limit),
             channels=LabelFolder(frozenset(), channel_label_limit),
         )
+
+    def declare_targets(self, targets: Iterable[Target]) -> None:
+        """Publish the configured targets (what the cost-per-lead alert compares with)."""
+        for target in targets:
+            self.target.labels(*_target_labels(target)).set(float(target.value))
+
+    def forget_targets(self) -> None:
+        """Drop the attainment and pacing series: partitions taken from this worker may hold targets' cells, whose
+        new owner reports them from its next batch (two workers' series of one target would disagree)."""
+        for gauge in (self.target_attainment, self.target_pacing, self.target_elapsed):
+            gauge.clear()
+        self._shown = {key: child for key, child in self._shown.items()
+                       if key[0] not in (self.target_attainment, self.target_pacing)}
+        self._latest_target_start.clear()
+
+    def show_targets(self, shown: Iterable[tuple[Target, KpiRecord]]) -> None:
+        """Point the target gauges at the latest window of each target's period."""
+        for target, item in shown:
+            start = item.record["window"]["start"]
+            record = item.record
+            start_ms = parse_event_time(start)
+            if start_ms < self._latest_target_start.get(target, start_ms):
+                continue
+            self._latest_target_start[target] = start_ms
+            labels = _target_labels(target)
+            gauge = self.target_attainment if record["kpi"] == "target_attainment" else self.target_pacing
+            self._show(gauge, labels, record["value"])
+            if record["kpi"] == "target_pacing" and target.cumulative:
+                self.target_elapsed.labels(size_label(target.period)).set(record["denominator"])
 
     def count(self, counts: BatchCounts) -> None:
         """Publish one batch's counts."""
@@ -220,3 +271,9 @@ class Metrics:
                 (self.cost_per_acquisition, FUNNEL_RATIOS["cost_per_acquisition"]),
                 (self.win_ratio, FUNNEL_RATIOS["win_rate"]),
                 (self.return_on_ad_spend, FUNNEL_RATIOS["roas"]))
+
+
+def _target_labels(target: Target) -> tuple[str, str, str, str, str]:
+    named = dict(target.dimensions)
+    kpi = f"{target.kpi}:{named['from_stage']}>{named['to_stage']}" if "from_stage" in named else target.kpi
+    return (kpi, size_label(target.period), target.bound, named.get("channel", ALL), named.get("campaign", ""))

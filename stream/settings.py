@@ -281,6 +281,12 @@ class Settings(BaseSettings):
     campaign_label_limit: int = setting(
         "KPI_CAMPAIGN_LABEL_LIMIT", "20",
         "With no allow-list, how many campaigns keep their label; the rest are `other`.", ge=0, le=10_000)
+    targets_file: str = setting(
+        "KPI_TARGETS_FILE", "",
+        "A TOML file of targets (README \"Targets and pacing\"): per KPI, period and dimensions, at least or at "
+        "most a value. The worker reports each one's attainment and pacing (topic `kpi-targets`, gauges "
+        "`leadgen_target_*`), and the cost-per-lead alert reads its cost-per-lead targets. Checked at start; empty: "
+        "no targets.")
     value_limit: int = setting(
         "KPI_VALUE_LIMIT", "500",
         "KPI topics: how many channels (campaigns, pages, owners) of one window keep their own records per KPI "

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stream.core.calendar import Calendar
+from stream.core.targets import Target, load_targets
 from stream.core.validation import Validator
 from stream.core.visitors import AttributionConfig
 from stream.core.windows import Windows
@@ -65,4 +66,14 @@ def cell_config(settings: Settings) -> CellConfig:
     if settings.churn_rate is not None and settings.gross_margin is not None:
         economics = (settings.churn_rate, settings.gross_margin)
     return CellConfig(settings.partitions, windows(settings), settings.allowed_lateness_ms, settings.funnel,
-                      settings.rates.reporting_currency, settings.cohort_window_ms, economics, settings.value_limit)
+                      settings.rates.reporting_currency, settings.cohort_window_ms, economics, settings.value_limit,
+                      targets_of(settings))
+
+
+def targets_of(settings: Settings) -> tuple[Target, ...]:
+    """The targets of ``KPI_TARGETS_FILE`` (none without one).
+
+    Raises:
+        TargetsError: the file cannot be used (the message names the file, the target and the rule).
+    """
+    return load_targets(settings.targets_file, settings.window_sizes, settings.funnel)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stream.core.calendar import MONTH
 from stream.core.cells import FUNNEL, CellId, CellState
 from stream.core.funnel import DEFAULT_FUNNEL
-from stream.core.kpis import changed_records
+from stream.core.kpis import changed_records, target_records
+from stream.core.targets import Target
+from stream.core.windows import utc_windows
 from stream.metrics import ALL, Metrics
 
 HOUR = 3_600_000
@@ -125,3 +129,34 @@ def test_a_cleared_gauge_is_shown_again_when_its_kpi_has_a_value_again() -> None
         metrics.show_cells([(CellId(FUNNEL, HOUR, start * HOUR, "email", None), state)], DEFAULT_FUNNEL)
         shown.append(registry.get_sample_value("leadgen_cost_per_lead", labels))
     assert shown == [25.0, None, None, 20.0]
+
+
+def test_target_gauges_show_the_configured_targets_and_the_latest_window_of_each() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry, frozenset(), 20)
+    leads = Target("lead_volume", MONTH, (("channel", "paid_search"),), Decimal(150), "at_least")
+    step = Target("conversion_rate", MONTH, (("from_stage", "mql"), ("to_stage", "sal")), Decimal("0.3"),
+                  "at_least")
+    metrics.declare_targets([leads, step])
+    labels = {"target_kpi": "lead_volume", "period": "1mo", "bound": "at_least", "channel": "paid_search",
+              "campaign": ""}
+    assert registry.get_sample_value("leadgen_target", labels) == 150.0
+    assert registry.get_sample_value("leadgen_target", {**labels, "target_kpi": "conversion_rate:mql>sal",
+                                                        "channel": ALL}) == 0.3
+    windows = utc_windows((MONTH,))
+    november, october = 1_793_491_200_000, 1_790_812_800_000  # 2026-11-01, 2026-10-01 (UTC)
+    shown = []
+    for start, (actual, elapsed) in ((november, (75, 0.5)), (october, (140, 1.0))):
+        state = CellState(counts={"lead": actual})
+        shown += [(leads, record) for record in target_records(
+            leads, leads.cell(start), state, DEFAULT_FUNNEL, "USD", 0, windows,
+            start + int(elapsed * (windows.end(MONTH, start) - start)))]
+    metrics.show_targets(shown)
+    assert registry.get_sample_value("leadgen_target_attainment_ratio", labels) == 0.5  # November's, not October's
+    assert registry.get_sample_value("leadgen_target_pacing_ratio", labels) == 1.0
+    assert registry.get_sample_value("leadgen_target_elapsed_ratio", {"period": "1mo"}) == 0.5
+    metrics.forget_targets()  # a rebalance: another worker may own the cells now
+    assert registry.get_sample_value("leadgen_target_attainment_ratio", labels) is None
+    assert registry.get_sample_value("leadgen_target", labels) == 150.0  # the configured target stays
+    metrics.show_targets(shown)
+    assert registry.get_sample_value("leadgen_target_attainment_ratio", labels) == 0.5

@@ -28,6 +28,7 @@ from stream.core.cells import (
 from stream.core.funnel import LEAD_STAGE, LOST_STAGE
 from stream.core.money import MICROS_PER_UNIT
 from stream.core.quantiles import median, nearest_rank
+from stream.core.targets import Target, attainment, elapsed_share, pacing
 from stream.core.timeutil import format_duration, format_rfc3339
 from stream.core.windows import Windows
 
@@ -48,9 +49,11 @@ FAMILY_COHORT = "cohort-conversion"
 FAMILY_TRAFFIC = "traffic"
 FAMILY_VISIT_TO_LEAD = "visit-to-lead"
 FAMILY_ATTRIBUTION = "attribution"
+FAMILY_TARGETS = "targets"
+TARGET_KPIS = ("target_attainment", "target_pacing")
 FAMILIES = (FAMILY_COST_PER_LEAD, FAMILY_CONVERSION_RATE, FAMILY_TIME_TO_CONVERSION, FAMILY_VOLUME, FAMILY_COST,
             FAMILY_QUALITY, FAMILY_REVENUE, FAMILY_COHORT, FAMILY_TRAFFIC, FAMILY_VISIT_TO_LEAD,
-            FAMILY_ATTRIBUTION)
+            FAMILY_ATTRIBUTION, FAMILY_TARGETS)
 
 _SIX_PLACES = Decimal("0.000001")
 
@@ -350,6 +353,43 @@ def current_records(
         previous = state.emitted.get(key)
         if previous is not None:
             records.append(_record(family, key, kpi, window, dims, previous[1], unit, previous[0], emitted_at_ms))
+    for key, (revision, signature) in state.emitted.items():
+        # A target's records live in the state of the cell its KPI is in; their key says what they are.
+        kpi = key.partition("|")[0]
+        if kpi in TARGET_KPIS:
+            dims = orjson.loads(key.split("|", 3)[3])  # kpi|size|start|dimensions: only the last holds a "|"
+            records.append(_record(FAMILY_TARGETS, key, kpi, window, dims, signature, "ratio", revision,
+                                   emitted_at_ms))
+    return records
+
+
+def target_records(target: Target, cell: CellId, state: CellState, funnel: tuple[str, ...], currency: str,
+                   emitted_at_ms: int, windows: Windows, watermark: int | None) -> list[KpiRecord]:
+    """The target's records for the window of ``cell`` (the cell that holds its KPI), where they changed.
+
+    ``target_attainment``: the KPI's value ÷ the target; ``target_pacing``: that ÷ the share of the window the
+    watermark has passed (in thousandths, so a record per thousandth at most), or the attainment itself for a
+    ratio KPI. Their dimensions name the KPI and the bound (``at_least``, ``at_most``) beside the KPI's own.
+    """
+    wanted = target.record_dimensions()
+    actual = next((value for _, kpi, dims, _n, _d, value, *_ in _candidates(cell, state, funnel, currency)
+                   if kpi == target.kpi and dims == wanted), None)
+    attained = attainment(actual, target)
+    elapsed = elapsed_share(cell.start_ms, windows.end(cell.size, cell.start_ms), watermark)
+    dims = target.target_dimensions()
+    window = _window(cell, windows)
+    records = []
+    for kpi, numerator, denominator, value in (
+            ("target_attainment", actual, float(target.value), attained),
+            ("target_pacing", attained, elapsed if target.cumulative else 1.0, pacing(attained, elapsed, target))):
+        key = record_key(kpi, cell.size, cell.start_ms, dims, windows)
+        previous = state.emitted.get(key)
+        signature = [numerator, denominator, value, state.final, None]
+        if previous is not None and previous[1] == signature:
+            continue
+        revision = 1 if previous is None else previous[0] + 1
+        state.emitted[key] = [revision, signature]
+        records.append(_record(FAMILY_TARGETS, key, kpi, window, dims, signature, "ratio", revision, emitted_at_ms))
     return records
 
 

@@ -21,7 +21,8 @@ from stream.core.cells import (
     fold_tag,
     place,
 )
-from stream.core.kpis import KpiRecord, changed_records, current_records
+from stream.core.kpis import KpiRecord, changed_records, current_records, target_records
+from stream.core.targets import Target
 from stream.core.watermark import WatermarkJoin, is_closed
 from stream.core.windows import Windows, nominal_ms
 from stream.pipeline.counts import BatchCounts
@@ -52,6 +53,7 @@ class CellConfig:
     cohort_window_ms: int = 90 * 86_400_000
     economics: tuple[Decimal, Decimal] | None = None  # (churn rate, gross margin) for lifetime value
     value_limit: int = 500  # own cells per window of a group (see ``place``); the rest go to ``other``
+    targets: tuple[Target, ...] = ()  # the team's targets (``stream.core.targets``), attained and paced here
 
     def closes_at(self, cell: CellId) -> int:
         """Event time after which (plus the lateness) a cell can no longer change.
@@ -70,6 +72,7 @@ class CellOutput:
     touched: dict[CellId, CellState] = field(default_factory=dict)
     counts: BatchCounts = field(default_factory=BatchCounts)
     watermark: int | None = None
+    targets: list[tuple[Target, KpiRecord]] = field(default_factory=list)  # the target records, for the gauges
 
 
 @dataclass(slots=True)
@@ -192,9 +195,11 @@ class CellStage:
         if watermark is not None:
             changed.update(self._close_windows(index, watermark, table, states))
         for cell in changed:
-            state = states[cell]
-            out.records.extend(changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
+            out.records.extend(changed_records(cell, states[cell], cfg.funnel, cfg.reporting_currency, now_ms,
                                                cfg.economics, windows=cfg.windows))
+        changed.update(self._target_records(index, partition, watermark, changed, states, table, out, now_ms))
+        for cell in changed:
+            state = states[cell]
             write_value(table, cell_key(cell), jsonbytes.dumps(state.to_doc()), self._chunk_bytes)
             out.touched[cell] = state
         # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
@@ -260,6 +265,32 @@ class CellStage:
             index.open_cells.discard(cell)
             index.final_cells.add(cell)
         return closed
+
+    def _target_records(self, index: _PartitionIndex, partition: int, watermark: int | None, changed: set[CellId],
+                        states: dict[CellId, CellState], table: BatchWrites, out: CellOutput,
+                        now_ms: int) -> set[CellId]:
+        """The records of the targets whose KPI is in a cell of this partition that changed, or that is open in the
+        window the watermark is in (its pacing moves with the watermark); returns the cells whose state they
+        changed (their records' revisions live there).
+
+        A target whose KPI has no cell in a window (nothing happened there yet) has no record for it.
+        """
+        cfg = self.config
+        touched: set[CellId] = set()
+        for target in cfg.targets:
+            cells = {cell for cell in changed if cell.key is None and target.cell(cell.start_ms) == cell}
+            if watermark is not None:
+                current = target.cell(cfg.windows.calendar.start(watermark, target.period))
+                if current in index.open_cells and partition_for(current.routing_key(), cfg.partitions) == partition:
+                    cells.add(current)
+            for cell in cells:
+                records = target_records(target, cell, self._load(states, table, cell), cfg.funnel,
+                                         cfg.reporting_currency, now_ms, cfg.windows, watermark)
+                if records:
+                    out.records.extend(records)
+                    out.targets.extend((target, record) for record in records)
+                    touched.add(cell)
+        return touched
 
     def _load(self, states: dict[CellId, CellState], table: BatchWrites, cell: CellId) -> CellState:
         state = states.get(cell)

@@ -156,6 +156,7 @@ class Worker:
         for out in outs:
             self.metrics.count(out.counts)
             self.metrics.show_cells(out.touched.items(), self.settings.funnel)
+            self.metrics.show_targets(out.targets)
             if out.watermark is not None:
                 self.metrics.watermark.labels("cells").set(out.watermark / 1000)
         self.metrics.batch_seconds.labels("cells").observe(time.perf_counter() - started)
@@ -239,6 +240,7 @@ class Worker:
         # stops the next worker then waits for the group to settle, rather than stack rebalances.
         self.ready.set(0)
         self.metrics.rebalances.inc()
+        self.metrics.forget_targets()
         # Batches taken before the revocation finish and their table writes reach the changelogs before any
         # partition changes hands (see InFlight); faust flushed the producer before this signal, so again.
         if not await self.in_flight.wait_idle(REVOKE_WAIT_S):

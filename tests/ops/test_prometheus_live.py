@@ -28,6 +28,7 @@ from tests.integration.harness import Names, Worker, producer_config
 from tests.ops.deploy_files import (
     JOB,
     PROMETHEUS_YML,
+    TARGETS,
     Rule,
     dashboards,
     load_yaml,
@@ -159,7 +160,9 @@ def test_every_rule_and_panel_returns_data(bootstrap: str, names: Names, tmp_pat
     worker_port = free_port()
     # Input partitions the traffic has not reached yet stop holding the watermark back after 2 s instead of 10 s,
     # so the watermark is current (and old events are late) early in the run.
-    worker = Worker(names.env(bootstrap, worker_port, KPI_IDLE_PARTITION_TIMEOUT="2s"), tmp_path / "worker.log")
+    # The deployment's targets, which the target rules and panels read.
+    worker = Worker(names.env(bootstrap, worker_port, KPI_IDLE_PARTITION_TIMEOUT="2s", KPI_TARGETS_FILE=str(TARGETS)),
+                    tmp_path / "worker.log")
     prometheus = PrometheusServer(tool("prometheus"), _config(worker_port), tmp_path)
     try:
         prometheus.wait_ready()

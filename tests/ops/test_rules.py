@@ -9,12 +9,14 @@ from collections import Counter
 import pytest
 
 from stream.core.events import Reason
+from stream.core.targets import load_targets
 from stream.generator import CHANNELS
-from stream.settings import ENVIRONMENT
+from stream.settings import ENVIRONMENT, Settings
 from tests.ops.deploy_files import (
     RULE_TESTS_DIR,
     RUNBOOKS,
     SEVERITIES,
+    TARGETS,
     alert_rules,
     annotation_series,
     exported_series,
@@ -129,7 +131,7 @@ def test_rules_read_only_exported_or_recorded_series() -> None:
     known = exported_series() | recorded_names() | {"up"}
     for rule in rules():
         used = series_names(rule.expr) | (annotation_series(rule) if rule.is_alert else set())
-        assert used or rule.name == "channel:leadgen_cost_per_lead_target:usd", f"{rule.name} reads no series"
+        assert used, f"{rule.name} reads no series"
         assert used <= known, f"{rule.name} reads unknown series {used - known}"
         # Counters are per worker: a rule never reads one without a rate or increase and a sum.
         for name in used & exported_series():
@@ -159,13 +161,16 @@ def test_conversion_rule_covers_every_funnel_step() -> None:
     assert [(a, b) for b, a in steps] == list(zip(FUNNEL, FUNNEL[1:], strict=False))
 
 
-def test_cost_per_lead_targets_are_one_number_per_channel() -> None:
-    targets = [rule for rule in recording_rules() if rule.name == "channel:leadgen_cost_per_lead_target:usd"]
-    assert targets, "no target configured"
-    channels = Counter(rule.spec["labels"]["channel"] for rule in targets)
+def test_the_deployment_s_targets_are_a_file_a_worker_accepts_with_cost_per_lead_targets_per_channel() -> None:
+    """deploy/targets.toml is what the workers of docker-compose.yml read: it loads with the default settings, and
+    the channels with a cost-per-lead target are ones the generator sends (or `other`)."""
+    settings = Settings.from_env({"KPI_TARGETS_FILE": str(TARGETS)})
+    targets = load_targets(settings.targets_file, settings.window_sizes, settings.funnel)
+    cost = [target for target in targets if target.kpi == "cost_per_lead"]
+    assert cost and all(target.bound == "at_most" for target in cost)
+    channels = Counter(dict(target.dimensions)["channel"] for target in cost)
     assert all(count == 1 for count in channels.values()), f"a channel has two targets: {channels}"
     assert set(channels) <= {channel for channel, *_ in CHANNELS} | {"other"}, (
         "a target for a channel the generator never sends (fine for real channels: extend this list then)")
-    for rule in targets:
-        assert re.fullmatch(r"vector\(\d+(\.\d+)?\)", rule.expr.strip()), rule.expr
-        assert float(rule.expr.strip()[7:-1]) > 0
+    (rule,) = [rule for rule in recording_rules() if rule.name == "channel:leadgen_cost_per_lead_target:usd"]
+    assert "leadgen_target{" in rule.expr and 'target_kpi="cost_per_lead"' in rule.expr

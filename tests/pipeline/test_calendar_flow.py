@@ -15,6 +15,7 @@ import random
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -221,3 +222,80 @@ def _container(record: dict, size: str, zone: str) -> str:
     month = {"1mo": moment.month, "1q": moment.month - (moment.month - 1) % 3, "1y": 1}[size]
     first = moment.replace(month=month, day=1, hour=0, minute=0, second=0, fold=0)
     return first.isoformat()
+
+
+TARGETS = """
+[[targets]]
+kpi = "lead_volume"
+period = "1mo"
+at_least = 40
+
+[[targets]]
+kpi = "lead_volume"
+period = "1mo"
+channel = "paid_social"
+at_least = 10
+
+[[targets]]
+kpi = "cost_per_lead"
+period = "1mo"
+channel = "paid_social"
+at_most = 30
+
+[[targets]]
+kpi = "pipeline"
+period = "1d"
+at_least = "100000"
+"""
+
+
+def test_targets_are_attained_and_paced_from_the_kpis_of_their_windows(tmp_path: Path) -> None:
+    """Each target's records: the KPI ÷ the target (the KPI as the batch computation has it), and that ÷ the
+    share of its window the watermark has passed; final with the window, when the whole period has elapsed."""
+    (tmp_path / "targets.toml").write_text(TARGETS)
+    zone, midnight = "America/New_York", 1_793_505_600_000
+    messages, _ = mixed(seed=6)
+    moved = shifted(messages, midnight - DAY_START)
+    settings = Settings.from_env({"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "3", "KPI_TIMEZONE": zone,
+                                  "KPI_WINDOW_SIZES": "1h,1d,1mo", "KPI_TARGETS_FILE": str(tmp_path / "targets.toml")})
+    clock = [midnight]
+    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=INPUT_PARTITIONS)
+    for start in range(0, len(moved), 5):
+        flow.send_batch([(KINDS[topic], raw, 0) for topic, raw in moved[start:start + 5]])
+        clock[0] += 10
+    flow.tick()
+    clock[0] += 15_000  # the partitions without events stop holding the watermark back
+    flow.tick()
+    month = "2026-11-01T00:00:00-04:00"
+    live = {(r["kpi"], r["dimensions"]["target_kpi"], r["dimensions"].get("channel", "")): r
+            for r in flow.records.values() if r["kpi"].startswith("target_") and r["window"]["start"] == month}
+    pacing = live[("target_pacing", "lead_volume", "")]
+    assert 0 < pacing["denominator"] < 0.01 and not pacing["final"]  # a few hours of a 30-day month
+    assert pacing["value"] == pytest.approx(pacing["numerator"] / pacing["denominator"])
+    # The rest of the month passes (a heartbeat in December): every window is final, its period fully elapsed.
+    clock[0] = beat_at = midnight + 40 * DAY
+    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in
+                     heartbeats(list(settings.input_topics.values()), INPUT_PARTITIONS, beat_at)])
+    flow.tick()
+    want = compute(moved, RATES, sizes=("1h", "1d", "1mo"), zone=zone)
+    month_ms = midnight
+
+    def actual(kpi: str, size: str, start: int, **dims: str) -> float:
+        numerator, denominator = want[(kpi, size, start, tuple(sorted(dims.items())))]
+        return numerator if denominator is None else numerator / denominator
+
+    final = {(r["kpi"], r["dimensions"]["target_kpi"], r["dimensions"].get("channel", ""), r["window"]["start"]): r
+             for r in flow.records.values() if r["kpi"].startswith("target_")}
+    expected = {("lead_volume", ""): actual("lead_volume", "1mo", month_ms) / 40,
+                ("lead_volume", "paid_social"): actual("lead_volume", "1mo", month_ms, channel="paid_social") / 10,
+                ("cost_per_lead", "paid_social"): actual("cost_per_lead", "1mo", month_ms, channel="paid_social") / 30}
+    for (kpi, channel), attained in expected.items():
+        record = final[("target_attainment", kpi, channel, month)]
+        assert record["value"] == pytest.approx(attained) and record["final"], record
+        paced = final[("target_pacing", kpi, channel, month)]
+        assert paced["value"] == pytest.approx(attained) and paced["final"], paced  # the whole period elapsed
+    day = final[("target_attainment", "pipeline", "", month)]  # the day of the data, same start as the month
+    assert day["window"]["size"] == "1d"
+    assert day["value"] == pytest.approx(actual("pipeline", "1d", month_ms) / 100000)
+    assert final[("target_pacing", "lead_volume", "", month)]["dimensions"]["bound"] == "at_least"
+    assert final[("target_pacing", "cost_per_lead", "paid_social", month)]["dimensions"]["bound"] == "at_most"
