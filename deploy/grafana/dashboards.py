@@ -227,8 +227,8 @@ def kpi_dashboard() -> dict[str, Any]:
     cost = Row("Cost per lead", (
         Panel("Cost per lead, trailing hour, with 7-day baseline and target",
               "Spend ÷ leads over the last hour per channel (solid), the channel's baseline: the same ratio over the "
-              "7 days ending an hour ago (dashed), and its configured target (deploy/prometheus/rules/"
-              "leadgen-targets.yml). CostPerLeadSpike fires at twice the baseline on at least 20 leads an hour.",
+              "7 days ending an hour ago (dashed), and its cost_per_lead target (the workers' KPI_TARGETS_FILE). "
+              "CostPerLeadSpike fires at twice the baseline on at least 20 leads an hour.",
               MONEY, (
                   Query(f"channel:leadgen_cost_per_lead:ratio_rate1h{{{CH}}}", "{{channel}}"),
                   Query(f"channel:leadgen_cost_per_lead:ratio_avg7d_offset1h{{{CH}}}", "{{channel}} baseline (7 d)"),
@@ -296,12 +296,43 @@ def kpi_dashboard() -> dict[str, Any]:
               "90th percentile of the time from entering a stage to entering the next, over the selected channels.",
               SECONDS, (Query(_ttc_quantile(0.9), "{{from_stage}} → {{to_stage}}"),)),
     ))
+    periods = Row("Calendar periods and targets", (
+        Panel("Cost per lead in the current window of each period",
+              "Spend ÷ leads in the event-time window in progress of each size of KPI_WINDOW_SIZES (the period "
+              "selector: day, week, month, quarter ... in KPI_TIMEZONE), per channel: what the KPI records of that "
+              "window say.",
+              MONEY, (Query(f'max by (channel, window) (leadgen_cost_per_lead{{{CH}, window=~"$period"}})',
+                            "{{channel}} {{window}}"),), width=12),
+        Panel("Conversion by funnel step in the current window of each period",
+              "Leads entering the later stage ÷ leads entering the earlier one in the event-time window in progress "
+              "of each selected period, per selected channel (channel all: all traffic).",
+              RATIO, (Query(f'max by (channel, from_stage, to_stage, window) '
+                            f'(leadgen_conversion_ratio{{{CH}, window=~"$period"}})',
+                            "{{channel}} {{from_stage}} → {{to_stage}} {{window}}"),), width=12,
+              field_config={"min": 0}),
+        Panel("Targets: attainment",
+              "Each target's KPI ÷ the target in the latest window of its period (KPI_TARGETS_FILE): 1 reached. "
+              "For an at_most target (a cost per lead ceiling) under 1 is good.",
+              RATIO, (Query(f'max by (target_kpi, period, bound, channel, campaign) '
+                            f'(leadgen_target_attainment_ratio{{{CH}, period=~"$period"}})',
+                            "{{target_kpi}} {{channel}} {{campaign}} per {{period}} ({{bound}})", instant=True),),
+              kind="bargauge", width=12),
+        Panel("Targets: pacing",
+              "Attainment ÷ the share of the period the watermark has passed, for targets whose KPI accumulates "
+              "(on pace at 100 %). The red line is TargetBehindPace's threshold (80 %), which waits for a fifth of "
+              "the period.",
+              RATIO, (Query(f'target:leadgen_target_pacing:ratio{{{CH}, bound="at_least", period=~"$period"}}',
+                            "{{target_kpi}} {{channel}} {{campaign}} per {{period}}"),),
+              width=12, field_config=_threshold_line(0.8)),
+    ))
     return _dashboard(
         "leadgen-kpis", "Lead-gen KPIs",
-        "Cost per lead, spend, leads, funnel conversion and time to conversion, live from the KPI workers.",
+        "Cost per lead, spend, leads, funnel conversion and time to conversion, live from the KPI workers; KPIs "
+        "per calendar period and the team's targets.",
         [_query_variable("channel", "Channel", "label_values(leadgen_leads_total, channel)"),
-         _query_variable("campaign", "Campaign", 'label_values(leadgen_leads_total{channel=~"$channel"}, campaign)')],
-        (cost, volume, funnel))
+         _query_variable("campaign", "Campaign", 'label_values(leadgen_leads_total{channel=~"$channel"}, campaign)'),
+         _query_variable("period", "Period", "label_values(leadgen_cost_per_lead, window)")],
+        (cost, volume, funnel, periods))
 
 
 # ------------------------------------------------------------------------------------------ Pipeline health
