@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from stream.broker import EmbeddedBroker, free_port, stop_process
-from stream.core.calendar import Calendar
+from stream.core.calendar import MONTH, Calendar
 from stream.core.kpis import FAMILIES
 from stream.generator import TrafficModel
 from stream.kafka import confluent_config, ensure_topics, producer_config
@@ -43,10 +43,10 @@ class KpiBoard:
     records: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def current(self, kpi: str, start: str, **dimensions: str) -> dict[str, Any] | None:
+    def current(self, kpi: str, start: str, size: str = "1h", **dimensions: str) -> dict[str, Any] | None:
         with self.lock:
             for record in self.records.values():
-                if (record["kpi"] == kpi and record["window"]["size"] == "1h"
+                if (record["kpi"] == kpi and record["window"]["size"] == size
                         and record["window"]["start"] == start and record["dimensions"] == dimensions):
                     return record
         return None
@@ -202,7 +202,23 @@ def _view(settings: Settings, feed: Feed, port: int, started: float) -> Group:
                      _fmt(pipeline["value"] if pipeline else None, "money"),
                      _fmt(roas["value"] if roas else None, "ratio"),
                      _fmt(credited["value"] if credited else None, "ratio"))
-    return Group(header, *(f"[red]{problem}" for problem in list(feed.problems)), table, more)
+    month = calendar.format(calendar.start(now, MONTH))
+    to_date = Table(title=f"Month to date, from {month} ({settings.timezone})",
+                    caption="" if MONTH in settings.window_sizes else "add 1mo to KPI_WINDOW_SIZES to see it")
+    for column in ("channel", "leads", "spend", "cost per lead", "lead→MQL", "pipeline"):
+        to_date.add_column(column, justify="left" if column == "channel" else "right")
+    for channel in [*channels, None]:
+        dims = {} if channel is None else {"channel": channel}
+        cpl = board.current("cost_per_lead", month, "1mo", **dims)
+        to_mql = board.current("conversion_rate", month, "1mo", from_stage="lead", to_stage="mql", **dims)
+        pipeline = board.current("pipeline", month, "1mo", **dims)
+        to_date.add_row(channel or "[b]all traffic[/b]",
+                        _fmt(cpl["denominator"] if cpl else None, "count"),
+                        _fmt(cpl["numerator"] if cpl else None, "money"),
+                        _fmt(cpl["value"] if cpl else None, "money"),
+                        _fmt(to_mql["value"] if to_mql else None, "pct"),
+                        _fmt(pipeline["value"] if pipeline else None, "money"))
+    return Group(header, *(f"[red]{problem}" for problem in list(feed.problems)), table, more, to_date)
 
 
 @contextmanager
@@ -240,6 +256,7 @@ def _cluster(stack: ExitStack, settings: Settings, workdir: Path, console: Conso
         env.update(broker.worker_env)
         env.setdefault("KPI_APP_ID", f"kpi-demo-{int(time.time())}")
     env.setdefault("KPI_EXCHANGE_RATES", DEMO_RATES)
+    env.setdefault("KPI_WINDOW_SIZES", "1h,1d,1mo")  # the view shows the month to date beside the hour
     env["KPI_WEB_PORT"] = str(int(env.get("KPI_WEB_PORT", "0")) or free_port())
     # The settings the worker runs with: the demo's own clients (the traffic producer idempotent where the broker
     # accepts it, as the worker's is) read the same.

@@ -51,6 +51,10 @@ def _run_demo(env: dict[str, str]) -> str:
     # The last frame shows a cost per lead for the paid channels and a lead volume for all traffic.
     paid = re.search(r"paid_search\s*│\s*(\d+)\s*│\s*([\d,.]+)\s*│\s*([\d,.]+)", text)
     assert paid is not None and int(paid.group(1)) > 0 and float(paid.group(3).replace(",", "")) > 0, text[-3000:]
+    # Beside the hour, the month to date (the demo's worker keeps 1mo windows) with its own leads and cost per lead.
+    month = text.rsplit("Month to date, from ", 1)[-1]
+    to_date = re.search(r"paid_search\s*│\s*(\d+)\s*│\s*([\d,.]+)\s*│\s*([\d,.]+)", month)
+    assert to_date is not None and int(to_date.group(1)) >= int(paid.group(1)), month[:3000]
     metrics_port = int(re.search(r"metrics: http://127\.0\.0\.1:(\d+)/metrics", text).group(1))
     assert not _listening(metrics_port)  # the worker's web server is gone
     return text
