@@ -55,8 +55,8 @@ TIME_SCALE = 120.0
 LATE_BURSTS = (20, 20)  # page views three hours old, once the watermark is current: dead-lettered as late. Two
 # bursts, because the first one creates the series and rate() only sees the second.
 # Grafana's variables as a query would see them with "All" selected and a short time range.
-GRAFANA_VALUES = {"channel": ".*", "campaign": ".*", "period": ".*", "instance": ".*", "__rate_interval": "1m", "__range": "5m",
-                  "__interval": "15s"}
+GRAFANA_VALUES = {"channel": ".*", "campaign": ".*", "period": ".*", "instance": ".*", "__rate_interval": "1m",
+                  "__range": "5m", "__interval": "15s"}
 _OFFSET = re.compile(r"\s+offset\s+\d+[smhdwy]")
 
 
