@@ -37,15 +37,46 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _paid_search_cost_per_lead(port: int) -> bool:
+    """Whether the demo's worker shows paid search's cost per lead of the hour and of the month."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return False
+    shown = {sample.labels["window"] for family in text_string_to_metric_families(text) for sample in family.samples
+             if sample.name == "leadgen_cost_per_lead" and sample.labels.get("channel") == "paid_search"
+             and sample.value > 0}
+    return {"1h", "1mo"} <= shown
+
+
 def _run_demo(env: dict[str, str]) -> str:
-    """Run the demo for 35 s, then Ctrl-C; its whole output, once it exited 0 and drew a cost per lead."""
+    """Run the demo until its worker has a cost per lead for paid search, then Ctrl-C; its whole output, once it
+    exited 0 and drew that cost per lead."""
     env["COLUMNS"] = "140"
     demo = subprocess.Popen([sys.executable, "-m", "stream", "demo", "--rate", "300", "--seed", "3"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(35)
+    assert demo.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(line.decode(errors="replace") for line in demo.stdout),
+                              name="demo-output")
+    reader.start()
+    deadline = time.monotonic() + 120
+    port = None
+    while time.monotonic() < deadline and demo.poll() is None:
+        if port is None:
+            found = re.search(r"metrics: http://127\.0\.0\.1:(\d+)/metrics", "".join(lines))
+            port = int(found.group(1)) if found else None
+        elif _paid_search_cost_per_lead(port):
+            break
+        time.sleep(0.5)
+    # The worker has the records it sent; the view's reader polls them every 0.2 s and the view redraws every
+    # second: its last frame, drawn when Ctrl-C comes, shows them after that (with room for a loaded machine).
+    time.sleep(4)
     demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    output, _ = demo.communicate(timeout=90)
-    text = output.decode(errors="replace")
+    demo.wait(timeout=90)
+    reader.join(timeout=10)
+    text = "".join(lines)
     assert demo.returncode == 0, text
     assert "stopped; logs in" in text
     # The last frame shows a cost per lead for the paid channels and a lead volume for all traffic.
