@@ -144,6 +144,17 @@ class Worker:
         return [line for line in text.splitlines() if "Traceback" in line or "[ERROR]" in line]
 
 
+def run_to_exit(env: dict[str, str], log_path: Path, timeout_s: float = 90) -> tuple[int, float, str]:
+    """Start a worker that is to fail: (its exit status, seconds from start to exit, its whole log)."""
+    started = time.monotonic()
+    worker = Worker(env, log_path)
+    try:
+        code = worker.process.wait(timeout=timeout_s)
+    finally:
+        worker.stop()
+    return code, time.monotonic() - started, log_path.read_text(errors="replace")
+
+
 def start_worker(names: Names, bootstrap: str, tmp_path: Path, label: str = "worker", **extra: str) -> Worker:
     """Start a worker and wait until it is ready. Its tables' local files go to ``<tmp_path>/data-<label>``
     unless ``KPI_DATA_DIR`` is given: a worker started again with the same label reuses them."""

@@ -16,15 +16,12 @@ worker owned.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from stream.apache_kafka import ApacheKafka
 from stream.core.kpis import FAMILIES
-from tests.conftest import RunningBroker
 from tests.eventset import mixed
 from tests.integration.harness import Names, Worker, produce, read_records, start_worker
 from tests.integration.outcome import HEARTBEAT_TS, as_input, beats
@@ -47,17 +44,6 @@ def _from_env(cls, environ=None):
 
 settings.Settings.from_env = classmethod(_from_env)
 '''
-
-
-@pytest.fixture
-def kafka(broker_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Apache Kafka's address: the session broker when it is Kafka, else one started for the test."""
-    if broker_kind == "kafka":
-        broker: RunningBroker = request.getfixturevalue("session_broker")
-        yield broker.bootstrap_servers
-        return
-    with ApacheKafka(log_path=tmp_path / "kafka.log") as own:
-        yield own.bootstrap_servers
 
 
 def _exactly_once(tmp_path: Path) -> dict[str, str]:

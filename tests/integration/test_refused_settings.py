@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from stream.runtime.batches import EXIT_STATE_REFUSED
 from stream.runtime.faust_internals import EXIT_SETTING_REFUSED
 from tests.conftest import RunningBroker
 from tests.eventset import mixed
-from tests.integration.harness import Names, Worker, produce, start_worker
+from tests.integration.harness import Names, produce, run_to_exit, start_worker
 from tests.integration.outcome import as_input
 
 pytestmark = [pytest.mark.integration]
@@ -23,14 +22,7 @@ def test_a_refused_idempotent_producer_ends_the_worker_with_one_line_naming_the_
     # Tansu answers InitProducerId with UNKNOWN_SERVER_ERROR, as a cluster that refuses idempotence would.
     env = names.env(tansu.bootstrap_servers, free_port(), KPI_IDEMPOTENT_PRODUCER="true",
                     KPI_DATA_DIR=str(tmp_path / "data"))
-    started = time.monotonic()
-    worker = Worker(env, tmp_path / "worker.log")
-    try:
-        code = worker.process.wait(timeout=60)
-    finally:
-        worker.stop()
-    took = time.monotonic() - started
-    text = worker.log_path.read_text(errors="replace")
+    code, took, text = run_to_exit(env, tmp_path / "worker.log", timeout_s=60)
     last = text.strip().splitlines()[-1]
     print(f"\nrefused idempotent producer: exit {code} after {took:.1f} s: {last}")
     assert "KPI_IDEMPOTENT_PRODUCER=false" in last and "refused an idempotent producer" in last, text[-3000:]
@@ -51,14 +43,7 @@ def test_a_worker_restarted_in_another_time_zone_refuses_the_state_naming_both(
     finally:
         assert first.stop() == 0, first.log_tail()
     env = names.env(bootstrap, free_port(), KPI_TIMEZONE="America/New_York", KPI_DATA_DIR=str(tmp_path / "data-ny"))
-    started = time.monotonic()
-    second = Worker(env, tmp_path / "new-york.log")
-    try:
-        code = second.process.wait(timeout=90)
-    finally:
-        second.stop()
-    took = time.monotonic() - started
-    text = second.log_path.read_text(errors="replace")
+    code, took, text = run_to_exit(env, tmp_path / "new-york.log")
     last = text.strip().splitlines()[-1]
     print(f"\nanother time zone: exit {code} after {took:.1f} s: {last}")
     assert "KPI_TIMEZONE=UTC" in last and "KPI_TIMEZONE=America/New_York" in last and "KPI_APP_ID" in last, text[-3000:]

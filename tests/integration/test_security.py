@@ -38,7 +38,7 @@ from stream.apache_kafka import ApacheKafka, Listener
 from stream.broker import free_port
 from stream.settings import Settings
 from tests.eventset import mixed
-from tests.integration.harness import INPUTS, Names, Worker, create_topics, produce, read_topic, start_worker
+from tests.integration.harness import INPUTS, Names, create_topics, produce, read_topic, run_to_exit, start_worker
 from tests.integration.outcome import as_input, assert_final_kpis_exact, beats, wait_for_finals
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -201,17 +201,6 @@ def test_worker_over_sasl_ssl_with_exactly_its_acls_gives_exact_kpis(
     assert PASSWORD not in log
     shown = kpi_stream("settings", env=env)
     assert '"***"' in shown.stdout and PASSWORD not in shown.stdout + shown.stderr
-
-
-def run_to_exit(env: dict[str, str], log_path: Path, timeout_s: float = 90) -> tuple[int, float, str]:
-    """Start a worker that is to fail: (its exit status, seconds from start to exit, its whole log)."""
-    started = time.monotonic()
-    worker = Worker(env, log_path)
-    try:
-        code = worker.process.wait(timeout=timeout_s)
-    finally:
-        worker.stop()
-    return code, time.monotonic() - started, log_path.read_text(errors="replace")
 
 
 def test_a_wrong_password_ends_the_worker_fast_naming_the_refused_login(

@@ -14,14 +14,11 @@ from __future__ import annotations
 import random
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from stream.apache_kafka import ApacheKafka
-from tests.conftest import RunningBroker
 from tests.eventset import DAY_START, MINUTE, doc, mixed
 from tests.integration.harness import INPUTS, Names, create_topics, start_worker
 from tests.integration.outcome import (
@@ -39,17 +36,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ONLY_ABORTED = ("spend", 3)
 # A jump the consumer reads again for: after a seek, or Faust's races, never a transaction marker.
 _READ_AGAIN = re.compile(r"delivered offset \d+ where \d+ was next; reading again")
-
-
-@pytest.fixture
-def kafka(broker_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Apache Kafka's address: the session broker when it is Kafka, else one started for the test."""
-    if broker_kind == "kafka":
-        broker: RunningBroker = request.getfixturevalue("session_broker")
-        yield broker.bootstrap_servers
-        return
-    with ApacheKafka(log_path=tmp_path / "kafka.log") as own:
-        yield own.bootstrap_servers
 
 
 def phantoms(count: int, seed: int) -> list[tuple[str, bytes]]:
