@@ -20,14 +20,14 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream.core.kpis import FAMILIES
-from stream.kafka import MAX_REQUEST_BYTES, faust_credentials, internal_topic
-from stream.metrics import Metrics
+from stream.kafka.clients import MAX_REQUEST_BYTES, faust_credentials, internal_topic
 from stream.pipeline.steps import CELL_TABLE, CELLS, DEAD_LETTERS, ENTITIES, ENTITY_TABLE, kpi_route
 from stream.runtime.faust_internals import KpiApp, QuietWorker
 from stream.runtime.faust_output import Routes, TableView
+from stream.runtime.metrics import Metrics
 from stream.runtime.worker import Worker
 from stream.settings import Settings
 from stream.stages import build_stages
@@ -98,10 +98,7 @@ def build_app(settings: Settings, input_partitions: dict[str, int], registry: Co
     metrics.declare_targets(stages.cells.config.targets)
     Worker(app, settings, stages, routes, inputs=app.topic(*settings.input_topics.values(), **RAW),
            input_kinds={topic: kind for kind, topic in settings.input_topics.items()},
-           metrics=metrics,
-           ready=Gauge("leadgen_worker_ready", "1 once the worker has recovered its state and processes events; 0 "
-                       "from a rebalance until its tables are recovered again.", registry=registry),
-           clock=clock).install()
+           metrics=metrics, clock=clock).install()
 
     async def metrics_page(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from stream import redact, retried_logs
+from stream.kafka import retried_logs
+from stream.runtime import redact
 from stream.settings import ENVIRONMENT, Settings, SettingsError, unknown_variables
 
 OWN_COMMANDS = ("demo", "generate", "topics", "settings", "bench", "kafka", "acls")
@@ -42,7 +43,7 @@ def _faust(args: list[str], settings: Settings) -> int:
     """Hand over to Faust's command line with the app built from the settings."""
     from stream.app import build_app
     from stream.core.targets import TargetsError
-    from stream.kafka import TopicError, prepare_cluster
+    from stream.kafka.clients import TopicError, prepare_cluster
     from stream.stages import targets_of
 
     if not settings.bootstrap_servers:
@@ -76,7 +77,7 @@ def _own_command(command: str, args: list[str], settings: Settings) -> int:
         print(orjson.dumps(settings.describe(), option=orjson.OPT_INDENT_2).decode())
         return 0
     if command == "topics":
-        from stream.kafka import TopicError, ensure_topics
+        from stream.kafka.clients import TopicError, ensure_topics
 
         try:
             for topic, partitions in sorted(ensure_topics(settings).items()):
@@ -92,7 +93,7 @@ def _own_command(command: str, args: list[str], settings: Settings) -> int:
     if command == "acls":
         return _acls(args, settings)
     if command == "demo":
-        from stream.demo import run_demo
+        from stream.tools.demo import run_demo
 
         return run_demo(args, settings)
     from stream.bench import run_bench
@@ -102,9 +103,9 @@ def _own_command(command: str, args: list[str], settings: Settings) -> int:
 
 
 def _generate(args: list[str], settings: Settings) -> int:
-    from stream.generator import TrafficModel
-    from stream.kafka import producer_config
-    from stream.produce import BatchProducer, produce_paced
+    from stream.kafka.clients import producer_config
+    from stream.kafka.produce import BatchProducer, produce_paced
+    from stream.tools.generator import TrafficModel
 
     parser = argparse.ArgumentParser(prog="kpi-stream generate", description="Send synthetic traffic.")
     parser.add_argument("--rate", type=float, default=200.0, help="events per second (0: as fast as possible)")
@@ -137,7 +138,7 @@ def _generate(args: list[str], settings: Settings) -> int:
 
 
 def _acls(args: list[str], settings: Settings) -> int:
-    from stream.acls import worker_acls
+    from stream.kafka.acls import worker_acls
 
     parser = argparse.ArgumentParser(
         prog="kpi-stream acls",
@@ -155,8 +156,8 @@ def _acls(args: list[str], settings: Settings) -> int:
 
 
 def _kafka(args: list[str]) -> int:
-    from stream.apache_kafka import KAFKA_VERSION, ApacheKafka, fetch, libs_dir
-    from stream.broker import BrokerError
+    from stream.brokers.apache_kafka import KAFKA_VERSION, ApacheKafka, fetch, libs_dir
+    from stream.brokers.embedded import BrokerError
 
     parser = argparse.ArgumentParser(
         prog="kpi-stream kafka",

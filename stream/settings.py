@@ -12,15 +12,17 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream.core.calendar import Calendar, parse_window_size, size_label
 from stream.core.events import Kind
+from stream.core.funnel import DEFAULT_FUNNEL
 from stream.core.money import RateTable, parse_rate_table
 from stream.core.timeutil import format_duration, is_zero_duration, parse_duration_ms
 from stream.core.windows import Windows
@@ -38,7 +40,9 @@ EXACTLY_ONCE_REFUSED = (
     "result is idempotent")
 # Largest accepted event: inside an internal message its JSON text takes up to twice its size.
 MAX_EVENT_BYTES_LIMIT = 256 * 1024
-FUNNEL_STAGES = frozenset({"lead", "mql", "sal", "sql", "opportunity", "won"})
+
+# The variables ``Settings.from_env`` reads, while it reads them (None: the process environment).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environ", default=None)
 
 # Variables of earlier versions that no longer have an effect; a deployment that still sets one is told so
 # rather than left to believe it is in force.
@@ -49,7 +53,8 @@ REMOVED = {
 # of its own: not warned about as unknown (``unknown_variables``).
 NOT_SETTINGS = {
     "KPI_VENV": "the dev script's virtual environment folder (default .venv)",
-    "KPI_KAFKA_CACHE": "where `kpi-stream kafka` keeps the Apache Kafka release it fetched (stream.apache_kafka)",
+    "KPI_KAFKA_CACHE": "where `kpi-stream kafka` keeps the Apache Kafka release it fetched "
+                       "(stream.brokers.apache_kafka)",
     "KPI_TEST_BROKER": "the integration tests' broker, kafka or tansu (tests/conftest.py)",
     "KPI_PROPERTY_EXAMPLES": "how many examples each property test tries (tests/pipeline)",
     "KPI_TEST_FLOOD_DISTINCT": "how many distinct labels the resource test floods the worker with (tests/integration)",
@@ -137,9 +142,10 @@ def _week_start(value: str, info: ValidationInfo) -> int:
 
 def _funnel(value: str, info: ValidationInfo) -> tuple[str, ...]:
     stages = tuple(s.strip() for s in value.split(",") if s.strip())
-    if len(stages) < 2 or stages[0] != "lead" or len(set(stages)) != len(stages) or not set(stages) <= FUNNEL_STAGES:
+    if (len(stages) < 2 or stages[0] != "lead" or len(set(stages)) != len(stages)
+            or not set(stages) <= set(DEFAULT_FUNNEL)):
         raise SettingsError(f"{_variable(info)}={value!r} must start with lead and list distinct stages among "
-                            f"{', '.join(sorted(FUNNEL_STAGES))}")
+                            f"{', '.join(DEFAULT_FUNNEL)}")
     return stages
 
 
@@ -255,7 +261,7 @@ class Settings(BaseSettings):
         "KPI_WEEK_START", "monday", "The day `1w` windows start on (`monday` … `sunday`).")
     allowed_lateness_ms: DurationOrZero = setting(
         "KPI_ALLOWED_LATENESS", "10m", "How long after its end (in event time) a window still accepts events.")
-    funnel: Funnel = setting("KPI_FUNNEL", "lead,mql,sal,sql,opportunity,won", "The funnel stages, in order.")
+    funnel: Funnel = setting("KPI_FUNNEL", ",".join(DEFAULT_FUNNEL), "The funnel stages, in order.")
     reporting_currency: Currency = setting("KPI_REPORTING_CURRENCY", "USD", "Currency all money is reported in.")
     rates: Rates = setting(
         "KPI_EXCHANGE_RATES", "",
@@ -461,27 +467,45 @@ class Settings(BaseSettings):
         for var, why in REMOVED.items():
             if var in env:
                 raise SettingsError(f"{var} is no longer a setting: {why}; unset it")
+        token = _ENVIRON.set(env)
         try:
-            # mypy sees the __init__ the fields make (pydantic's dataclass_transform), not BaseSettings' own one,
-            # whose _build_sources takes the sources to read instead of os.environ, .env files and the like.
-            return cls(_build_sources=((_Environment(cls, env),), {}))  # type: ignore[call-arg]
+            return cls()
         except ValidationError as exc:
             raise _settings_error(exc, env) from None
+        finally:
+            _ENVIRON.reset(token)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Values given to the constructor, then the variables ``from_env`` reads (the process environment by
+        default): no .env file and no secrets directory, which a worker would otherwise read unannounced."""
+        environ = _ENVIRON.get()
+        return init_settings, _Variables(settings_cls, os.environ if environ is None else environ)
 
 
-class _Environment(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping instead of ``os.environ``.
-
-    ``_load_env_vars`` is the hook pydantic-settings' own .env source overrides the same way; the tests that read
-    from a given mapping only, and from the process environment by default, fail if it changes.
-    """
+class _Variables(PydanticBaseSettingsSource):
+    """The settings' variables, read from a given mapping: each setting's text under its variable's name (the
+    fields parse it; nothing is decoded as JSON)."""
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self.environ = environ  # read by _load_env_vars, which the base constructor calls
-        super().__init__(settings_cls, case_sensitive=True)
+        super().__init__(settings_cls)
+        self.environ = environ
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return dict(self.environ)
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = str(field.validation_alias)
+        return self.environ.get(variable), variable, False
+
+    def __call__(self) -> dict[str, Any]:
+        found = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, variable, _ = self.get_field_value(field, name)
+            if value is not None:
+                found[variable] = value
+        return found
 
 
 SECRET_FIELDS = frozenset(name for name, field in Settings.model_fields.items() if not field.repr)

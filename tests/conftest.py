@@ -15,8 +15,8 @@ from typing import Protocol
 
 import pytest
 
-from stream.apache_kafka import ApacheKafka
-from stream.broker import EmbeddedBroker
+from stream.brokers.apache_kafka import ApacheKafka
+from stream.brokers.embedded import EmbeddedBroker
 
 BROKERS = ("kafka", "tansu")
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.apache_kafka import KAFKA_VERSION
+from stream.brokers.apache_kafka import KAFKA_VERSION
 from stream.settings import ENVIRONMENT, Settings
 from tests.ops.deploy_files import exported_series
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from stream.cli import settings_table
-from stream.metrics import Metrics
+from stream.runtime.metrics import Metrics
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -9,7 +9,7 @@ One run, all on this machine, each measurement after the previous one so that th
 3. on that backlog:
 
    (a) a raw aiokafka consumer that only decodes each value with orjson;
-   (b) the Faust floor: a bare Faust agent (``stream.bench_floor``) that only counts events;
+   (b) the Faust floor: a bare Faust agent (``stream.tools.bench_floor``) that only counts events;
    the pipeline: ``python -m stream worker`` on the backlog, watched through its ``/metrics``;
 4. restore: three restarts of the pipeline worker's app id, one after another, on its web port and data dir:
    (i) the pipeline worker is stopped (SIGTERM) and a new one started on its data dir; once it is ready, 1 % of

@@ -27,9 +27,9 @@ def produce(settings: Settings, events: int, seed: int, progress: Progress, lead
     Raises:
         BenchError: when not every event was delivered.
     """
-    from stream.generator import TrafficModel
-    from stream.kafka import producer_config
-    from stream.produce import BatchProducer
+    from stream.kafka.clients import producer_config
+    from stream.kafka.produce import BatchProducer
+    from stream.tools.generator import TrafficModel
 
     model = TrafficModel(seed=seed, start_ms=start_ms_hours_ago(HOURS_AGO), lead_rate=lead_rate)
     producer = BatchProducer(producer_config(settings))

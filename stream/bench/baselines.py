@@ -114,7 +114,7 @@ def measure_floor(env: Mapping[str, str], run_id: str, expected: int, work_dir: 
     status_path = work_dir / "floor-status.json"
     floor_env = {**env, "BENCH_FLOOR_APP_ID": f"{run_id}-floor", "BENCH_FLOOR_EXPECTED": str(expected),
                  "BENCH_FLOOR_STATUS": str(status_path), "BENCH_FLOOR_MODE": mode}
-    argv = [sys.executable, "-m", "stream.bench_floor", "worker", "-l", "info", "--without-web"]
+    argv = [sys.executable, "-m", "stream.tools.bench_floor", "worker", "-l", "info", "--without-web"]
     with ManagedProcess("Faust floor worker", argv, floor_env, work_dir / "floor.log", work_dir) as floor, \
             Timeline(work_dir / "floor-timeline.csv", "counted") as timeline:
         started = last_change = timeline.started

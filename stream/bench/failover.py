@@ -28,7 +28,7 @@ def changelog_records(settings: Settings, app_id: str, timeout_s: float = 15.0) 
     """
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    from stream.kafka import confluent_config
+    from stream.kafka.clients import confluent_config
 
     consumer = Consumer({**confluent_config(settings), "group.id": f"{app_id}-changelog-count",
                          "enable.auto.commit": False})
@@ -56,7 +56,7 @@ def send_probes(settings: Settings, partitions: int, probes: ProbeLog) -> None:
     from confluent_kafka import Producer
 
     from stream.core.events import Kind
-    from stream.kafka import confluent_config
+    from stream.kafka.clients import confluent_config
 
     producer = Producer({**confluent_config(settings), "linger.ms": 1})
     topic, now_ms = settings.input_topics[Kind.LEAD], int(time.time() * 1000)
@@ -94,7 +94,7 @@ def measure_failover(settings: Settings, workers: Sequence[ManagedProcess], port
     """
     from stream.core.events import Kind
     from stream.core.kpis import FAMILY_COST_PER_LEAD
-    from stream.kafka import ensure_topics
+    from stream.kafka.clients import ensure_topics
 
     survivor, victim = workers
     survivor_port = ports[0]

@@ -138,7 +138,7 @@ class ProbeReader(threading.Thread):
         """Poll until stopped; a Kafka error ends it and is kept in ``error``."""
         from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-        from stream.kafka import confluent_config
+        from stream.kafka.clients import confluent_config
 
         # A short fetch wait: the broker may hold a fetch that long, which would add to every probe's latency.
         consumer = Consumer({**confluent_config(self._settings), "group.id": f"{self._topic}-probe-reader",
@@ -179,9 +179,9 @@ def send_live_traffic(settings: Settings, rate: int, seed: int, probes: ProbeLog
     Returns the live events sent (probes not counted) over the time they were sent.
     """
     from stream.core.events import Kind
-    from stream.generator import TrafficModel
-    from stream.kafka import producer_config
-    from stream.produce import BatchProducer
+    from stream.kafka.clients import producer_config
+    from stream.kafka.produce import BatchProducer
+    from stream.tools.generator import TrafficModel
 
     def now_ms() -> int:
         return int(time.time() * 1000)
@@ -237,9 +237,9 @@ def measure_latency(cluster: Settings, run_id: str, options: BenchOptions, work_
     Raises:
         BenchError: when the worker exits or does not start, or the probe reader fails.
     """
-    from stream.broker import free_port
+    from stream.brokers.embedded import free_port
     from stream.core.kpis import FAMILY_COST_PER_LEAD
-    from stream.kafka import ensure_topics
+    from stream.kafka.clients import ensure_topics
 
     live = bench_settings(cluster, f"{run_id}-latency")
     partitions = ensure_topics(live)

@@ -56,7 +56,7 @@ def measure_pipeline(env: Mapping[str, str], port: int, expected: int, work_dir:
 
 def distinct_free_ports(count: int) -> list[int]:
     """``count`` different free ports (two calls of ``free_port`` can return the same one)."""
-    from stream.broker import free_port
+    from stream.brokers.embedded import free_port
 
     ports: list[int] = []
     while len(ports) < count:
@@ -74,7 +74,7 @@ def measure_two_workers(settings: Settings, app_id: str, expected: int, work_dir
     Raises:
         BenchError: when a worker exits, they do not start, or they stall.
     """
-    from stream.kafka import ensure_topics
+    from stream.kafka.clients import ensure_topics
 
     group = settings.model_copy(update={"app_id": app_id})
     ensure_topics(group)  # here, not by both workers at once

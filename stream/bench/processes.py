@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 from stream.bench.errors import BenchError
-from stream.broker import stop_process
+from stream.brokers.embedded import stop_process
 
 WORKER_ARGV = ("-m", "stream", "worker")
 

@@ -179,7 +179,7 @@ def measure_rolling(cluster: Settings, run_id: str, options: BenchOptions, work_
         BenchError: when a worker exits or is not ready in time, or the probe reader fails.
     """
     from stream.core.kpis import FAMILY_COST_PER_LEAD
-    from stream.kafka import ensure_topics
+    from stream.kafka.clients import ensure_topics
 
     live = bench_settings(cluster, f"{run_id}-rolling")
     partitions = ensure_topics(live)  # here, not by both workers at once

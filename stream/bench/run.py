@@ -39,8 +39,8 @@ def broker_for(settings: Settings, work_dir: Path, progress: Progress, kind: str
     if settings.bootstrap_servers:
         yield settings
         return
-    from stream.apache_kafka import KAFKA_VERSION, ApacheKafka
-    from stream.broker import EmbeddedBroker
+    from stream.brokers.apache_kafka import KAFKA_VERSION, ApacheKafka
+    from stream.brokers.embedded import EmbeddedBroker
 
     broker: EmbeddedBroker | ApacheKafka
     if kind == "kafka":
@@ -72,8 +72,8 @@ def work_directory(keep: bool) -> Iterator[Path]:
 
 def run_measurements(settings: Settings, options: BenchOptions, work_dir: Path, progress: Progress) -> Results:
     """Create the topics, produce the backlog, and run the measurements one after another."""
-    from stream.broker import free_port
-    from stream.kafka import ensure_topics
+    from stream.brokers.embedded import free_port
+    from stream.kafka.clients import ensure_topics
 
     run_id = f"bench-{int(time.time())}-{os.getpid()}"
     with broker_for(settings, work_dir, progress, options.broker) as cluster:
@@ -106,9 +106,9 @@ def run_measurements(settings: Settings, options: BenchOptions, work_dir: Path, 
 
 def run_bench(args: list[str], settings: Settings, emit: Callable[[str], None] = print) -> int:
     """Entry point of ``kpi-stream bench``; returns the exit code."""
-    from stream.broker import BrokerError
-    from stream.kafka import TopicError
-    from stream.produce import ProduceError
+    from stream.brokers.embedded import BrokerError
+    from stream.kafka.clients import TopicError
+    from stream.kafka.produce import ProduceError
 
     options = BenchOptions.parse(args)
     progress = Progress()

@@ -12,7 +12,7 @@ from stream.core.timeutil import format_rfc3339
 
 DETAIL_LIMIT = 1000
 # The most of a message's value and key a dead letter carries: with base64 and the rest, the record stays under
-# the 4 MiB the worker's producer sends (stream.kafka.MAX_REQUEST_BYTES). Kafka refuses messages over 1 MB by
+# the 4 MiB the worker's producer sends (stream.kafka.clients.MAX_REQUEST_BYTES). Kafka refuses messages over 1 MB by
 # default, so only a broker or topic configured for larger ones (or one with no limit) brings a longer one.
 PAYLOAD_LIMIT = 2 * 1024 * 1024
 KEY_LIMIT = 64 * 1024

@@ -14,6 +14,7 @@ from typing import Any
 
 LEAD_STAGE = "lead"
 LOST_STAGE = "lost"
+# The funnel stages the contract knows, in order: also the default of ``KPI_FUNNEL``, which may leave some out.
 DEFAULT_FUNNEL = ("lead", "mql", "sal", "sql", "opportunity", "won")
 
 

@@ -6,7 +6,6 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
-MS_PER_SECOND = 1000
 # The contract's integer form and the schema's bound: 9999-12-31T23:59:59.999Z.
 MAX_EPOCH_MS = 253_402_300_799_999
 

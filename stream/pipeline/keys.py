@@ -50,11 +50,6 @@ def seen_key(kind: str, event_id: str) -> bytes:
     return SEEN_PREFIX + kind.encode("utf-8") + b"\x00" + event_id.encode("utf-8")
 
 
-def owns_lead(key: bytes, partition: int, partitions: int) -> bool:
-    """Whether entity ``partition`` owns the lead stored under ``key`` (leads are routed by their id)."""
-    return lead_partition(key, partitions) == partition
-
-
 def lead_partition(key: bytes, partitions: int) -> int:
     """The entity partition that owns the lead stored under ``key``."""
     return partition_for(key[len(LEAD_PREFIX):].decode("utf-8"), partitions)
@@ -73,11 +68,6 @@ def cell_key(cell: CellId) -> bytes:
 def cell_of(key: bytes) -> CellId:
     """The cell stored under a cell key."""
     return CellId(*orjson.loads(key))
-
-
-def owns_cell(key: bytes, partition: int, partitions: int) -> bool:
-    """Whether cell ``partition`` owns the cell stored under ``key`` (cells are routed by their group's key)."""
-    return cell_partition(key, partitions) == partition
 
 
 def cell_partition(key: bytes, partitions: int) -> int:

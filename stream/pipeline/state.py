@@ -177,14 +177,6 @@ class ChunkCensus:
         return [key for key in self._chunks if key not in self._named]
 
 
-def orphan_chunks(store: Store) -> list[bytes]:
-    """Chunk keys no stored value names (see ``ChunkCensus``), from a scan of the whole table."""
-    census = ChunkCensus()
-    for key, value in store.items():
-        census.see(key, value)
-    return census.orphans()
-
-
 def _calendar_changed(made_under: str, in_force: str) -> str:
     zone, week = made_under.split("|")
     new_zone, new_week = in_force.split("|")

@@ -2,7 +2,7 @@
 
 One ``BatchLoop`` per agent. For each batch, in this order (``BatchLoop.run``):
 
-1. **Take** the events ready in the agent's queue, up to ``KPI_BATCH_MAX`` (``stream.batching.queued_batches``).
+1. **Take** the events ready in the agent's queue, up to ``KPI_BATCH_MAX`` (``stream.runtime.batching.queued_batches``).
 2. **Drop what a rebalance made stale**: events fetched in an earlier generation of the consumer group, or
    taken while the flow is stopped (``current_events``). Left unacked, they are read again from the committed
    offsets by whoever owns their partitions now.
@@ -175,7 +175,7 @@ class BatchLoop(Generic[E]):
     stop: Callable[[str], None] = fail_stop
 
     async def run(self, batches: AsyncIterable[list[E]]) -> None:
-        """Handle ``batches`` (as ``stream.batching.queued_batches`` takes them) until they end."""
+        """Handle ``batches`` (as ``stream.runtime.batching.queued_batches`` takes them) until they end."""
         async for taken in batches:
             await self.run_batch(taken)
 

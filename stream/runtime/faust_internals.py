@@ -121,7 +121,18 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
      "extended: a refused idempotent producer is told once the worker has stopped, then it exits"),
     ("faust.sensors.monitor:Monitor", "stream_inbound_time",
      "noted per batch for the livelock check, as the stream iterator the agents no longer use did"),
+    ("faust.streams:Stream", "channel", "the agent's channel, whose queue the agents sweep (agent_queue)"),
+    ("faust.channels:Channel", "queue", "the agent's queue the conductor fills, swept without the stream iterator"),
+    ("faust.agents.actor:Actor", "cancel",
+     "throws StopAsyncIteration into the agent's channel queue: how the swept batches learn that the agent stops "
+     "(the test reads it in the source)"),
 )
+
+def agent_queue(stream: Any) -> Any:
+    """The queue of an agent's stream, which the conductor fills and ``Actor.cancel`` throws
+    ``StopAsyncIteration`` into when the agent stops (``stream.runtime.batching.queued_batches`` sweeps it)."""
+    return stream.channel.queue
+
 
 # Longest the end probe reads before it settles for the ends found so far.
 _PROBE_DEADLINE_S = 30.0

@@ -20,16 +20,15 @@ import faust
 import orjson
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
-from prometheus_client import Gauge
 
-from stream.batching import queued_batches
-from stream.metrics import Metrics
 from stream.pipeline.ingest import InputMessage
 from stream.pipeline.routing import source_name
 from stream.pipeline.steps import CELLS, ENTITIES, cell_step, entity_step, ingest_step, kpi_route, progress_step
 from stream.runtime.batches import REVOKE_WAIT_S, BatchLoop, Group, InFlight
-from stream.runtime.faust_internals import Consumer, note_inbound
+from stream.runtime.batching import queued_batches
+from stream.runtime.faust_internals import Consumer, agent_queue, note_inbound
 from stream.runtime.faust_output import FaustOutput, Routes
+from stream.runtime.metrics import Metrics
 from stream.runtime.offsets import OffsetLedger, Unknown
 from stream.settings import Settings
 from stream.stages import Stages
@@ -65,7 +64,6 @@ class Worker:
     inputs: faust.TopicT  # every input topic, read by the ingest agent
     input_kinds: dict[str, Any]  # input topic name -> event kind
     metrics: Metrics
-    ready: Gauge
     clock: Callable[[], float]
     in_flight: InFlight = field(default_factory=InFlight)
 
@@ -112,7 +110,7 @@ class Worker:
         loop = BatchLoop(name, handle, lambda: self.ledger, group, self.in_flight)
 
         async def run(stream: Any) -> None:  # a faust.Stream, never iterated: its queue is read directly
-            await loop.run(self._noted(queued_batches(stream.channel.queue, self.settings.batch_max)))
+            await loop.run(self._noted(queued_batches(agent_queue(stream), self.settings.batch_max)))
 
         return run
 
@@ -230,7 +228,7 @@ class Worker:
             self.metrics.consumer_lag.labels(topic).set(messages)
 
     async def mark_ready(self) -> None:
-        self.ready.set(1)
+        self.metrics.ready.set(1)
         log.info("kpi-stream worker ready: %s", orjson.dumps(self.settings.describe()).decode())
 
     # -- rebalances ---------------------------------------------------------------------------------------------
@@ -238,7 +236,7 @@ class Worker:
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         # Not ready until the rebalance's recovery completes: a rolling restart that waits for ready before it
         # stops the next worker then waits for the group to settle, rather than stack rebalances.
-        self.ready.set(0)
+        self.metrics.ready.set(0)
         self.metrics.rebalances.inc()
         self.metrics.forget_targets()
         # Batches taken before the revocation finish and their table writes reach the changelogs before any
@@ -255,7 +253,7 @@ class Worker:
 
     async def on_rebalance_complete(self, sender: Any = None, **_: Any) -> None:
         """Table recovery after a rebalance completed: ready again."""
-        self.ready.set(1)
+        self.metrics.ready.set(1)
 
     def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         # The stages index every owned partition in one scan of their table (at their first batch).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.apache_kafka import ApacheKafka
+from stream.brokers.apache_kafka import ApacheKafka
 from tests.conftest import RunningBroker
 from tests.integration.harness import Names
 

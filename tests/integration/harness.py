@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.broker import EmbeddedBroker, free_port
+from stream.brokers.embedded import EmbeddedBroker, free_port
 
 INPUTS = ("page-views", "leads", "stage-changes", "spend")
 ACCOUNTING_COUNTERS = ("leadgen_events_total", "leadgen_events_duplicate_total", "leadgen_events_rejected_total")

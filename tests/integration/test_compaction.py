@@ -16,9 +16,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
-from stream.apache_kafka import ApacheKafka
+from stream.brokers.apache_kafka import ApacheKafka
 from stream.core.kpis import FAMILIES
-from stream.kafka import MAX_REQUEST_BYTES
+from stream.kafka.clients import MAX_REQUEST_BYTES
 from tests.eventset import mixed
 from tests.integration.harness import INPUTS, Names, produce, read_records, start_worker
 from tests.integration.outcome import as_input, assert_final_kpis_exact, beats, wait_for_watermark

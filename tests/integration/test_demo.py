@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream import demo
-from stream.broker import EmbeddedBroker
+from stream.brokers.embedded import EmbeddedBroker
 from stream.settings import ENVIRONMENT, Settings
+from stream.tools import demo
 from tests.conftest import RunningBroker
 from tests.integration.harness import Names, read_topic
 

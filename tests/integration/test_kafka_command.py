@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import free_port
+from stream.brokers.embedded import free_port
 
 pytestmark = [pytest.mark.integration]
 

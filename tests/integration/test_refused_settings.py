@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import free_port
+from stream.brokers.embedded import free_port
 from stream.runtime.batches import EXIT_STATE_REFUSED
 from stream.runtime.faust_internals import EXIT_SETTING_REFUSED
 from tests.conftest import RunningBroker

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import free_port
+from stream.brokers.embedded import free_port
 from tests.conftest import RunningBroker
 from tests.eventset import mixed
 from tests.integration.harness import (

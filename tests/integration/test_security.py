@@ -33,9 +33,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from stream.acls import Acl, worker_acls
-from stream.apache_kafka import ApacheKafka, Listener
-from stream.broker import free_port
+from stream.brokers.apache_kafka import ApacheKafka, Listener
+from stream.brokers.embedded import free_port
+from stream.kafka.acls import Acl, worker_acls
 from stream.settings import Settings
 from tests.eventset import mixed
 from tests.integration.harness import INPUTS, Names, create_topics, produce, read_topic, run_to_exit, start_worker

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from stream.broker import free_port
+from stream.brokers.embedded import free_port
 
 
 class PrometheusError(AssertionError):

@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.broker import free_port
+from stream.brokers.embedded import free_port
 from stream.core.events import Kind
-from stream.generator import TrafficModel
-from stream.produce import BatchProducer, produce_paced
+from stream.kafka.produce import BatchProducer, produce_paced
+from stream.tools.generator import TrafficModel
 from tests.integration.harness import Names, Worker, producer_config
 from tests.ops.deploy_files import (
     JOB,

@@ -10,8 +10,8 @@ import pytest
 
 from stream.core.events import Reason
 from stream.core.targets import load_targets
-from stream.generator import CHANNELS
 from stream.settings import ENVIRONMENT, Settings
+from stream.tools.generator import CHANNELS
 from tests.ops.deploy_files import (
     RULE_TESTS_DIR,
     RUNBOOKS,

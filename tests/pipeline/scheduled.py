@@ -19,7 +19,6 @@ from stream.pipeline.cells import CellStage
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.entities import EntityStage
 from stream.pipeline.ingest import IngestStage, InputMessage
-from stream.pipeline.local import MemoryOutput, run_now
 from stream.pipeline.routing import source_name
 from stream.pipeline.steps import (
     CELL_TABLE,
@@ -31,6 +30,7 @@ from stream.pipeline.steps import (
     ingest_step,
     progress_step,
 )
+from stream.runtime.local import MemoryOutput, run_now
 from stream.settings import Settings
 from stream.stages import build_stages
 

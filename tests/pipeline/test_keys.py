@@ -10,11 +10,11 @@ from stream.pipeline.keys import (
     WATERMARK_KEY_PREFIX,
     cell_key,
     cell_of,
+    cell_partition,
     chunk_key,
     chunked_key,
     lead_key,
-    owns_cell,
-    owns_lead,
+    lead_partition,
     seen_key,
     visitor_key,
     watermark_key,
@@ -52,8 +52,8 @@ def test_a_chunk_key_names_the_key_it_is_a_part_of() -> None:
 @pytest.mark.parametrize("partitions", [1, 3, 8])
 def test_exactly_one_partition_owns_each_lead_and_cell(partitions: int) -> None:
     for lead in ("L-1", "L-2", "lead with spaces", "L-é"):
-        owners = [p for p in range(partitions) if owns_lead(lead_key(lead), p, partitions)]
+        owners = [p for p in range(partitions) if lead_partition(lead_key(lead), partitions) == p]
         assert owners == [partition_for(lead, partitions)]
     for cell in (CELL, CELL._replace(channel="ads"), CellId("page_views", 60_000, 0, None, None, "/a")):
-        owners = [p for p in range(partitions) if owns_cell(cell_key(cell), p, partitions)]
+        owners = [p for p in range(partitions) if cell_partition(cell_key(cell), partitions) == p]
         assert owners == [partition_for(cell.routing_key(), partitions)]

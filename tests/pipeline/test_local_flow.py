@@ -13,7 +13,7 @@ import pytest
 from stream.core.events import Kind
 from stream.core.watermark import HOLD
 from stream.pipeline.cells import CellStage
-from stream.pipeline.local import LocalFlow
+from stream.runtime.local import LocalFlow
 from stream.settings import Settings
 from stream.stages import build_stages, cell_config
 from tests.eventset import DAY_START, MINUTE, heartbeats, mixed

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.core.events import Kind
-from stream.pipeline.local import LocalFlow
+from stream.runtime.local import LocalFlow
 from stream.settings import Settings
 from tests.eventset import DAY_START, MINUTE, heartbeats
 from tests.reference import compute, from_records, mismatches

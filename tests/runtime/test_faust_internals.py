@@ -266,6 +266,14 @@ def test_the_checked_versions_are_the_pinned_ones() -> None:
     assert {package: pins.get(package) for package in CHECKED_WITH} == CHECKED_WITH
 
 
+def test_a_stopping_agent_ends_its_queue_with_stop_async_iteration() -> None:
+    # What the swept batches rely on to end (stream.runtime.batching): Faust throws it into the channel's queue.
+    from faust.agents.actor import Actor
+
+    source = inspect.getsource(Actor.cancel)
+    assert "channel" in source and "_throw(StopAsyncIteration())" in source
+
+
 def test_no_other_module_uses_a_private_name_of_faust_mode_or_aiokafka() -> None:
     # Names listed in PRIVATE_NAMES, used outside the one module allowed to.
     stream = Path(__file__).parents[2] / "stream"

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from stream.broker import free_port
-from stream.produce import BatchProducer
+from stream.brokers.embedded import free_port
+from stream.kafka.produce import BatchProducer
 
 
 def test_close_drops_what_cannot_be_delivered_and_destroys_the_client() -> None:

@@ -24,13 +24,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from stream.broker import EmbeddedBroker, free_port, stop_process
+from stream.brokers.embedded import EmbeddedBroker, free_port, stop_process
 from stream.core.calendar import MONTH, Calendar
 from stream.core.kpis import FAMILIES
-from stream.generator import TrafficModel
-from stream.kafka import confluent_config, ensure_topics, producer_config
-from stream.produce import BatchProducer, ProduceError, produce_paced
+from stream.kafka.clients import confluent_config, ensure_topics, producer_config
+from stream.kafka.produce import BatchProducer, ProduceError, produce_paced
 from stream.settings import ENVIRONMENT, Settings
+from stream.tools.generator import TrafficModel
 
 DEMO_RATES = "EUR=1.08,GBP=1.27"
 HOUR_MS = 3_600_000

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream import redact
+from stream.runtime import redact
 
 SECRET = "s3cret-pa'ss\\wörd"
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream.broker import BrokerError, LocalBroker, free_port
+from stream.brokers.embedded import BrokerError, LocalBroker, free_port
 
 # The newest 4.x release that resolved from Maven Central with its dependencies (checked 2026-12-02).
 KAFKA_VERSION = "4.4.0"
@@ -78,7 +78,7 @@ def cache_dir() -> Path:
     configured = os.environ.get("KPI_KAFKA_CACHE")
     if configured:
         return Path(configured)
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").exists():
         return checkout / ".cache" / "kafka"
     return Path.home() / ".cache" / "leadgen-kpi-stream" / "kafka"

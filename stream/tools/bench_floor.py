@@ -1,6 +1,6 @@
 """The benchmark's Faust floor: a bare Faust agent that only counts the input events.
 
-Run by ``kpi-stream bench`` as ``python -m stream.bench_floor worker -l info --without-web``. It reads the
+Run by ``kpi-stream bench`` as ``python -m stream.tools.bench_floor worker -l info --without-web``. It reads the
 connection and input topics from the usual settings variables (``KAFKA_BOOTSTRAP_SERVERS``,
 ``KPI_TOPIC_PAGE_VIEWS``, ...) and its own parameters from ``BENCH_FLOOR_*`` variables; it writes its status
 (count, monotonic-clock times of its first and last event) as JSON to ``BENCH_FLOOR_STATUS`` every second and
@@ -20,10 +20,10 @@ from typing import Any
 import faust
 import orjson
 
-from stream.kafka import faust_credentials
+from stream.kafka.clients import faust_credentials
 from stream.settings import Settings
 
-MODES = ("take", "each")  # take: batches like the pipeline's agents (noack_take, then ack); each: event by event
+MODES = ("take", "each")  # take: Faust's own batches (noack_take, then ack); each: event by event
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from stream.core.funnel import DEFAULT_FUNNEL
 from stream.core.kpis import changed_records, target_records
 from stream.core.targets import Target
 from stream.core.windows import utc_windows
-from stream.metrics import ALL, Metrics
+from stream.runtime.metrics import ALL, Metrics
 
 HOUR = 3_600_000
 USD = 1_000_000

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stream.core.kpis import FAMILIES
-from stream.kafka import internal_topic
+from stream.kafka.clients import internal_topic
 from stream.settings import Settings
 
 

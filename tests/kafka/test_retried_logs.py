@@ -7,7 +7,7 @@ import logging
 import pytest
 from aiokafka.errors import GroupCoordinatorNotAvailableError, UnknownMemberIdError
 
-from stream import retried_logs
+from stream.kafka import retried_logs
 
 
 @pytest.mark.parametrize(("error", "level"), [

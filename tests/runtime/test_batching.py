@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from stream.batching import queued_batches
+from stream.runtime.batching import queued_batches
 
 
 async def batches_of(arrivals: list[list[int]], max_size: int) -> list[list[int]]:
@@ -57,19 +57,22 @@ def test_events_arriving_while_a_batch_is_handled_make_the_next_batch() -> None:
     async def run() -> list[list[int]]:
         queue: asyncio.Queue[int] = asyncio.Queue()
         batches: list[list[int]] = []
+        first_taken, rest_arrived = asyncio.Event(), asyncio.Event()
 
         async def arrive_later() -> None:
-            await asyncio.sleep(0.01)
-            queue.put_nowait(1)  # the first batch waits for it
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # the batches wait for the first event before it arrives
+            queue.put_nowait(1)
+            await first_taken.wait()
             for item in (2, 3, 4):  # arrive while the first batch is being handled
                 queue.put_nowait(item)
+            rest_arrived.set()
 
         arriving = asyncio.create_task(arrive_later())
         async for batch in queued_batches(queue, 100):
             batches.append(batch)
             if len(batches) == 1:
-                await asyncio.sleep(0.05)
+                first_taken.set()
+                await rest_arrived.wait()  # handling the first batch until all the rest has arrived
             if len(batches) == 2:
                 break
         await arriving

@@ -73,6 +73,7 @@ class Metrics:
     batch_seconds: Histogram
     rebalances: Counter
     assigned_partitions: Gauge
+    ready: Gauge
     consumer_lag: Gauge
     target: Gauge
     target_attainment: Gauge
@@ -152,6 +153,8 @@ class Metrics:
                                registry=registry),
             assigned_partitions=Gauge("leadgen_assigned_partitions", "Partitions assigned to this worker, by topic.",
                                       ["topic"], registry=registry),
+            ready=Gauge("leadgen_worker_ready", "1 once the worker has recovered its state and processes events; 0 "
+                        "from a rebalance until its tables are recovered again.", registry=registry),
             consumer_lag=Gauge("leadgen_consumer_lag_messages",
                                "Messages in the partitions this worker owns that it has not processed yet, by topic.",
                                ["topic"], registry=registry),

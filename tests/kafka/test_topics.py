@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from stream.broker import free_port
-from stream.kafka import TopicError, ensure_topics
+from stream.brokers.embedded import free_port
+from stream.kafka.clients import TopicError, ensure_topics
 from stream.settings import Settings
 
 
@@ -21,7 +21,7 @@ def test_no_broker_is_reported_within_the_timeout() -> None:
 
 def test_the_plan_holds_the_tables_changelogs_named_as_faust_names_them_and_compacted() -> None:
     from stream.app import build_app
-    from stream.kafka import topic_plan
+    from stream.kafka.clients import topic_plan
 
     settings = Settings.from_env({"KPI_APP_ID": "plan-app", "KPI_STORE": "memory://"})
     app = build_app(settings, dict.fromkeys(settings.input_topics.values(), 1))

@@ -1,0 +1,1 @@
+"""Brokers this machine runs itself: the embedded default (Tansu) and a real Apache Kafka node."""

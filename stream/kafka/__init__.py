@@ -1,0 +1,1 @@
+"""Talking to Kafka: the plain clients and their connection settings, producing, ACLs, the clients' logs."""
