@@ -27,6 +27,7 @@ from stream.core.watermark import WatermarkJoin, is_closed
 from stream.core.windows import Windows, nominal_ms
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, cell_partition, chunked_key
+from stream.pipeline.partitions import OwnedIndexes
 from stream.pipeline.routing import partition_for
 from stream.pipeline.state import (
     CHUNK_BYTES,
@@ -81,6 +82,9 @@ class _PartitionIndex:
     open_cells: set[CellId] = field(default_factory=set)
     final_cells: set[CellId] = field(default_factory=set)
     taken: Counter[tuple[tuple[str, str, str], int, int]] = field(default_factory=Counter)  # cells per group window
+    # Until the partition's first batch after it was indexed: its cells' states to send again, its orphaned
+    # chunk keys (see ``CellStage._restore``).
+    restored: tuple[list[tuple[CellId, CellState]], list[bytes]] | None = None
 
     def known(self, cell: CellId) -> bool:
         """Whether the cell exists (open, or final and not yet dropped)."""
@@ -119,31 +123,25 @@ class CellStage:
         self.config = config
         self._cells = cells
         self._chunk_bytes = chunk_bytes  # a cell's stored state larger than this is written in parts
-        self._index: dict[int, _PartitionIndex] = {}
-        self._assigned: set[int] = set()
-        # Per partition indexed but not yet batched: its cells' states to send again, its orphaned chunk keys.
-        self._restored: dict[int, tuple[list[tuple[CellId, CellState]], list[bytes]]] = {}
+        self._owned: OwnedIndexes[_PartitionIndex] = OwnedIndexes()
 
     def assign(self, partitions: Iterable[int]) -> None:
         """Note the partitions this worker now owns: the first batch after it indexes them all in one scan."""
-        self._assigned = set(partitions)
+        self._owned.assign(partitions)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the indexes of partitions no longer owned."""
-        for partition in partitions:
-            self._index.pop(partition, None)
-            self._restored.pop(partition, None)
-            self._assigned.discard(partition)
+        self._owned.forget(partitions)
 
-    def _restore(self, partition: int) -> None:
+    def _restore(self, partition: int) -> _PartitionIndex:
         """Index ``partition`` and every other owned partition not indexed yet from one scan of the table, with
-        the state of each of their cells and the orphaned chunk keys they own (see ``ChunkCensus``), kept in
-        ``_restored`` until each partition's first batch sends and deletes them."""
+        the state of each of their cells and the orphaned chunk keys they own (see ``ChunkCensus``), kept in its
+        index until the partition's first batch sends and deletes them."""
         cfg = self.config
         sources = frozenset(str(source) for source in range(cfg.partitions))
         calendar = cfg.windows.calendar.identity
         wanted = {p: _PartitionIndex(restore_join(self._cells, p, sources, calendar=calendar))
-                  for p in ({partition} | self._assigned) if p not in self._index}
+                  for p in self._owned.unindexed(partition)}
         restored: dict[int, list[tuple[CellId, CellState]]] = {p: [] for p in wanted}
         census = ChunkCensus()
         for key, value in self._cells.items():
@@ -162,19 +160,20 @@ class CellStage:
             owner_orphans = orphans.get(cell_partition(chunked_key(key), cfg.partitions))
             if owner_orphans is not None:
                 owner_orphans.append(key)
-        self._index.update(wanted)
-        for p in wanted:
-            self._restored[p] = (restored[p], orphans[p])
+        for p, index in wanted.items():
+            index.restored = (restored[p], orphans[p])
+        self._owned.add(wanted)
+        return wanted[partition]
 
     def process(self, partition: int, envelopes: list[tuple[int, bytes]], now_ms: int) -> CellOutput:
         """Apply the delta envelopes read from one cell partition, in offset order, and emit what changed."""
         cfg = self.config
         table, progress = BatchWrites(self._cells), BatchWrites(self._cells)
         out = CellOutput()
-        if partition not in self._index:
-            self._restore(partition)
-        index = self._index[partition]
-        waiting = self._restored.pop(partition, None)
+        index = self._owned.get(partition)
+        if index is None:
+            index = self._restore(partition)
+        waiting, index.restored = index.restored, None
         if waiting is not None:
             restored, orphans = waiting
             # Records of the last change before a stop may not have gone out (see CellStage): send them again.

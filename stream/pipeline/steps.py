@@ -22,9 +22,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from stream.pipeline.cells import CellOutput, CellStage
-from stream.pipeline.entities import EntityOutput, EntityStage
+from stream.pipeline.cells import CellOutput
+from stream.pipeline.entities import EntityOutput
 from stream.pipeline.ingest import IngestOutput, IngestStage, InputMessage, encode_envelope, encode_envelopes
+from stream.pipeline.partitions import PartitionStage
 
 # Where a step sends: the two internal topics, the dead-letter topic, and a KPI topic per family (``kpi_route``).
 ENTITIES = "entities"
@@ -96,8 +97,8 @@ async def progress_step(stage: IngestStage, owned: list[str], unread: list[str],
         await out.send(ENTITIES, envelope, partition=partition)
 
 
-async def entity_step(stage: EntityStage, batch: dict[int, list[tuple[int, bytes]]], now_ms: int, out: Output
-                      ) -> list[EntityOutput]:
+async def entity_step(stage: PartitionStage[EntityOutput], batch: dict[int, list[tuple[int, bytes]]], now_ms: int,
+                      out: Output) -> list[EntityOutput]:
     """Run the entity stage over a batch of envelopes, per partition, as (offset, value) pairs."""
     # The partitions of a batch are processed first and their outputs delivered together: each partition's cell
     # deltas still reach the broker before its state is persisted, but with two round trips per batch rather
@@ -117,8 +118,8 @@ async def entity_step(stage: EntityStage, batch: dict[int, list[tuple[int, bytes
     return [result for _, result in results]
 
 
-async def cell_step(stage: CellStage, batch: dict[int, list[tuple[int, bytes]]], now_ms: int, out: Output
-                    ) -> list[CellOutput]:
+async def cell_step(stage: PartitionStage[CellOutput], batch: dict[int, list[tuple[int, bytes]]], now_ms: int,
+                    out: Output) -> list[CellOutput]:
     """Run the cell stage over a batch of envelopes, per partition, as (offset, value) pairs."""
     results = [(partition, stage.process(partition, envelopes, now_ms)) for partition, envelopes in batch.items()]
     # State first, then the records derived from it, for all of the batch's partitions at once.

@@ -3,7 +3,7 @@
 What runs where: each agent is a ``BatchLoop`` (``stream.runtime.batches``) over one of the ``*_batch``
 handlers here, which turn Faust events into a stage's input, run its step (``stream.pipeline.steps``) and
 record metrics. The timers report input progress (``report_progress``) and consumer lag; the rebalance
-signals wait for running batches and make the stages forget what they gave up.
+signals carry out what ``stream.runtime.rebalance`` answers.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from stream.runtime.faust_internals import Consumer, agent_queue, note_inbound
 from stream.runtime.faust_output import FaustOutput, Routes
 from stream.runtime.metrics import Metrics
 from stream.runtime.offsets import OffsetLedger, Unknown
+from stream.runtime.rebalance import Rebalances, Revocation, Step, Topics
 from stream.settings import Settings
 from stream.stages import Stages
 
@@ -66,6 +67,11 @@ class Worker:
     metrics: Metrics
     clock: Callable[[], float]
     in_flight: InFlight = field(default_factory=InFlight)
+    rebalances: Rebalances = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rebalances = Rebalances(Topics(frozenset(self.input_kinds), *(
+            self.routes.topics[name].get_topic_name() for name in (ENTITIES, CELLS))))
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -234,35 +240,40 @@ class Worker:
     # -- rebalances ---------------------------------------------------------------------------------------------
 
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
-        # Not ready until the rebalance's recovery completes: a rolling restart that waits for ready before it
-        # stops the next worker then waits for the group to settle, rather than stack rebalances.
-        self.metrics.ready.set(0)
-        self.metrics.rebalances.inc()
-        self.metrics.forget_targets()
-        # Batches taken before the revocation finish and their table writes reach the changelogs before any
-        # partition changes hands (see InFlight); faust flushed the producer before this signal, so again.
-        if not await self.in_flight.wait_idle(REVOKE_WAIT_S):
-            log.warning("batches still running %.0f s after partitions were revoked; their table writes may "
-                        "land after the new owner restored them", REVOKE_WAIT_S)
-        await self.app.producer.flush()
-        self.ledger.forget_handled(revoked)
-        self.stages.ingest.progress.forget(source_name(tp.topic, tp.partition) for tp in revoked)
-        entities, cells = (self.routes.topics[name].get_topic_name() for name in (ENTITIES, CELLS))
-        self.stages.entities.forget(tp.partition for tp in revoked if tp.topic == entities)
-        self.stages.cells.forget(tp.partition for tp in revoked if tp.topic == cells)
+        """Carry out the revocation's steps, in the order ``stream.runtime.rebalance`` gives them."""
+        plan = self.rebalances.revoked(revoked)
+        for step in plan.steps:
+            await self._revocation_step(step, plan)
+
+    async def _revocation_step(self, step: Step, plan: Revocation) -> None:
+        if step is Step.NOT_READY:
+            self.metrics.ready.set(0)
+            self.metrics.rebalances.inc()
+            self.metrics.forget_targets()
+        elif step is Step.WAIT_IN_FLIGHT:
+            if not await self.in_flight.wait_idle(REVOKE_WAIT_S):
+                log.warning("batches still running %.0f s after partitions were revoked; their table writes may "
+                            "land after the new owner restored them", REVOKE_WAIT_S)
+        elif step is Step.FLUSH_PRODUCER:
+            await self.app.producer.flush()  # faust flushed it before this signal: the batches awaited since
+        elif step is Step.FORGET_HANDLED:
+            self.ledger.forget_handled(plan.handled)
+        elif step is Step.FORGET_PROGRESS:
+            self.stages.ingest.progress.forget(plan.sources)
+        elif step is Step.FORGET_ENTITIES:
+            self.stages.entities.forget(plan.entity_partitions)
+        elif step is Step.FORGET_CELLS:
+            self.stages.cells.forget(plan.cell_partitions)
 
     async def on_rebalance_complete(self, sender: Any = None, **_: Any) -> None:
         """Table recovery after a rebalance completed: ready again."""
         self.metrics.ready.set(1)
 
     def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
-        # The stages index every owned partition in one scan of their table (at their first batch).
-        entities, cells = (self.routes.topics[name].get_topic_name() for name in (ENTITIES, CELLS))
-        self.stages.entities.assign(tp.partition for tp in assigned if tp.topic == entities)
-        self.stages.cells.assign(tp.partition for tp in assigned if tp.topic == cells)
+        """Tell the stages every partition owned now (each indexes them at its first batch), and the gauges."""
+        plan = self.rebalances.assigned(assigned)
+        self.stages.entities.assign(plan.entity_partitions)
+        self.stages.cells.assign(plan.cell_partitions)
         self.metrics.assigned_partitions.clear()
-        counts: dict[str, int] = defaultdict(int)
-        for tp in assigned:
-            counts[tp.topic] += 1
-        for topic, count in counts.items():
+        for topic, count in plan.per_topic.items():
             self.metrics.assigned_partitions.labels(topic).set(count)

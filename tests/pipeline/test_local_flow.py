@@ -395,12 +395,12 @@ def test_after_a_restart_the_first_batch_indexes_every_owned_partition_in_one_sc
     assert (entity_scans.scans, cell_scans.scans) == (1, 1)
     assert (alone_entity_scans.scans, alone_cell_scans.scans) == (4, 4)
     for partition in range(4):
-        one, other = together.entities._index[partition], alone.entities._index[partition]
+        one, other = together.entities._owned.get(partition), alone.entities._owned.get(partition)
         assert one.waiting_leads == other.waiting_leads
         assert one.seen_by_time.buckets == other.seen_by_time.buckets
-        cells_one, cells_other = together.cells._index[partition], alone.cells._index[partition]
+        cells_one, cells_other = together.cells._owned.get(partition), alone.cells._owned.get(partition)
         assert (cells_one.open_cells, cells_one.final_cells) == (cells_other.open_cells, cells_other.final_cells)
     # Each partition's cells are sent again by its own first batch, none twice, none left out.
     assert resent["together"] == resent["alone"] and all(resent["alone"])
-    assert all(index.waiting_leads for index in together.entities._index.values())
-    assert all(index.seen_by_time.buckets for index in together.entities._index.values())
+    assert all(index.waiting_leads for index in together.entities._owned.values())
+    assert all(index.seen_by_time.buckets for index in together.entities._owned.values())

@@ -15,6 +15,7 @@ from stream.pipeline.entities.leads import LeadFunnel, has_waiting_changes, stor
 from stream.pipeline.entities.progress import PartitionProgress, reject_late
 from stream.pipeline.entities.visitors import VisitorTouches, store_visitors
 from stream.pipeline.keys import LEAD_PREFIX, SEEN_PREFIX, lead_partition
+from stream.pipeline.partitions import OwnedIndexes
 from stream.pipeline.state import Store
 from stream.pipeline.wire import EntityEnvelope, LeadValue, RoutedEvent
 
@@ -41,25 +42,22 @@ class EntityStage:
     def __init__(self, config: EntityConfig, table: Store) -> None:
         self.config = config
         self._table = table
-        self._index: dict[int, _PartitionIndex] = {}
-        self._assigned: set[int] = set()
+        self._owned: OwnedIndexes[_PartitionIndex] = OwnedIndexes()
         self._dedup = Dedup(config.dedup_retention_ms)
         self._funnel = LeadFunnel(config)
         self._visitors = VisitorTouches(config)
 
     def assign(self, partitions: Iterable[int]) -> None:
         """Note the partitions this worker now owns: the first batch after it indexes them all in one scan."""
-        self._assigned = set(partitions)
+        self._owned.assign(partitions)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the indexes of partitions no longer owned."""
-        for partition in partitions:
-            self._index.pop(partition, None)
-            self._assigned.discard(partition)
+        self._owned.forget(partitions)
 
     def pending_count(self) -> int:
         """Leads holding stage changes that wait for their lead, over owned partitions."""
-        return sum(len(index.waiting_leads) for index in self._index.values())
+        return sum(len(index.waiting_leads) for index in self._owned.values())
 
     def process(self, partition: int, envelopes: list[tuple[int, bytes]], now_ms: int) -> EntityOutput:
         """Process the envelopes read from one entity partition, in offset order."""
@@ -142,11 +140,11 @@ class EntityStage:
         """The partition's indexes, rebuilt the first time after an assignment from one scan of the table, which
         also indexes every other owned partition not indexed yet (their keys change only through their own
         batches, which come after)."""
-        index = self._index.get(partition)
+        index = self._owned.get(partition)
         if index is not None:
             return index
         wanted = {p: _PartitionIndex(PartitionProgress.restore(self._table, p, self.config))
-                  for p in ({partition} | self._assigned) if p not in self._index}
+                  for p in self._owned.unindexed(partition)}
         partitions = self.config.partitions
         for key, value in self._table.items():
             if key.startswith(LEAD_PREFIX):
@@ -159,5 +157,5 @@ class EntityStage:
                 owner = wanted.get(seen_by)
                 if owner is not None:
                     owner.seen_by_time.add(ts, key)
-        self._index.update(wanted)
+        self._owned.add(wanted)
         return wanted[partition]
