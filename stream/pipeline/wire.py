@@ -153,7 +153,7 @@ def _legacy_peer(reports: dict[str, int | None]) -> tuple[PeerProgress, dict[str
     peers = [name for name in reports if name.startswith(_LEGACY_PEER_PREFIX)]
     value = reports[peers[0]]
     if len(peers) != 1 or value is None:  # a sender only ever reported its own progress, and never None
-        raise ValueError(f"an entity envelope names one peer with a progress, not {peers}")
+        raise WireRefused(f"an envelope of the entity topic names one peer with a progress, not {peers}")
     inputs = {name: progress for name, progress in reports.items() if name != peers[0]}
     return PeerProgress(int(peers[0][len(_LEGACY_PEER_PREFIX):]), value), inputs
 

@@ -81,7 +81,7 @@ def test_a_peer_report_written_into_wm_by_an_earlier_version_is_read_as_the_peer
 @pytest.mark.parametrize("raw", [b'{"ev":[],"wm":{"@entities:0":1,"@entities:1":2}}',
                                  b'{"ev":[],"wm":{"@entities:0":null}}'])
 def test_an_envelope_naming_no_single_peer_progress_is_a_defect(raw: bytes) -> None:
-    with pytest.raises(ValueError, match="one peer"):
+    with pytest.raises(WireRefused, match="names one peer with a progress"):
         EntityEnvelope.decode(raw)
 
 
