@@ -39,7 +39,7 @@ from stream.pipeline.state import (
     restore_join,
     write_value,
 )
-from stream.pipeline.wire import CellEnvelope
+from stream.pipeline.wire import CellEnvelope, WireRefused
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +184,11 @@ class CellStage:
                 table.set(key, None)
         states: dict[CellId, CellState] = {}
         changed: set[CellId] = set()
-        for _, raw_envelope in envelopes:
-            envelope = CellEnvelope.decode(raw_envelope)
+        for offset, raw_envelope in envelopes:
+            try:
+                envelope = CellEnvelope.decode(raw_envelope)
+            except WireRefused as refused:  # stops the worker (see stream.pipeline.wire): say which message
+                raise refused.at(f"cell partition {partition}, offset {offset}") from refused
             changed.update(self._apply_deltas(index, envelope, table, states, out.counts))
             if index.join.update({str(envelope.source): envelope.watermark}, now_ms):
                 persist_join(progress, partition, index.join, calendar=cfg.windows.calendar.identity)

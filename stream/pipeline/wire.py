@@ -3,9 +3,21 @@
     ingest ──EntityEnvelope(events, progress)──> <app>-entities ──CellEnvelope(deltas, watermark)──> <app>-cells
     entity partition ──EntityEnvelope(lead values, peer)──> the other entity partitions (same topic)
 
-On the wire a record is a compact JSON list and an envelope a JSON object with short keys, in the layout earlier
-versions wrote: what is already in the topics at an upgrade is read as before (earlier versions carried a peer's
-progress inside ``wm`` under an ``@`` name; :meth:`EntityEnvelope.decode` still reads that).
+On the wire a record is a compact JSON list and an envelope a JSON object with short keys. An envelope names its
+form's version first (``"v": 2``); version 1, what earlier versions wrote and what is in the topics at an upgrade,
+has no ``v`` and is read as before (earlier versions carried a peer's progress inside ``wm`` under an ``@`` name;
+:meth:`EntityEnvelope.decode` still reads that). Version 2 is version 1 with the tag: its records mean the same,
+and a worker of the earlier version reads them as it reads its own (it ignores ``v``), so a rolling upgrade
+computes the same numbers in either direction. A later version whose records mean something else must therefore
+also break what version 1 reads (rename ``ev`` or ``d``, say), so that a worker still on version 1 fails at its
+first look-up instead of counting wrong.
+
+Decoding is strict: msgspec checks every field's type and every record's length in C while it parses (faster than
+orjson's parse plus building the named tuples, measured on generated traffic), and an envelope that is malformed
+or of a version this worker does not know raises :class:`WireRefused`. The stages let it stop the worker rather
+than dead-letter it: the app wrote the record itself, so the events in it were accepted already and dropping them
+would lose counts; a version above :data:`VERSION` means a newer worker wrote it during a rolling upgrade, which
+this worker must not read until it is upgraded too (see ``stream.runtime.batches.fail_stop``).
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
+import msgspec
 import orjson
 
 from stream.core.cells import CellId
@@ -23,10 +36,23 @@ LEAD_VALUE = "lead-value"
 # How earlier versions named an entity partition's progress inside ``wm`` ('@' begins no topic's name).
 _LEGACY_PEER_PREFIX = "@entities:"
 
+# The version of the envelopes this code writes, and every version it reads (1: no ``v``, as earlier versions wrote).
+VERSION = 2
+KNOWN_VERSIONS = (1, 2)
+
 T = TypeVar("T")
-# Builds a named tuple from a sequence without its Python-level ``__new__`` or ``_make``: decoding builds one per
-# item, and that call was most of what typed records added to the entity stage's cost per event (see decode).
-_tuple = tuple.__new__
+
+
+class WireRefused(ValueError):
+    """An internal topic's message this worker cannot read: malformed, or of a form it does not know."""
+
+    def at(self, where: str) -> WireRefused:
+        """The same refusal, its message prefixed with where the message was read (partition, offset)."""
+        return type(self)(f"{where}: {self}")
+
+
+class UnknownVersion(WireRefused):
+    """An envelope of a version this worker does not know: most likely written by a newer worker."""
 
 
 class RoutedEvent(NamedTuple):
@@ -47,7 +73,7 @@ class RoutedEvent(NamedTuple):
     raw: str
 
     def fields(self) -> list[Any]:
-        """The wire form: the fields in order."""
+        """The wire form: the fields in order (decoded by msgspec from this class's annotations)."""
         return list(self)
 
 
@@ -68,9 +94,14 @@ class LeadValue(NamedTuple):
 EntityItem = RoutedEvent | LeadValue
 
 
-def _lead_value(fields: list[Any]) -> LeadValue:
-    attrs = fields[4]
-    return LeadValue(attrs["lead"], fields[3], fields[2], attrs["value"])
+def _lead_value(item: RoutedEvent) -> LeadValue:
+    """The lead value laid out as a routed event (see :meth:`LeadValue.fields`), its ``attrs`` checked."""
+    attrs = item.attrs
+    lead, value = attrs.get("lead"), attrs.get("value")
+    if len(attrs) != 2 or not isinstance(lead, str) or not (value is None or isinstance(value, dict)):
+        raise WireRefused(f"an envelope of the entity topic carries a lead value whose attrs are not a lead id "
+                          f"and a value or null: {attrs!r:.200}")
+    return LeadValue(lead, item.key, item.ts, value)
 
 
 class PeerProgress(NamedTuple):
@@ -89,25 +120,31 @@ class EntityEnvelope:
     peer: PeerProgress | None = None  # the sending entity partition's own progress (from a peer only)
 
     def encode(self) -> bytes:
-        """Compact JSON: ``{"ev": [...], "wm": {...}}``, plus ``"peer": [partition, progress]`` from a peer."""
-        doc: dict[str, Any] = {"ev": [item.fields() for item in self.events], "wm": self.progress}
+        """Compact JSON: ``{"v": 2, "ev": [...], "wm": {...}}``, plus ``"peer": [partition, progress]`` from a peer."""
+        doc: dict[str, Any] = {"v": VERSION, "ev": [item.fields() for item in self.events], "wm": self.progress}
         if self.peer is not None:
             doc["peer"] = list(self.peer)
         return orjson.dumps(doc)
 
     @staticmethod
     def decode(raw: bytes) -> EntityEnvelope:
-        """Inverse of :meth:`encode`; also reads a peer's progress written under an ``@`` name in ``wm``."""
-        doc = orjson.loads(raw)
-        progress: dict[str, int | None] = doc["wm"]
-        peer = doc.get("peer")
-        if peer is not None:
-            peer = PeerProgress(*peer)
-        elif any(name.startswith(_LEGACY_PEER_PREFIX) for name in progress):
+        """Inverse of :meth:`encode`, for versions 1 and 2; also reads a peer's progress written under an ``@`` name
+        in ``wm`` (version 1).
+
+        Raises:
+            UnknownVersion: the envelope's ``v`` is none of :data:`KNOWN_VERSIONS`.
+            WireRefused: the envelope is no JSON, lacks a field, has one this version does not know, or an item
+                of another length or with a field of another type.
+        """
+        doc = _decode(_ENTITY_DECODER, raw, "entity")
+        progress = doc.wm
+        peer = doc.peer
+        if any(name.startswith(_LEGACY_PEER_PREFIX) for name in progress):
+            if doc.v != 1 or peer is not None:  # only version 1 wrote the peer there, and only there
+                raise WireRefused(f"an envelope of the entity topic at version {doc.v} names a peer in wm: "
+                                  f"{sorted(progress)}")
             peer, progress = _legacy_peer(progress)
-        # Nine fields per event, as written (an item of another length would fail where a field is read).
-        events = [_tuple(RoutedEvent, fields) if fields[0] != LEAD_VALUE else _lead_value(fields)
-                  for fields in doc["ev"]]
+        events = [item if item.kind != LEAD_VALUE else _lead_value(item) for item in doc.ev]
         return EntityEnvelope(events, progress, peer)
 
 
@@ -116,7 +153,7 @@ def _legacy_peer(reports: dict[str, int | None]) -> tuple[PeerProgress, dict[str
     peers = [name for name in reports if name.startswith(_LEGACY_PEER_PREFIX)]
     value = reports[peers[0]]
     if len(peers) != 1 or value is None:  # a sender only ever reported its own progress, and never None
-        raise ValueError(f"an entity envelope names one peer with a progress, not {peers}")
+        raise WireRefused(f"an envelope of the entity topic names one peer with a progress, not {peers}")
     inputs = {name: progress for name, progress in reports.items() if name != peers[0]}
     return PeerProgress(int(peers[0][len(_LEGACY_PEER_PREFIX):]), value), inputs
 
@@ -138,17 +175,80 @@ class CellEnvelope:
     watermark: int
 
     def encode(self) -> bytes:
-        """Compact JSON: ``{"src": partition, "d": [[cell fields, position, delta], ...], "wm": watermark}``."""
-        return orjson.dumps({"src": self.source, "d": [[list(cell), position, delta]
-                                                       for cell, position, delta in self.deltas],
+        """Compact JSON: ``{"v": 2, "src": partition, "d": [[cell fields, position, delta], ...], "wm": watermark}``."""
+        return orjson.dumps({"v": VERSION, "src": self.source, "d": [[list(cell), position, delta]
+                                                                     for cell, position, delta in self.deltas],
                              "wm": self.watermark})
 
     @staticmethod
     def decode(raw: bytes) -> CellEnvelope:
-        """Inverse of :meth:`encode`."""
-        doc = orjson.loads(raw)
-        return CellEnvelope(doc["src"], [_tuple(CellDeltaItem, (CellId(*cell), position, delta))
-                                         for cell, position, delta in doc["d"]], doc["wm"])
+        """Inverse of :meth:`encode`, for versions 1 and 2.
+
+        Raises:
+            UnknownVersion: the envelope's ``v`` is none of :data:`KNOWN_VERSIONS`.
+            WireRefused: the envelope is malformed (as for :meth:`EntityEnvelope.decode`).
+        """
+        doc = _decode(_CELL_DECODER, raw, "cell")
+        return CellEnvelope(doc.src, doc.d, doc.wm)
+
+
+# Both versions in one typed form: version 2 only adds ``v`` to version 1, which has none (hence the default).
+# Unknown fields are refused: a field this code would ignore is one whose meaning it does not know.
+class _EntityDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    ev: list[RoutedEvent]  # lead values too, in a routed event's layout (see LeadValue.fields)
+    wm: dict[str, int | None]
+    peer: PeerProgress | None = None
+    v: int = 1
+
+
+class _CellDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    src: int
+    d: list[CellDeltaItem]
+    wm: int
+    v: int = 1
+
+
+class _Versioned(msgspec.Struct):
+    """Only the version of an envelope, of any form (other fields ignored)."""
+
+    v: int = 1
+
+
+_ENTITY_DECODER = msgspec.json.Decoder(_EntityDoc)
+_CELL_DECODER = msgspec.json.Decoder(_CellDoc)
+_VERSION_DECODER = msgspec.json.Decoder(_Versioned)
+DocT = TypeVar("DocT", _EntityDoc, _CellDoc)
+
+
+def _decode(decoder: msgspec.json.Decoder[DocT], raw: bytes, name: str) -> DocT:
+    """An envelope decoded and its version checked, or refused with what is wrong with it (``name``: whose)."""
+    try:
+        doc = decoder.decode(raw)
+    except msgspec.DecodeError as error:  # the validation error too, which subclasses it
+        # Its version first: a later form fails this version's layout, and a newer worker is the likelier reason.
+        version = _version_of(raw)
+        if version is not None:
+            _check_version(version, name)
+        named = f"version {version}" if version is not None else "no version that can be read"
+        raise WireRefused(f"a malformed envelope of the {name} topic, {named}: {error}; it begins "
+                          f"{bytes(raw[:120])!r}") from None
+    _check_version(doc.v, name)
+    return doc
+
+
+def _version_of(raw: bytes) -> int | None:
+    """The ``v`` an envelope names (1 when none), or None when it is no JSON object or ``v`` no integer."""
+    try:
+        return _VERSION_DECODER.decode(raw).v
+    except msgspec.DecodeError:
+        return None
+
+
+def _check_version(version: int, name: str) -> None:
+    if version not in KNOWN_VERSIONS:
+        raise UnknownVersion(f"an envelope of the {name} topic at version {version}; this worker reads versions "
+                             f"{', '.join(map(str, KNOWN_VERSIONS))}. A newer version of the app most likely wrote "
+                             f"it (a rolling upgrade): upgrade this worker")
 
 
 def chunked(items: Sequence[T], limit: int, sizes: Iterable[int] | None = None) -> Iterator[tuple[bool, list[T]]]:

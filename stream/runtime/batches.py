@@ -36,6 +36,7 @@ from aiokafka.errors import (
 )
 
 from stream.pipeline.state import StateRefused
+from stream.pipeline.wire import UnknownVersion
 from stream.runtime.offsets import OffsetLedger
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ EXIT_BATCH_FAILED = 70
 # Exit status of a worker whose tables hold state its settings cannot carry on (another reporting calendar):
 # sysexits' EX_CONFIG, as restarting it unchanged cannot help.
 EXIT_STATE_REFUSED = 78
+# Exit status of a worker that read an internal topic's message of a version it does not know, most likely written
+# by a newer worker during a rolling upgrade: sysexits' EX_DATAERR. A restart helps once this worker is upgraded
+# (or its partitions moved to one that is); until then it would meet the same message again.
+EXIT_UNKNOWN_VERSION = 65
 # Longest a rebalance waits for running batches (well inside the broker's rebalance timeout).
 REVOKE_WAIT_S = 30.0
 # A batch that fails with one of these failed for a missing ACL: the worker says so as its last line.
@@ -142,6 +147,12 @@ def fail_stop(stage: str) -> None:
         log.critical("the worker cannot carry on the state it was given: %s", error)
         logging.shutdown()
         os._exit(EXIT_STATE_REFUSED)
+    if isinstance(error, UnknownVersion):
+        # Not a defect of this worker either: its age. The message names the versions found and known.
+        log.critical("the worker cannot read a message of an internal topic: %s (exit status %d)", error,
+                     EXIT_UNKNOWN_VERSION)
+        logging.shutdown()
+        os._exit(EXIT_UNKNOWN_VERSION)
     log.critical("a %s batch failed with an error no input explains; stopping the worker (exit status %d) so "
                  "that a restart reads it again from the committed offsets", stage, EXIT_BATCH_FAILED,
                  exc_info=True)

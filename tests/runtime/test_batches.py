@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from stream.runtime.batches import BatchLoop, Group, InFlight, current_events
+from stream.runtime.batches import EXIT_UNKNOWN_VERSION, BatchLoop, Group, InFlight, current_events
 from stream.runtime.offsets import OffsetLedger
 
 
@@ -107,3 +109,29 @@ def test_a_batch_failing_while_the_worker_stops_raises_without_the_fail_stop() -
     with pytest.raises(RuntimeError, match="a defect"):
         loop.run([partition_event(offset) for offset in range(3)])
     assert loop.stopped == [] and loop.acked == []
+
+
+# A cell batch meeting an envelope of a version this worker does not know, in a process of its own (it exits).
+_MEET_UNKNOWN_VERSION = """
+import logging
+from stream.pipeline.wire import CellEnvelope, WireRefused
+from stream.runtime.batches import fail_stop
+logging.basicConfig(format="%(message)s")
+try:
+    try:
+        CellEnvelope.decode(b'{"v":3,"cells":[]}')
+    except WireRefused as refused:
+        raise refused.at("cell partition 2, offset 17") from refused
+except Exception:
+    fail_stop("cell")
+"""
+
+
+def test_a_message_of_an_unknown_version_stops_the_worker_naming_the_versions_found_and_known() -> None:
+    result = subprocess.run([sys.executable, "-c", _MEET_UNKNOWN_VERSION], capture_output=True, text=True,  # noqa: S603
+                            timeout=60, check=False)
+    assert result.returncode == EXIT_UNKNOWN_VERSION
+    assert result.stderr.splitlines()[-1] == (
+        "the worker cannot read a message of an internal topic: cell partition 2, offset 17: an envelope of the cell "
+        "topic at version 3; this worker reads versions 1, 2. A newer version of the app most likely wrote it (a "
+        "rolling upgrade): upgrade this worker (exit status 65)")

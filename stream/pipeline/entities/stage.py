@@ -17,7 +17,7 @@ from stream.pipeline.entities.visitors import VisitorTouches, store_visitors
 from stream.pipeline.keys import LEAD_PREFIX, SEEN_PREFIX, lead_partition
 from stream.pipeline.partitions import OwnedIndexes
 from stream.pipeline.state import Store
-from stream.pipeline.wire import EntityEnvelope, LeadValue, RoutedEvent
+from stream.pipeline.wire import EntityEnvelope, LeadValue, RoutedEvent, WireRefused
 
 
 @dataclass(slots=True)
@@ -65,7 +65,10 @@ class EntityStage:
         progress = index.progress
         batch = EntityBatch(self._table, self.config.partitions)
         for offset, raw_envelope in envelopes:
-            envelope = EntityEnvelope.decode(raw_envelope)
+            try:
+                envelope = EntityEnvelope.decode(raw_envelope)
+            except WireRefused as refused:  # stops the worker (see stream.pipeline.wire): say which message
+                raise refused.at(f"entity partition {partition}, offset {offset}") from refused
             self._take_events(batch, index, partition, envelope, now_ms)
             batch.end_envelope(offset)
             progress.hear(batch, partition, envelope, now_ms)
