@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from stream.core.events import Kind
-from stream.pipeline.local import LocalFlow
 from stream.pipeline.wire import UnknownVersion, WireRefused
+from stream.runtime.local import LocalFlow
 from stream.settings import Settings
 from tests.eventset import DAY_START, heartbeats, mixed
 
