@@ -509,7 +509,7 @@ class KpiApp(faust.App):
         local_state_max_age_ms: int = 20 * 3_600_000, **kwargs: Any
     ) -> None:
         self.stream_buffer_bytes = stream_buffer_bytes
-        self.local_state_max_age_ms = local_state_max_age_ms  # read by the disk store (stream.disk_store)
+        self.local_state_max_age_ms = local_state_max_age_ms  # read by the disk store (stream.state.disk)
         thread = type(
             "ConsumerThread",
             (_ConsumerThread,),

@@ -10,8 +10,8 @@ from typing import Any, cast
 
 import faust
 
-from stream.disk_store import DiskStore
-from stream.store import MemoryStore
+from stream.state.disk import DiskStore
+from stream.state.memory import MemoryStore
 
 # What a Kafka producer's send takes: topic, key, value, partition, timestamp, headers; it returns a future.
 Send = Callable[[str, bytes | None, bytes | None, int | None, int | None, Any], Awaitable[Awaitable[Any]]]

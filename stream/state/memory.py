@@ -1,11 +1,11 @@
 """The tables' stores: ``KPI_STORE=memory://``, one dict per partition, and ``KPI_STORE=disk://``
-(``stream.disk_store``), local RocksDB files a restarted worker reuses.
+(``stream.state.disk``), local RocksDB files a restarted worker reuses.
 
 Both know each key's partition, so that a worker drops the keys of the partitions it gave up. Faust's in-memory
 store knows it through a second dict of every key (as large as the data's own dict on the lead-heavy million,
 42 MB); ``memory://`` here keeps one dict per partition instead, so the partition is where the key is.
 
-Both know the changelog offset their data reflects, per partition (``stream.checkpoints``), so that table
+Both know the changelog offset their data reflects, per partition (``stream.state.checkpoints``), so that table
 recovery after a rebalance reads only the changelog past it: for the memory store, the partitions this worker
 kept (active or standby) through the rebalance; for the disk store, also what the files held when it started.
 
@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
-from faust.stores import STORES
 from faust.stores import memory as faust_memory
 from faust.types import TP, EventT
 
-from stream.checkpoints import kept_partitions, last_offsets
+from stream.state.checkpoints import kept_partitions, last_offsets
 
 
 class PartitionedData(MutableMapping[bytes, bytes]):
@@ -156,6 +155,3 @@ class MemoryStore(faust_memory.Store[bytes, bytes]):
         for partition in [p for p in self.offsets if p not in kept]:
             del self.offsets[partition]
 
-
-STORES.aliases["disk"] = "stream.disk_store:DiskStore"
-STORES.aliases["partitioned"] = "stream.store:MemoryStore"

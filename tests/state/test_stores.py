@@ -17,11 +17,11 @@ import pytest
 from faust.types import TP
 
 from stream.app import build_app
-from stream.checkpoints import Checkpoint, untrusted
-from stream.disk_store import PRIVATE_PREFIX, DiskStore, remove_orphans
 from stream.runtime.faust_output import FaustOutput, Routes
 from stream.settings import Settings
-from stream.store import MemoryStore, PartitionedData
+from stream.state.checkpoints import Checkpoint, untrusted
+from stream.state.disk import PRIVATE_PREFIX, DiskStore, remove_orphans
+from stream.state.memory import MemoryStore, PartitionedData
 
 HOUR_MS = 3_600_000
 
@@ -144,7 +144,7 @@ def test_a_worker_started_on_the_same_data_dir_reuses_the_data_and_offsets(tmp_p
     changelog = table.changelog_topic.get_topic_name()
     asyncio.run(_write(table, producer, 1, {b"lead:1": b"x", b"lead:2": b"y"}))
     _close(first)
-    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+    with caplog.at_level(logging.INFO, logger="stream.state.disk"):
         second = _app(tmp_path)
         store = second.tables["entity-state"].data
         assert dict(store.data.items()) == {b"lead:1": b"x", b"lead:2": b"y"}
@@ -173,7 +173,7 @@ def test_files_of_another_identity_are_not_reused(tmp_path: Path, caplog: pytest
     first = _app(tmp_path)
     asyncio.run(_write(first.tables["cells"], _Producer(), 0, {b"k": b"v"}))
     _close(first)
-    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+    with caplog.at_level(logging.INFO, logger="stream.state.disk"):
         second = _app(tmp_path, **env)
     store = second.tables["cells"].data
     assert dict(store.data.items()) == {} and store.files.checkpoints() == {}
@@ -195,7 +195,7 @@ def test_corrupted_files_are_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFi
         raw = bytearray(table_file.read_bytes())
         raw[len(raw) // 3: len(raw) // 3 + 64] = b"\xff" * 64
         table_file.write_bytes(bytes(raw))
-    with caplog.at_level(logging.WARNING, logger="stream.disk_store"):
+    with caplog.at_level(logging.WARNING, logger="stream.state.disk"):
         second = _app(tmp_path)
     assert "cannot be trusted" in caplog.text
     store = second.tables["cells"].data
@@ -206,7 +206,7 @@ def test_corrupted_files_are_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFi
 def test_workers_sharing_a_data_dir_each_take_a_directory_of_their_own_and_keep_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     first = _app(tmp_path)
-    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+    with caplog.at_level(logging.INFO, logger="stream.state.disk"):
         second = _app(tmp_path)
     shared = first.tables["cells"].data.directory
     assert second.tables["cells"].data.directory == shared.with_name(shared.name + ".2")
@@ -252,7 +252,7 @@ def test_partitions_the_changelog_no_longer_covers_are_rebuilt_before_recovery(
     # p0: 10 records to read; p1: the topic was made again; p2: records deleted past the offset; p3: up to date.
     second._consumer = _Consumer(dict(zip(tps, [0, 0, 60, 0], strict=True)),
                                  dict(zip(tps, [51, 12, 70, 41], strict=True)))
-    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+    with caplog.at_level(logging.INFO, logger="stream.state.disk"):
         asyncio.run(store.on_rebalance(set(tps), set(), set(tps)))
     assert [store.persisted_offset(tp) for tp in tps] == [40, None, None, 40]
     assert dict(store.data.items()) == {b"key-0": b"v", b"key-3": b"v"}

@@ -2,7 +2,7 @@
 
 Each table of an app keeps one RocksDB directory under ``KPI_DATA_DIR`` (``<tables>/<app id>-<table>/``) with
 three column families: the data, each key's changelog partition, and per partition the changelog offset the data
-reflects (``stream.checkpoints``). The agents' writes of a batch are held in memory until their changelog sends
+reflects (``stream.state.checkpoints``). The agents' writes of a batch are held in memory until their changelog sends
 are delivered (``stream.runtime.faust_output``), then written with the new offsets in one atomic RocksDB write;
 records restored from the changelog are written the same way, with the offset of the last one. So the files
 always hold, per partition, the changelog's state at the offset they name, whatever stopped the worker, and a
@@ -40,7 +40,7 @@ from faust.stores import memory as faust_memory
 from faust.types import TP, EventT
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch
 
-from stream.checkpoints import Checkpoint, describe, kept_partitions, last_offsets, untrusted
+from stream.state.checkpoints import Checkpoint, describe, kept_partitions, last_offsets, untrusted
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.disk_store import FORMAT_VERSION, DiskStore, LocalFiles
+from stream.state.disk import FORMAT_VERSION, DiskStore, LocalFiles
 
 
 def test_a_corrupted_block_in_the_middle_of_the_files_fails_the_read_back(tmp_path: Path) -> None:
