@@ -1,30 +1,22 @@
-"""The tables' stores: ``KPI_STORE=memory://``, one dict per partition, and ``KPI_STORE=disk://``
-(``stream.state.disk``), local RocksDB files a restarted worker reuses.
+"""``KPI_STORE=memory://``: a table's keys and values in one dict per partition, restored from the changelog at
+every start.
 
-Both know each key's partition, so that a worker drops the keys of the partitions it gave up. Faust's in-memory
-store knows it through a second dict of every key (as large as the data's own dict on the lead-heavy million,
-42 MB); ``memory://`` here keeps one dict per partition instead, so the partition is where the key is.
-
-Both know the changelog offset their data reflects, per partition (``stream.state.checkpoints``), so that table
-recovery after a rebalance reads only the changelog past it: for the memory store, the partitions this worker
-kept (active or standby) through the rebalance; for the disk store, also what the files held when it started.
-
-The agents write whole batches to a table's data and changelog themselves (``stream.runtime.faust_output``), so
-a store must not file a write under the partition of "the current stream event", as Faust's own RocksDB store does.
+A store knows each key's partition, so that a worker drops the keys of the partitions it gave up
+(``stream.state.base``). Faust's in-memory store knows it through a second dict of every key (as large as the
+data's own dict on the lead-heavy million, 42 MB); this one keeps one dict per partition instead, so the
+partition is where the key is. The offsets it holds let recovery after a rebalance read only the changelog past
+them for the partitions this worker kept (active or standby) through the rebalance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from faust.stores import memory as faust_memory
-from faust.types import TP, EventT
-
-from stream.state.checkpoints import kept_partitions, last_offsets
+from stream.state.base import TableData, TableStore, Write
 
 
-class PartitionedData(MutableMapping[bytes, bytes]):
+class PartitionedData(TableData):
     """A table's keys and values, in one dict per partition.
 
     A lookup tries each partition's dict in turn (a few, ``KPI_PARTITIONS``), which costs little beside the
@@ -51,10 +43,10 @@ class PartitionedData(MutableMapping[bytes, bytes]):
                 return partition
         return None
 
-    def keep_only(self, partitions: set[int]) -> None:
-        """Drop every key of the other partitions."""
-        for partition in [p for p in self.parts if p not in partitions]:
-            del self.parts[partition]
+    def drop(self, partitions: set[int]) -> None:
+        """Drop every key of ``partitions``."""
+        for partition in partitions:
+            self.parts.pop(partition, None)
 
     def __getitem__(self, key: bytes) -> bytes:
         value: bytes | None = self.get(key)
@@ -99,59 +91,36 @@ class PartitionedData(MutableMapping[bytes, bytes]):
         self.parts.clear()
 
 
-class MemoryStore(faust_memory.Store[bytes, bytes]):
-    """Faust's in-memory table store, its data kept in one dict per partition (``PartitionedData``), with the
+class MemoryStore(TableStore):
+    """``KPI_STORE=memory://``: the table's data in one dict per partition (``PartitionedData``), with the
     changelog offset each partition's data reflects."""
 
     def __post_init__(self) -> None:
         self.data: PartitionedData = PartitionedData()
         self.offsets: dict[int, int] = {}
 
-    def _changelog(self) -> str:
-        return self.table.changelog_topic.get_topic_name()
+    def _offset(self, partition: int) -> int | None:
+        return self.offsets.get(partition)
 
-    def persisted_offset(self, tp: TP) -> int | None:
-        """The offset of the last changelog record the data holds for ``tp``'s partition (None: none)."""
-        return self.offsets.get(tp.partition) if tp.topic == self._changelog() else None
+    def _stage(self, key: bytes, value: bytes | None, partition: int) -> None:
+        # Straight into the dicts: nothing outlives the process, so there is nothing to write atomically.
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data.put(key, value, partition)
 
-    def set_persisted_offset(self, tp: TP, offset: int) -> None:
-        """Not used: the offsets are noted with the data (``commit``, ``apply_changelog_batch``)."""
-
-    def commit(self, offsets: Mapping[int, int]) -> None:
-        """Note the changelog offsets of a batch's writes, their sends delivered (the data was set by ``put``)."""
+    def _commit(self, offsets: Mapping[int, int]) -> None:
         self.offsets.update(offsets)
 
-    def put(self, key: bytes, value: bytes, partition: int) -> None:
-        """Set ``key`` in ``partition``: what the agents' writes do (``stream.runtime.faust_output._write``)."""
-        self.data.put(key, value, partition)
+    def _restore(self, writes: Iterable[Write], offsets: Mapping[int, int]) -> None:
+        for key, value, partition in writes:
+            self._stage(key, value, partition)
+        self.offsets.update(offsets)
 
-    def delete(self, key: bytes) -> bool:
-        """Delete ``key``; whether it was there."""
-        return self.data.pop(key, None) is not None
+    def _held_partitions(self) -> set[int]:
+        return set(self.data.parts) | set(self.offsets)
 
-    def partition_of(self, key: bytes) -> int | None:
-        return self.data.partition_of(key)
-
-    def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Callable[[Any], Any],
-                              to_value: Callable[[Any], Any]) -> None:
-        """Apply changelog records in order: a value sets its key in the record's partition, a tombstone
-        deletes it."""
-        data = self.data
-        seen: list[tuple[int, int]] = []
-        for event in batch:
-            key = to_key(event.key)
-            message = event.message
-            if message.value is None:
-                data.pop(key, None)
-            else:
-                data.put(key, to_value(event.value), message.partition)
-            seen.append((message.partition, message.offset))
-        self.offsets.update(last_offsets(seen))
-
-    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        """Drop the keys and offsets of the partitions neither active nor standby here."""
-        kept = kept_partitions(self._changelog(), active_tps, standby_tps)
-        self.data.keep_only(kept)
-        for partition in [p for p in self.offsets if p not in kept]:
-            del self.offsets[partition]
-
+    def _drop(self, partitions: set[int]) -> None:
+        self.data.drop(partitions)
+        for partition in partitions:
+            self.offsets.pop(partition, None)

@@ -19,6 +19,7 @@ from faust.types import TP
 from stream.app import build_app
 from stream.runtime.faust_output import FaustOutput, Routes
 from stream.settings import Settings
+from stream.state.base import TableStore
 from stream.state.checkpoints import Checkpoint, untrusted
 from stream.state.disk import PRIVATE_PREFIX, DiskStore, remove_orphans
 from stream.state.memory import MemoryStore, PartitionedData
@@ -340,3 +341,90 @@ def test_the_stores_the_settings_choose(tmp_path: Path) -> None:
         assert [type(s) for s in _stores(app)] == [kind, kind]
         if kind is DiskStore:
             _close(app)
+
+
+# The contract every store keeps, one step after another: what the step returns, then the store's keys
+# (key -> (value, partition)) and changelog offsets (partition -> offset).
+_CONTRACT: list[tuple[str, Any, Any, dict[bytes, tuple[bytes, int]], dict[int, int]]] = [
+    ("put", (b"a", b"1", 0), None, {b"a": (b"1", 0)}, {}),
+    ("put", (b"b", b"2", 1), None, {b"a": (b"1", 0), b"b": (b"2", 1)}, {}),
+    ("commit", {0: 5, 1: 2}, None, {b"a": (b"1", 0), b"b": (b"2", 1)}, {0: 5, 1: 2}),
+    ("put", (b"a", b"one", 0), None, {b"a": (b"one", 0), b"b": (b"2", 1)}, {0: 5, 1: 2}),
+    ("delete", b"b", True, {b"a": (b"one", 0)}, {0: 5, 1: 2}),
+    ("delete", b"never-there", False, {b"a": (b"one", 0)}, {0: 5, 1: 2}),
+    ("commit", {1: 3}, None, {b"a": (b"one", 0)}, {0: 5, 1: 3}),
+    ("restore", [(2, 10, b"c", b"3"), (1, 4, b"b", b"4"), (2, 11, b"c", None), (2, 12, b"d", b"5")], None,
+     {b"a": (b"one", 0), b"b": (b"4", 1), b"d": (b"5", 2)}, {0: 5, 1: 4, 2: 12}),
+    ("restore", [], None, {b"a": (b"one", 0), b"b": (b"4", 1), b"d": (b"5", 2)}, {0: 5, 1: 4, 2: 12}),
+    ("recovered", ({0}, {2}), None, {b"a": (b"one", 0), b"d": (b"5", 2)}, {0: 5, 2: 12}),
+    ("recovered", ({0, 1, 2}, set()), None, {b"a": (b"one", 0), b"d": (b"5", 2)}, {0: 5, 2: 12}),
+    ("recovered", (set(), set()), None, {}, {}),
+]
+
+
+@pytest.mark.parametrize("make_table", [_memory_table, _disk_table], ids=["memory", "disk"])
+def test_every_store_keeps_the_one_contract(make_table: Any, tmp_path: Path) -> None:
+    table = make_table(tmp_path)
+    store, changelog = table.data, table.changelog_topic.get_topic_name()
+    assert isinstance(store, TableStore)
+    steps: dict[str, Any] = {
+        "put": lambda args: store.put(*args),
+        "delete": store.delete,
+        "commit": store.commit,
+        "restore": lambda records: store.apply_changelog_batch(
+            [_changelog(*record) for record in records], lambda key: key, lambda value: value),
+        "recovered": lambda tps: asyncio.run(store.on_recovery_completed(
+            {TP(changelog, p) for p in tps[0]}, {TP(changelog, p) for p in tps[1]})),
+    }
+    for number, (step, argument, returned, keys, offsets) in enumerate(_CONTRACT):
+        assert steps[step](argument) == returned, number
+        assert dict(store.data.items()) == {key: value for key, (value, _) in keys.items()}, number
+        assert {key: store.partition_of(key) for key in keys} == {key: p for key, (_, p) in keys.items()}, number
+        assert {p: store.persisted_offset(TP(changelog, p)) for p in range(4)} == {
+            p: offsets.get(p) for p in range(4)}, number
+        assert store.persisted_offset(TP("another-topic", 0)) is None
+    if isinstance(store, DiskStore):
+        store.close()
+
+
+class _CountedScans:
+    """A column family whose full scans are counted."""
+
+    def __init__(self, column_family: Any) -> None:
+        self.column_family, self.scans = column_family, 0
+
+    def iter(self, *args: Any) -> Any:
+        self.scans += 1
+        return self.column_family.iter(*args)
+
+    def items(self, *args: Any, **kwargs: Any) -> Any:
+        self.scans += 1
+        return self.column_family.items(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.column_family, name)
+
+
+def _recovered(store: Any, changelog: str, active: set[int]) -> int:
+    """Complete a recovery keeping the ``active`` partitions; the scans of the key partitions it made."""
+    counted = store.files.partitions = _CountedScans(store.files.partitions)
+    asyncio.run(store.on_recovery_completed({TP(changelog, p) for p in active}, set()))
+    store.files.partitions = counted.column_family
+    return counted.scans
+
+
+def test_the_disk_store_scans_its_keys_only_when_a_partition_it_holds_keys_of_is_given_up(tmp_path: Path) -> None:
+    first = _app(tmp_path)
+    table = first.tables["cells"]
+    store, changelog = table.data, table.changelog_topic.get_topic_name()
+    store.apply_changelog_batch([_changelog(p, 3, b"key-%d" % p, b"v") for p in (0, 1)], lambda key: key,
+                                lambda value: value)
+    assert _recovered(store, changelog, {0, 1, 2}) == 0  # nothing to drop
+    assert _recovered(store, changelog, {0}) == 1 and dict(store.data.items()) == {b"key-0": b"v"}
+    assert _recovered(store, changelog, {0}) == 0  # dropped already
+    _close(first)
+    second = _app(tmp_path)  # the partitions the files hold keys of are learned when they are read back
+    store = second.tables["cells"].data
+    assert _recovered(store, changelog, {0, 3}) == 0
+    assert _recovered(store, changelog, {3}) == 1 and dict(store.data.items()) == {}
+    _close(second)
