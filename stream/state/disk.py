@@ -36,7 +36,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 import orjson
 from faust.types import TP
@@ -298,6 +298,12 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+class _LocalStateApp(Protocol):
+    """What the disk store needs of its app besides Faust's: ``KPI_LOCAL_STATE_MAX_AGE`` (``KpiApp``)."""
+
+    local_state_max_age_ms: int
+
+
 class DiskStore(TableStore):
     """``KPI_STORE=disk://``: the table store on ``LocalFiles``, which a restarted worker reuses."""
 
@@ -308,7 +314,7 @@ class DiskStore(TableStore):
         tables_dir = Path(self.app.conf.tabledir)
         tables_dir.mkdir(parents=True, exist_ok=True)
         remove_orphans(tables_dir)
-        self.max_age_ms: int = getattr(self.app, "local_state_max_age_ms", 20 * 3_600_000)
+        self.max_age_ms = cast(_LocalStateApp, self.app).local_state_max_age_ms
         self.identity = {"format": FORMAT_VERSION, "app_id": self.app.conf.id, "table": self.table_name,
                          "partitions": self.table.partitions or self.app.conf.topic_partitions}
         self.directory, self._lock = _take_slot(tables_dir, f"{_safe(self.app.conf.id)}-{_safe(self.table_name)}")
