@@ -20,11 +20,8 @@ from stream.app import build_app
 from stream.runtime.faust_output import FaustOutput, Routes
 from stream.settings import Settings
 from stream.state.base import TableStore
-from stream.state.checkpoints import Checkpoint, untrusted
 from stream.state.disk import PRIVATE_PREFIX, DiskStore, remove_orphans
-from stream.state.memory import MemoryStore, PartitionedData
-
-HOUR_MS = 3_600_000
+from stream.state.memory import MemoryStore
 
 
 def _app(data_dir: Path, **env: str) -> Any:
@@ -262,21 +259,6 @@ def test_partitions_the_changelog_no_longer_covers_are_rebuilt_before_recovery(
     _close(second)
 
 
-@pytest.mark.parametrize(("checkpoint", "earliest", "end", "age_h", "why"), [
-    (Checkpoint(40, 0), 0, 41, 1, None),  # nothing to read
-    (Checkpoint(40, 0), 0, 90, 1, None),  # 49 records past it (another worker's, or this one's undelivered)
-    (Checkpoint(40, 0), 41, 90, 1, None),  # the records before it deleted: none missing
-    (Checkpoint(40, 0), None, None, 1, None),  # bounds unknown: read on
-    (Checkpoint(40, 0), 42, 90, 1, "were deleted"),
-    (Checkpoint(40, 0), 0, 40, 1, "ends at offset 40"),
-    (Checkpoint(40, 0), 0, 41, 21, "h old"),
-])
-def test_untrusted(checkpoint: Checkpoint, earliest: int | None, end: int | None, age_h: int, why: str | None
-                   ) -> None:
-    found = untrusted(checkpoint, earliest, end, age_h * HOUR_MS, 20 * HOUR_MS)
-    assert (found is None) if why is None else (found is not None and why in found), found
-
-
 def test_only_the_earlier_version_s_files_of_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
@@ -288,38 +270,6 @@ def test_only_the_earlier_version_s_files_of_processes_that_are_gone_are_removed
         directory.mkdir()
     assert remove_orphans(tmp_path) == [dead]
     assert not dead.exists() and alive.exists() and own.exists() and shared.exists()
-
-
-def test_partitioned_data_reads_every_partition_s_keys_as_one_mapping() -> None:
-    data = PartitionedData()
-    data.put(b"a", b"1", 0)
-    data.put(b"b", b"2", 3)
-    data.put(b"a", b"one", 0)
-    assert data[b"a"] == b"one" and data.get(b"b") == b"2" and data.get(b"c", b"-") == b"-"
-    assert b"b" in data and b"c" not in data and len(data) == 2
-    assert dict(data.items()) == {b"a": b"one", b"b": b"2"} and sorted(data) == [b"a", b"b"]
-    assert [data.partition_of(key) for key in (b"a", b"b", b"c")] == [0, 3, None]
-    data[b"b"] = b"two"  # an existing key is set where it is
-    assert data.parts == {0: {b"a": b"one"}, 3: {b"b": b"two"}}
-    assert data.pop(b"a") == b"one" and data.pop(b"a", None) is None
-    with pytest.raises(KeyError):
-        data[b"a"]
-    with pytest.raises(KeyError):
-        del data[b"a"]
-
-
-def test_partitioned_data_refuses_a_new_key_without_its_partition() -> None:
-    data = PartitionedData()
-    with pytest.raises(KeyError, match="with its partition"):
-        data[b"new"] = b"1"
-    assert not data
-
-
-def test_a_key_put_in_another_partition_leaves_the_first() -> None:
-    data = PartitionedData()
-    data.put(b"k", b"1", 1)
-    data.put(b"k", b"2", 2)
-    assert data.parts == {1: {}, 2: {b"k": b"2"}} and data[b"k"] == b"2" and len(data) == 1
 
 
 def test_the_memory_store_restores_each_record_into_its_partition_with_its_offset(tmp_path: Path) -> None:
