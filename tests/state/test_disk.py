@@ -1,4 +1,5 @@
-"""The disk store's files: a corrupted block is found when they are read back, and the files rebuilt."""
+"""The disk store's files: a corrupted block is found when they are read back, and the files rebuilt; a scan while
+processing that meets one raises."""
 
 from __future__ import annotations
 
