@@ -363,7 +363,7 @@ def _recovered(store: Any, changelog: str, active: set[int]) -> int:
     return counted.scans
 
 
-def test_the_disk_store_scans_its_keys_only_when_a_partition_it_holds_keys_of_is_given_up(tmp_path: Path) -> None:
+def test_a_rebalance_scans_the_disk_keys_only_when_it_gives_up_a_partition_they_hold(tmp_path: Path) -> None:
     first = _app(tmp_path)
     table = first.tables["cells"]
     store, changelog = table.data, table.changelog_topic.get_topic_name()
