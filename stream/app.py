@@ -49,7 +49,7 @@ def faust_app(settings: Settings) -> KpiApp:
         stream_buffer_bytes=settings.stream_buffer_bytes,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),
-        store="partitioned://" if settings.store == "memory://" else settings.store,  # stream.store.MemoryStore
+        store="partitioned://" if settings.store == "memory://" else settings.store,  # stream.state.memory.MemoryStore
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

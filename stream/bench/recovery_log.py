@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# The disk store's line for a partition whose local state it reuses (stream.disk_store.DiskStore.on_rebalance).
+# The disk store's line for a partition whose local state it reuses (stream.state.disk.DiskStore.on_rebalance).
 PAST_CHECKPOINT = re.compile(r"(\d+) records past it to read")
 # Faust's recovery logs two tables per rebalance: the last changelog offset of each active partition, and the
 # offset its local state already holds (-1: none). Their difference is what it reads before the worker resumes.

@@ -139,8 +139,9 @@ _PROBE_DEADLINE_S = 30.0
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    fetch_max_wait_ms: ClassVar[int] = 1500
-    verify_changelog_end: ClassVar[bool] = False
+    # Set by ``KpiApp`` from the settings on a subclass, declared here without a value of their own.
+    fetch_max_wait_ms: ClassVar[int]
+    verify_changelog_end: ClassVar[bool]
 
     def highwater_timestamp_ms(self, tp: TP) -> int | None:
         """Wall-clock milliseconds of the last fetch response that carried ``tp`` (aiokafka's record of it)."""
@@ -515,12 +516,12 @@ class KpiApp(faust.App):
     """
 
     def __init__(
-        self, *args: Any, fetch_max_wait_ms: int = 1500, verify_changelog_end: bool = False,
-        stream_buffer_bytes: int = 1 << 20, idempotent_producer: bool = True,
-        local_state_max_age_ms: int = 20 * 3_600_000, **kwargs: Any
+        self, *args: Any, fetch_max_wait_ms: int, verify_changelog_end: bool, stream_buffer_bytes: int,
+        idempotent_producer: bool, local_state_max_age_ms: int, **kwargs: Any
     ) -> None:
+        # No defaults: each is a setting (``stream.settings``), whose default is declared there alone.
         self.stream_buffer_bytes = stream_buffer_bytes
-        self.local_state_max_age_ms = local_state_max_age_ms  # read by the disk store (stream.disk_store)
+        self.local_state_max_age_ms = local_state_max_age_ms  # read by the disk store (stream.state.disk)
         thread = type(
             "ConsumerThread",
             (_ConsumerThread,),

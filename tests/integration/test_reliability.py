@@ -52,7 +52,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RETENTION = {"KPI_DEDUP_RETENTION": "7d"}
 TABLES = ("cells", "entity-state")
 
-# How a worker found a table's local files when it opened them (stream.disk_store logs one of these per table),
+# How a worker found a table's local files when it opened them (stream.state.disk logs one of these per table),
 # and, per partition it was assigned, whether the changelog could bring them up to date and how far.
 _OPENED = re.compile(r"table ([\w-]+): (reusing local state|no local state|local state in \S+ cannot be trusted)")
 _CHECKED = re.compile(r"table ([\w-]+) partition \d+: local state "
@@ -509,10 +509,10 @@ import os
 import signal
 import sys
 
-import stream.disk_store as disk_store
+import stream.state.disk as disk
 
 WHEN, AT = {when!r}, {at}
-_commit = disk_store.DiskStore.commit
+_commit = disk.DiskStore.commit
 _writes = [0]
 
 
@@ -529,7 +529,7 @@ def commit(self, offsets):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-disk_store.DiskStore.commit = commit
+disk.DiskStore.commit = commit
 '''
 
 

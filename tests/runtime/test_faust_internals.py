@@ -223,7 +223,8 @@ def test_bytes_stop_a_partition_being_fetched_and_resume_it_once_down() -> None:
 
 
 def test_the_app_s_stream_queues_are_bound_in_bytes() -> None:
-    app = KpiApp("bytes-bound-test", stream_buffer_bytes=4096, stream_buffer_maxsize=7)
+    app = KpiApp("bytes-bound-test", fetch_max_wait_ms=100, verify_changelog_end=True, stream_buffer_bytes=4096,
+                 idempotent_producer=True, local_state_max_age_ms=3_600_000, stream_buffer_maxsize=7)
     q = app.topic("bytes-bound-test-input").queue  # what the conductor puts an agent's events into
     assert isinstance(q, ByteBoundQueue) and q.max_bytes == 4096 and q.maxsize == 7
 

@@ -17,13 +17,11 @@ import pytest
 from faust.types import TP
 
 from stream.app import build_app
-from stream.checkpoints import Checkpoint, untrusted
-from stream.disk_store import PRIVATE_PREFIX, DiskStore, remove_orphans
 from stream.runtime.faust_output import FaustOutput, Routes
 from stream.settings import Settings
-from stream.store import MemoryStore, PartitionedData
-
-HOUR_MS = 3_600_000
+from stream.state.base import TableStore
+from stream.state.disk import PRIVATE_PREFIX, DiskStore, remove_orphans
+from stream.state.memory import MemoryStore
 
 
 def _app(data_dir: Path, **env: str) -> Any:
@@ -144,7 +142,7 @@ def test_a_worker_started_on_the_same_data_dir_reuses_the_data_and_offsets(tmp_p
     changelog = table.changelog_topic.get_topic_name()
     asyncio.run(_write(table, producer, 1, {b"lead:1": b"x", b"lead:2": b"y"}))
     _close(first)
-    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+    with caplog.at_level(logging.INFO, logger="stream.state.disk"):
         second = _app(tmp_path)
         store = second.tables["entity-state"].data
         assert dict(store.data.items()) == {b"lead:1": b"x", b"lead:2": b"y"}
@@ -173,7 +171,7 @@ def test_files_of_another_identity_are_not_reused(tmp_path: Path, caplog: pytest
     first = _app(tmp_path)
     asyncio.run(_write(first.tables["cells"], _Producer(), 0, {b"k": b"v"}))
     _close(first)
-    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+    with caplog.at_level(logging.INFO, logger="stream.state.disk"):
         second = _app(tmp_path, **env)
     store = second.tables["cells"].data
     assert dict(store.data.items()) == {} and store.files.checkpoints() == {}
@@ -195,7 +193,7 @@ def test_corrupted_files_are_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFi
         raw = bytearray(table_file.read_bytes())
         raw[len(raw) // 3: len(raw) // 3 + 64] = b"\xff" * 64
         table_file.write_bytes(bytes(raw))
-    with caplog.at_level(logging.WARNING, logger="stream.disk_store"):
+    with caplog.at_level(logging.WARNING, logger="stream.state.disk"):
         second = _app(tmp_path)
     assert "cannot be trusted" in caplog.text
     store = second.tables["cells"].data
@@ -206,7 +204,7 @@ def test_corrupted_files_are_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFi
 def test_workers_sharing_a_data_dir_each_take_a_directory_of_their_own_and_keep_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     first = _app(tmp_path)
-    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+    with caplog.at_level(logging.INFO, logger="stream.state.disk"):
         second = _app(tmp_path)
     shared = first.tables["cells"].data.directory
     assert second.tables["cells"].data.directory == shared.with_name(shared.name + ".2")
@@ -252,28 +250,13 @@ def test_partitions_the_changelog_no_longer_covers_are_rebuilt_before_recovery(
     # p0: 10 records to read; p1: the topic was made again; p2: records deleted past the offset; p3: up to date.
     second._consumer = _Consumer(dict(zip(tps, [0, 0, 60, 0], strict=True)),
                                  dict(zip(tps, [51, 12, 70, 41], strict=True)))
-    with caplog.at_level(logging.INFO, logger="stream.disk_store"):
+    with caplog.at_level(logging.INFO, logger="stream.state.disk"):
         asyncio.run(store.on_rebalance(set(tps), set(), set(tps)))
     assert [store.persisted_offset(tp) for tp in tps] == [40, None, None, 40]
     assert dict(store.data.items()) == {b"key-0": b"v", b"key-3": b"v"}
     assert "10 records past it to read" in caplog.text and "0 records past it to read" in caplog.text
     assert "ends at offset 12" in caplog.text and "before offset 60 were deleted" in caplog.text
     _close(second)
-
-
-@pytest.mark.parametrize(("checkpoint", "earliest", "end", "age_h", "why"), [
-    (Checkpoint(40, 0), 0, 41, 1, None),  # nothing to read
-    (Checkpoint(40, 0), 0, 90, 1, None),  # 49 records past it (another worker's, or this one's undelivered)
-    (Checkpoint(40, 0), 41, 90, 1, None),  # the records before it deleted: none missing
-    (Checkpoint(40, 0), None, None, 1, None),  # bounds unknown: read on
-    (Checkpoint(40, 0), 42, 90, 1, "were deleted"),
-    (Checkpoint(40, 0), 0, 40, 1, "ends at offset 40"),
-    (Checkpoint(40, 0), 0, 41, 21, "h old"),
-])
-def test_untrusted(checkpoint: Checkpoint, earliest: int | None, end: int | None, age_h: int, why: str | None
-                   ) -> None:
-    found = untrusted(checkpoint, earliest, end, age_h * HOUR_MS, 20 * HOUR_MS)
-    assert (found is None) if why is None else (found is not None and why in found), found
 
 
 def test_only_the_earlier_version_s_files_of_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
@@ -287,38 +270,6 @@ def test_only_the_earlier_version_s_files_of_processes_that_are_gone_are_removed
         directory.mkdir()
     assert remove_orphans(tmp_path) == [dead]
     assert not dead.exists() and alive.exists() and own.exists() and shared.exists()
-
-
-def test_partitioned_data_reads_every_partition_s_keys_as_one_mapping() -> None:
-    data = PartitionedData()
-    data.put(b"a", b"1", 0)
-    data.put(b"b", b"2", 3)
-    data.put(b"a", b"one", 0)
-    assert data[b"a"] == b"one" and data.get(b"b") == b"2" and data.get(b"c", b"-") == b"-"
-    assert b"b" in data and b"c" not in data and len(data) == 2
-    assert dict(data.items()) == {b"a": b"one", b"b": b"2"} and sorted(data) == [b"a", b"b"]
-    assert [data.partition_of(key) for key in (b"a", b"b", b"c")] == [0, 3, None]
-    data[b"b"] = b"two"  # an existing key is set where it is
-    assert data.parts == {0: {b"a": b"one"}, 3: {b"b": b"two"}}
-    assert data.pop(b"a") == b"one" and data.pop(b"a", None) is None
-    with pytest.raises(KeyError):
-        data[b"a"]
-    with pytest.raises(KeyError):
-        del data[b"a"]
-
-
-def test_partitioned_data_refuses_a_new_key_without_its_partition() -> None:
-    data = PartitionedData()
-    with pytest.raises(KeyError, match="with its partition"):
-        data[b"new"] = b"1"
-    assert not data
-
-
-def test_a_key_put_in_another_partition_leaves_the_first() -> None:
-    data = PartitionedData()
-    data.put(b"k", b"1", 1)
-    data.put(b"k", b"2", 2)
-    assert data.parts == {1: {}, 2: {b"k": b"2"}} and data[b"k"] == b"2" and len(data) == 1
 
 
 def test_the_memory_store_restores_each_record_into_its_partition_with_its_offset(tmp_path: Path) -> None:
@@ -340,3 +291,90 @@ def test_the_stores_the_settings_choose(tmp_path: Path) -> None:
         assert [type(s) for s in _stores(app)] == [kind, kind]
         if kind is DiskStore:
             _close(app)
+
+
+# The contract every store keeps, one step after another: what the step returns, then the store's keys
+# (key -> (value, partition)) and changelog offsets (partition -> offset).
+_CONTRACT: list[tuple[str, Any, Any, dict[bytes, tuple[bytes, int]], dict[int, int]]] = [
+    ("put", (b"a", b"1", 0), None, {b"a": (b"1", 0)}, {}),
+    ("put", (b"b", b"2", 1), None, {b"a": (b"1", 0), b"b": (b"2", 1)}, {}),
+    ("commit", {0: 5, 1: 2}, None, {b"a": (b"1", 0), b"b": (b"2", 1)}, {0: 5, 1: 2}),
+    ("put", (b"a", b"one", 0), None, {b"a": (b"one", 0), b"b": (b"2", 1)}, {0: 5, 1: 2}),
+    ("delete", b"b", True, {b"a": (b"one", 0)}, {0: 5, 1: 2}),
+    ("delete", b"never-there", False, {b"a": (b"one", 0)}, {0: 5, 1: 2}),
+    ("commit", {1: 3}, None, {b"a": (b"one", 0)}, {0: 5, 1: 3}),
+    ("restore", [(2, 10, b"c", b"3"), (1, 4, b"b", b"4"), (2, 11, b"c", None), (2, 12, b"d", b"5")], None,
+     {b"a": (b"one", 0), b"b": (b"4", 1), b"d": (b"5", 2)}, {0: 5, 1: 4, 2: 12}),
+    ("restore", [], None, {b"a": (b"one", 0), b"b": (b"4", 1), b"d": (b"5", 2)}, {0: 5, 1: 4, 2: 12}),
+    ("recovered", ({0}, {2}), None, {b"a": (b"one", 0), b"d": (b"5", 2)}, {0: 5, 2: 12}),
+    ("recovered", ({0, 1, 2}, set()), None, {b"a": (b"one", 0), b"d": (b"5", 2)}, {0: 5, 2: 12}),
+    ("recovered", (set(), set()), None, {}, {}),
+]
+
+
+@pytest.mark.parametrize("make_table", [_memory_table, _disk_table], ids=["memory", "disk"])
+def test_every_store_keeps_the_one_contract(make_table: Any, tmp_path: Path) -> None:
+    table = make_table(tmp_path)
+    store, changelog = table.data, table.changelog_topic.get_topic_name()
+    assert isinstance(store, TableStore)
+    steps: dict[str, Any] = {
+        "put": lambda args: store.put(*args),
+        "delete": store.delete,
+        "commit": store.commit,
+        "restore": lambda records: store.apply_changelog_batch(
+            [_changelog(*record) for record in records], lambda key: key, lambda value: value),
+        "recovered": lambda tps: asyncio.run(store.on_recovery_completed(
+            {TP(changelog, p) for p in tps[0]}, {TP(changelog, p) for p in tps[1]})),
+    }
+    for number, (step, argument, returned, keys, offsets) in enumerate(_CONTRACT):
+        assert steps[step](argument) == returned, number
+        assert dict(store.data.items()) == {key: value for key, (value, _) in keys.items()}, number
+        assert {key: store.partition_of(key) for key in keys} == {key: p for key, (_, p) in keys.items()}, number
+        assert {p: store.persisted_offset(TP(changelog, p)) for p in range(4)} == {
+            p: offsets.get(p) for p in range(4)}, number
+        assert store.persisted_offset(TP("another-topic", 0)) is None
+    if isinstance(store, DiskStore):
+        store.close()
+
+
+class _CountedScans:
+    """A column family whose full scans are counted."""
+
+    def __init__(self, column_family: Any) -> None:
+        self.column_family, self.scans = column_family, 0
+
+    def iter(self, *args: Any) -> Any:
+        self.scans += 1
+        return self.column_family.iter(*args)
+
+    def items(self, *args: Any, **kwargs: Any) -> Any:
+        self.scans += 1
+        return self.column_family.items(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.column_family, name)
+
+
+def _recovered(store: Any, changelog: str, active: set[int]) -> int:
+    """Complete a recovery keeping the ``active`` partitions; the scans of the key partitions it made."""
+    counted = store.files.partitions = _CountedScans(store.files.partitions)
+    asyncio.run(store.on_recovery_completed({TP(changelog, p) for p in active}, set()))
+    store.files.partitions = counted.column_family
+    return counted.scans
+
+
+def test_a_rebalance_scans_the_disk_keys_only_when_it_gives_up_a_partition_they_hold(tmp_path: Path) -> None:
+    first = _app(tmp_path)
+    table = first.tables["cells"]
+    store, changelog = table.data, table.changelog_topic.get_topic_name()
+    store.apply_changelog_batch([_changelog(p, 3, b"key-%d" % p, b"v") for p in (0, 1)], lambda key: key,
+                                lambda value: value)
+    assert _recovered(store, changelog, {0, 1, 2}) == 0  # nothing to drop
+    assert _recovered(store, changelog, {0}) == 1 and dict(store.data.items()) == {b"key-0": b"v"}
+    assert _recovered(store, changelog, {0}) == 0  # dropped already
+    _close(first)
+    second = _app(tmp_path)  # the partitions the files hold keys of are learned when they are read back
+    store = second.tables["cells"].data
+    assert _recovered(store, changelog, {0, 3}) == 0
+    assert _recovered(store, changelog, {3}) == 1 and dict(store.data.items()) == {}
+    _close(second)

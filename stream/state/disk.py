@@ -2,7 +2,7 @@
 
 Each table of an app keeps one RocksDB directory under ``KPI_DATA_DIR`` (``<tables>/<app id>-<table>/``) with
 three column families: the data, each key's changelog partition, and per partition the changelog offset the data
-reflects (``stream.checkpoints``). The agents' writes of a batch are held in memory until their changelog sends
+reflects (``stream.state.checkpoints``). The agents' writes of a batch are held in memory until their changelog sends
 are delivered (``stream.runtime.faust_output``), then written with the new offsets in one atomic RocksDB write;
 records restored from the changelog are written the same way, with the offset of the last one. So the files
 always hold, per partition, the changelog's state at the offset they name, whatever stopped the worker, and a
@@ -13,6 +13,9 @@ Files that cannot be trusted are emptied, and the table restored from the change
 - at open: files RocksDB cannot open or read (deleted in part, corrupted: every block is read back once, its
   checksum checked), files of another app id, table, partition count or format version;
 - when partitions are assigned: a changelog that lost records past the files' offset (``checkpoints.untrusted``).
+
+A full scan while the worker runs (``LocalTable.items``, a partition's keys dropped) that meets a damaged block
+raises ``DamagedFiles`` rather than end early without the keys past it; the worker stops, and restarted, rebuilds.
 
 One worker process uses a table directory at a time (a lock file beside the files). Workers sharing one
 ``KPI_DATA_DIR`` (replicas on one volume, two workers on a laptop) each take the first directory of the table
@@ -31,16 +34,16 @@ import re
 import shutil
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 import orjson
-from faust.stores import memory as faust_memory
-from faust.types import TP, EventT
-from rocksdict import Options, Rdict, ReadOptions, WriteBatch
+from faust.types import TP
+from rocksdict import Options, Rdict, RdictIter, ReadOptions, WriteBatch
 
-from stream.checkpoints import Checkpoint, describe, kept_partitions, last_offsets, untrusted
+from stream.state.base import TableData, TableStore, Write
+from stream.state.checkpoints import Checkpoint, describe, untrusted
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,10 @@ def _column_families() -> dict[str, Any]:
     return {name: Options(raw_mode=True) for name in (_PARTITIONS_CF, _OFFSETS_CF, _META_CF)}
 
 
+class DamagedFiles(RuntimeError):
+    """A table's local files could not be read: a block failed its checksum, or a file is gone."""
+
+
 class LocalFiles:
     """One table's RocksDB: data, key partitions and checkpoints, written together in atomic batches."""
 
@@ -78,26 +85,58 @@ class LocalFiles:
         self.partitions = self.db.get_column_family(_PARTITIONS_CF)
         self.offsets = self.db.get_column_family(_OFFSETS_CF)
         self.meta = self.db.get_column_family(_META_CF)
+        # The partitions the files may hold keys of: learned by ``verify``, which reads every key back when
+        # files are reused (new files hold none), and kept by ``put``; so that a rebalance scans the keys only
+        # when it gives up a partition they hold keys of (1.5 M keys on the lead-heavy million).
+        self.key_partitions: set[int] = set()
 
-    def verify(self) -> int:
-        """Read every block back (RocksDB checks each checksum); the number of keys.
+    def scan(self, mapping: Rdict, options: ReadOptions | None = None) -> Iterator[RdictIter]:
+        """Every entry of ``mapping`` (the data or a column family), in key order, as an iterator at it.
 
         Raises:
-            Exception: rocksdict's, when a block is corrupted or a file is missing.
+            DamagedFiles: when a block could not be read (after the entries before it).
+        """
+        # An iterator, not ``items()``: rocksdict's ``items()`` ends quietly at a block that fails its checksum,
+        # as if the keys ended there; only the iterator's ``status()`` raises the error.
+        iterator = mapping.iter(options or ReadOptions())
+        iterator.seek_to_first()
+        while iterator.valid():
+            yield iterator
+            iterator.next()
+        try:
+            iterator.status()
+        except Exception as exc:  # rocksdict raises plain Exceptions (Corruption, IO error, ...)
+            raise DamagedFiles(f"the local files in {self.path} could not be read to the end ({exc}); a worker "
+                               "reads its files back when it starts and rebuilds damaged ones from the "
+                               "changelog") from exc
+
+    def verify(self) -> int:
+        """Read every block back (RocksDB checks each checksum) and learn the partitions of the keys; the number
+        of keys.
+
+        Raises:
+            DamagedFiles: when a block is corrupted.
+            Exception: rocksdict's, when a file is missing.
         """
         options = ReadOptions()
         options.set_verify_checksums(True)
         count = 0
-        for mapping in (self.db, self.partitions, self.offsets, self.meta):
-            # An iterator, not ``items()``: rocksdict's ``items()`` ends quietly at a block that fails its
-            # checksum, as if the keys ended there; only the iterator's ``status()`` raises the error.
-            iterator = mapping.iter(options)
-            iterator.seek_to_first()
-            while iterator.valid():
-                count += 1
-                iterator.next()
-            iterator.status()
+        for mapping in (self.db, self.offsets, self.meta):
+            count += sum(1 for _ in self.scan(mapping, options))
+        partitions = set()
+        for entry in self.scan(self.partitions, options):
+            partitions.add(entry.value())
+            count += 1
+        self.key_partitions = {_PARTITION.unpack(partition)[0] for partition in partitions}
         return count
+
+    def keys_of(self, partitions: set[int]) -> Iterator[tuple[bytes, int]]:
+        """The keys of ``partitions`` with their partition, from a scan of every key's partition."""
+        wanted = {_PARTITION.pack(partition): partition for partition in partitions}  # compared packed: no unpack
+        for entry in self.scan(self.partitions):
+            partition = wanted.get(entry.value())
+            if partition is not None:
+                yield entry.key(), partition
 
     def checkpoints(self) -> dict[int, Checkpoint]:
         return {_PARTITION.unpack(key)[0]: Checkpoint(*_CHECKPOINT.unpack(value))
@@ -114,6 +153,7 @@ class LocalFiles:
         else:
             batch.put(key, value)
             batch.put(key, _PARTITION.pack(partition), self._partitions_cf)
+            self.key_partitions.add(partition)
 
     def put_offsets(self, batch: WriteBatch, offsets: Mapping[int, int], now_ms: int) -> None:
         for partition, offset in offsets.items():
@@ -136,7 +176,7 @@ class LocalFiles:
         self.db.close()
 
 
-class LocalTable(MutableMapping[bytes, bytes]):
+class LocalTable(TableData):
     """The table's data as Faust and the stages read it: the files, under the writes of the running batch.
 
     ``put`` and ``delete`` collect the agents' writes; ``commit`` writes them with their changelog offsets once
@@ -180,7 +220,8 @@ class LocalTable(MutableMapping[bytes, bytes]):
     def items(self) -> Iterator[tuple[bytes, bytes]]:  # type: ignore[override]
         """Every (key, value), in key order from the files, then the running batch's new keys."""
         pending = dict(self.pending)
-        for key, value in cast(Iterator[tuple[bytes, bytes]], self.files.db.items()):
+        for stored in self.files.scan(self.files.db):
+            key, value = stored.key(), stored.value()
             entry = pending.pop(key, None)
             if entry is None:
                 yield key, value
@@ -257,8 +298,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-class DiskStore(faust_memory.Store[bytes, bytes]):
-    """A Faust table store on ``LocalFiles``, which a restarted worker reuses."""
+class _LocalStateApp(Protocol):
+    """What the disk store needs of its app besides Faust's: ``KPI_LOCAL_STATE_MAX_AGE`` (``KpiApp``)."""
+
+    local_state_max_age_ms: int
+
+
+class DiskStore(TableStore):
+    """``KPI_STORE=disk://``: the table store on ``LocalFiles``, which a restarted worker reuses."""
 
     clock: Callable[[], float] = time.time
 
@@ -267,7 +314,7 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         tables_dir = Path(self.app.conf.tabledir)
         tables_dir.mkdir(parents=True, exist_ok=True)
         remove_orphans(tables_dir)
-        self.max_age_ms: int = getattr(self.app, "local_state_max_age_ms", 20 * 3_600_000)
+        self.max_age_ms = cast(_LocalStateApp, self.app).local_state_max_age_ms
         self.identity = {"format": FORMAT_VERSION, "app_id": self.app.conf.id, "table": self.table_name,
                          "partitions": self.table.partitions or self.app.conf.topic_partitions}
         self.directory, self._lock = _take_slot(tables_dir, f"{_safe(self.app.conf.id)}-{_safe(self.table_name)}")
@@ -331,70 +378,36 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
         files.put_meta(_IDENTITY, orjson.dumps(self.identity))
         return files
 
-    # -- what Faust and the agents call -----------------------------------------------------------------------
+    # -- the backend of the store's contract (stream.state.base) ------------------------------------------------
 
-    def _changelog(self) -> str:
-        return self.table.changelog_topic.get_topic_name()
-
-    def persisted_offset(self, tp: TP) -> int | None:
-        """The offset of the last changelog record the files hold for ``tp``'s partition (None: none)."""
-        if tp.topic != self._changelog():
-            return None
-        checkpoint = self._checkpoints.get(tp.partition)
+    def _offset(self, partition: int) -> int | None:
+        checkpoint = self._checkpoints.get(partition)
         return None if checkpoint is None else checkpoint.offset
 
-    def set_persisted_offset(self, tp: TP, offset: int) -> None:
-        """Not used: the offsets are written with the data (``commit``, ``apply_changelog_batch``)."""
-
-    def put(self, key: bytes, value: bytes, partition: int) -> None:
-        """Set ``key`` in ``partition``, to be written by the next ``commit``."""
+    def _stage(self, key: bytes, value: bytes | None, partition: int) -> None:
         self.data.pending[key] = (value, partition)
 
-    def delete(self, key: bytes) -> bool:
-        """Delete ``key`` at the next ``commit``; whether it was there."""
-        partition = self.data.partition_of(key)
-        if partition is None:
-            return False
-        self.data.pending[key] = (None, partition)
-        return True
-
-    def commit(self, offsets: Mapping[int, int]) -> None:
-        """Write the batch's writes, their sends delivered, with the last changelog offset of each partition
-        (partitions without a known offset keep theirs: the records past it are read again, to the same state)."""
-        files, pending = self.files, self.data.pending
-        batch = files.batch()
-        for key, (value, partition) in pending.items():
-            files.put(batch, key, value, partition)
-        self._write_offsets(batch, offsets)
-        files.db.write(batch)
+    def _commit(self, offsets: Mapping[int, int]) -> None:
+        pending = self.data.pending
+        self._write(((key, value, partition) for key, (value, partition) in pending.items()), offsets)
         pending.clear()
 
-    def _write_offsets(self, batch: WriteBatch, offsets: Mapping[int, int]) -> None:
-        now_ms = int(self.clock() * 1000)
-        self.files.put_offsets(batch, offsets, now_ms)
-        for partition, offset in offsets.items():
-            self._checkpoints[partition] = Checkpoint(offset, now_ms)
-
-    def partition_of(self, key: bytes) -> int | None:
-        return self.data.partition_of(key)
-
-    def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Callable[[Any], Any],
-                              to_value: Callable[[Any], Any]) -> None:
-        """Apply changelog records in order (a value sets its key, a tombstone deletes it), in one write with the
-        offset of the last record of each partition."""
-        files = self.files
+    def _restore(self, writes: Iterable[Write], offsets: Mapping[int, int]) -> None:
         # The running batch's writes (``data.pending``) stay: standby partitions are restored while the agents
         # run, and their records never touch the keys of the partitions the agents write.
-        write = files.batch()
-        seen: list[tuple[int, int]] = []
-        for event in batch:
-            message = event.message
-            files.put(write, to_key(event.key), None if message.value is None else to_value(event.value),
-                      message.partition)
-            seen.append((message.partition, message.offset))
-        if seen:
-            self._write_offsets(write, last_offsets(seen))
-            files.db.write(write)
+        self._write(writes, offsets)
+
+    def _write(self, writes: Iterable[Write], offsets: Mapping[int, int]) -> None:
+        """Write ``writes`` and the changelog offsets in one atomic RocksDB write."""
+        files = self.files
+        batch = files.batch()
+        for key, value, partition in writes:
+            files.put(batch, key, value, partition)
+        now_ms = int(self.clock() * 1000)
+        files.put_offsets(batch, offsets, now_ms)
+        files.db.write(batch)
+        for partition, offset in offsets.items():
+            self._checkpoints[partition] = Checkpoint(offset, now_ms)
 
     async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
                            generation_id: int = 0) -> None:
@@ -422,27 +435,22 @@ class DiskStore(faust_memory.Store[bytes, bytes]):
                          "reading the records past it" if end is None
                          else f"{max(end - checkpoint.offset - 1, 0)} records past it to read")
 
-    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        """Drop the keys and offsets of the partitions neither active nor standby here."""
-        kept = kept_partitions(self._changelog(), active_tps, standby_tps)
-        self._drop({p for p in self._checkpoints if p not in kept}, keep=kept)
+    def _held_partitions(self) -> set[int]:
+        return self.files.key_partitions | set(self._checkpoints)
 
-    def _drop(self, partitions: set[int], keep: set[int] | None = None) -> None:
-        """Delete every key of ``partitions`` (or of every partition but ``keep``) and their offsets, in one write."""
+    def _drop(self, partitions: set[int]) -> None:
         files = self.files
         batch = files.batch()
-        dropped = 0
-        for key, stored in cast(Iterator[tuple[bytes, bytes]], files.partitions.items()):
-            partition = _PARTITION.unpack(stored)[0]
-            if partition in partitions or (keep is not None and partition not in keep):
+        if partitions & files.key_partitions:  # the one scan of every key's partition, only when it finds some
+            for key, partition in files.keys_of(partitions):
                 files.put(batch, key, None, partition)
-                dropped += 1
         for partition in partitions:
             files.drop_offset(batch, partition)
+        files.db.write(batch)
+        files.key_partitions -= partitions
+        for partition in partitions:
             self._checkpoints.pop(partition, None)
             self._unchecked.discard(partition)
-        if dropped or partitions:
-            files.db.write(batch)
 
     def close(self) -> None:
         """Close the files, kept for the next worker on this data dir, and give up the directory."""

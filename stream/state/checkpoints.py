@@ -7,7 +7,7 @@ state at the offset it holds** (or a state the changelog reaches between that of
 the records past the offset brings to the end state, records being applied in order and each one a whole value
 or a tombstone). The agents' writes reach a store's offsets only once their changelog sends are delivered
 (``stream.runtime.faust_output``), and the disk store writes their data in the same atomic write as the offsets
-(``stream.disk_store``), so the invariant holds after any stop: a clean one, a SIGKILL between any two
+(``stream.state.disk``), so the invariant holds after any stop: a clean one, a SIGKILL between any two
 instructions, or a batch cut short.
 
 Who wrote the changelog past the held offset does not matter: another worker that owned the partition in

@@ -1,4 +1,5 @@
-"""The disk store's files: a corrupted block is found when they are read back, and the files rebuilt."""
+"""The disk store's files: a corrupted block is found when they are read back, and the files rebuilt; a scan while
+processing that meets one raises."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.disk_store import FORMAT_VERSION, DiskStore, LocalFiles
+from stream.state.disk import FORMAT_VERSION, DiskStore, LocalFiles, LocalTable
 
 
 def test_a_corrupted_block_in_the_middle_of_the_files_fails_the_read_back(tmp_path: Path) -> None:
@@ -51,3 +52,28 @@ def test_files_with_a_corrupted_block_are_rebuilt_in_place(tmp_path: Path) -> No
         assert rebuilt.verify() == 1  # the new files' identity record alone
     finally:
         rebuilt.close()
+
+
+def _damaged_files(path: Path) -> LocalFiles:
+    """Files of 2,000 keys in four partitions, one data block in the middle of their largest table file
+    overwritten, opened again without the read-back."""
+    files = LocalFiles(path)
+    batch = files.batch()
+    for number in range(2_000):
+        files.put(batch, f"key-{number:05}".encode(), f"value {number} ".encode() * 8, number % 4)
+    files.db.write(batch)
+    files.close()
+    sst = max(path.glob("*.sst"), key=lambda table_file: table_file.stat().st_size)
+    with sst.open("r+b") as file:
+        file.seek(sst.stat().st_size // 3)
+        file.write(b"\xa5" * 64)
+    return LocalFiles(path)
+
+
+def test_a_scan_of_damaged_files_while_processing_raises_rather_than_missing_keys(tmp_path: Path) -> None:
+    files = _damaged_files(tmp_path / "db")
+    try:
+        with pytest.raises(Exception, match="[Cc]orruption"):
+            list(LocalTable(files).items())
+    finally:
+        files.close()
