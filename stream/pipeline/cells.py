@@ -23,9 +23,10 @@ from stream.core.cells import (
 )
 from stream.core.kpis import KpiRecord, changed_records, current_records, target_records
 from stream.core.targets import Target
-from stream.core.watermark import WatermarkJoin, is_closed
-from stream.core.windows import Windows, nominal_ms
+from stream.core.windows import Windows
 from stream.pipeline.counts import BatchCounts
+from stream.pipeline.eventtime.closing import closing, is_closed
+from stream.pipeline.eventtime.join import WatermarkJoin, persist_join, restore_join
 from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, cell_partition, chunked_key
 from stream.pipeline.partitions import OwnedIndexes
 from stream.pipeline.routing import partition_for
@@ -34,9 +35,7 @@ from stream.pipeline.state import (
     BatchWrites,
     ChunkCensus,
     Store,
-    persist_join,
     read_value,
-    restore_join,
     write_value,
 )
 from stream.pipeline.wire import CellEnvelope, WireRefused
@@ -251,17 +250,16 @@ class CellStage:
 
     def _close_windows(self, index: _PartitionIndex, watermark: int, table: BatchWrites,
                        states: dict[CellId, CellState]) -> list[CellId]:
-        """Close the windows the watermark has passed: their open cells become final (returned, as changed), and
-        final cells a window length past their close are dropped."""
+        """Close the windows the watermark has passed (``eventtime.closing``): their open cells become final
+        (returned, as changed), and final cells past their keeping are dropped."""
         cfg = self.config
-        # A final cell is kept one more window length, then dropped: nothing can change it any more.
         # Only cells final before this batch are dropped, so each one's final record has gone out.
-        for cell in [c for c in index.final_cells
-                     if is_closed(cfg.closes_at(c) + nominal_ms(c.size), watermark, cfg.allowed_lateness_ms)]:
+        closed, dropped = closing(index.open_cells, index.final_cells, watermark, cfg.closes_at,
+                                  cfg.allowed_lateness_ms)
+        for cell in dropped:
             index.drop(cell)
             states.pop(cell, None)
             write_value(table, cell_key(cell), None)
-        closed = [c for c in index.open_cells if is_closed(cfg.closes_at(c), watermark, cfg.allowed_lateness_ms)]
         for cell in closed:
             self._load(states, table, cell).final = True
             index.open_cells.discard(cell)

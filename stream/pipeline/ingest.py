@@ -9,8 +9,8 @@ from stream.core.deadletter import dead_letter, dead_letter_key
 from stream.core.events import Event, Kind, Reason, Rejection
 from stream.core.timeutil import format_duration
 from stream.core.validation import Validator
-from stream.core.watermark import SourceProgress
 from stream.pipeline.counts import BatchCounts
+from stream.pipeline.eventtime.sources import SourceProgress
 from stream.pipeline.routing import partition_for, source_name
 from stream.pipeline.wire import EntityEnvelope, RoutedEvent, chunked
 

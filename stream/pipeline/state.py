@@ -13,12 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Protocol
 
-import orjson
-
-from stream.core import jsonbytes
-from stream.core.calendar import UTC_IDENTITY
-from stream.core.watermark import WatermarkJoin
-from stream.pipeline.keys import CHUNK_KEY_PREFIX, chunk_key, watermark_key
+from stream.pipeline.keys import CHUNK_KEY_PREFIX, chunk_key
 
 # Largest value written as one record: well under the 1 MB a Kafka message may have by default.
 CHUNK_BYTES = 512 * 1024
@@ -71,47 +66,6 @@ def apply_writes(store: MutableMapping[bytes, bytes], writes: dict[bytes, bytes 
             store.pop(key, None)
         else:
             store[key] = value
-
-
-class StateRefused(RuntimeError):
-    """The tables hold state that the settings in force cannot carry on; the message says which and what to do."""
-
-
-def restore_join(store: Store, partition: int, expected: frozenset[str], name: str = "",
-                 idle_timeout_ms: int = 0, calendar: str | None = None) -> WatermarkJoin:
-    """The partition's watermark join as last persisted, or a new one.
-
-    Args:
-        calendar: the identity of the reporting calendar in force (``Calendar.identity``); given, the state must
-            have been made under the same one.
-
-    Raises:
-        StateRefused: the state was made under another calendar: its open windows would mix two layouts.
-    """
-    join = WatermarkJoin(expected, idle_timeout_ms=idle_timeout_ms)
-    stored = store.get(watermark_key(partition, name))
-    if stored is not None:
-        doc = orjson.loads(stored)
-        made_under = doc.get("z", UTC_IDENTITY)
-        if calendar is not None and made_under != calendar:
-            raise StateRefused(_calendar_changed(made_under, calendar))
-        join.progress.update(doc["p"])
-        join.floor = doc["f"]
-        # Absent from what versions before idle sources kept their progress across owners wrote.
-        join.moved_ms.update(doc.get("m", {}))
-        join.idle.update(doc.get("i", {}))
-    return join
-
-
-def persist_join(writes: BatchWrites, partition: int, join: WatermarkJoin, name: str = "",
-                 calendar: str | None = None) -> None:
-    """Write the partition's watermark join with the batch, and the calendar its windows are laid out in."""
-    doc: dict[str, object] = {"p": join.progress, "f": join.floor, "m": join.moved_ms}
-    if join.idle:
-        doc["i"] = join.idle
-    if calendar is not None and calendar != UTC_IDENTITY:  # UTC state stays as earlier versions wrote it
-        doc["z"] = calendar
-    writes.set(watermark_key(partition, name), jsonbytes.dumps(doc))
 
 
 def _chunk_ref(stored: bytes | None) -> tuple[int, int] | None:
@@ -175,13 +129,3 @@ class ChunkCensus:
         """Chunk keys no stored value names: left by a stop between writing a new value and deleting the old
         parts."""
         return [key for key in self._chunks if key not in self._named]
-
-
-def _calendar_changed(made_under: str, in_force: str) -> str:
-    zone, week = made_under.split("|")
-    new_zone, new_week = in_force.split("|")
-    return (f"this app's state was made with KPI_TIMEZONE={zone} and KPI_WEEK_START={week}, and the worker runs "
-            f"with KPI_TIMEZONE={new_zone} and KPI_WEEK_START={new_week}: windows still open would mix two "
-            "layouts. Set them back, or run under a new KPI_APP_ID, which reads the input topics from their start "
-            "and reports every window again in the new zone, under new record keys (see \"Upgrading\" in the "
-            "README)")

@@ -33,8 +33,9 @@ from stream.core.cells import CellId
 
 # The kind of an item that is no input event but a lead's value sent to the partition that owns its visitor.
 LEAD_VALUE = "lead-value"
-# How earlier versions named an entity partition's progress inside ``wm`` ('@' begins no topic's name).
-_LEGACY_PEER_PREFIX = "@entities:"
+# An entity partition's name among progress reports ('@' begins no topic's name): in the peers' join it is stored
+# in (``eventtime.entity.peer_name``), and inside ``wm`` in the envelopes earlier versions wrote.
+PEER_PREFIX = "@entities:"
 
 # The version of the envelopes this code writes, and every version it reads (1: no ``v``, as earlier versions wrote).
 VERSION = 2
@@ -139,7 +140,7 @@ class EntityEnvelope:
         doc = _decode(_ENTITY_DECODER, raw, "entity")
         progress = doc.wm
         peer = doc.peer
-        if any(name.startswith(_LEGACY_PEER_PREFIX) for name in progress):
+        if any(name.startswith(PEER_PREFIX) for name in progress):
             if doc.v != 1 or peer is not None:  # only version 1 wrote the peer there, and only there
                 raise WireRefused(f"an envelope of the entity topic at version {doc.v} names a peer in wm: "
                                   f"{sorted(progress)}")
@@ -150,12 +151,12 @@ class EntityEnvelope:
 
 def _legacy_peer(reports: dict[str, int | None]) -> tuple[PeerProgress, dict[str, int | None]]:
     """The peer's progress an earlier version put among the input progress, and the input progress without it."""
-    peers = [name for name in reports if name.startswith(_LEGACY_PEER_PREFIX)]
+    peers = [name for name in reports if name.startswith(PEER_PREFIX)]
     value = reports[peers[0]]
     if len(peers) != 1 or value is None:  # a sender only ever reported its own progress, and never None
         raise WireRefused(f"an envelope of the entity topic names one peer with a progress, not {peers}")
     inputs = {name: progress for name, progress in reports.items() if name != peers[0]}
-    return PeerProgress(int(peers[0][len(_LEGACY_PEER_PREFIX):]), value), inputs
+    return PeerProgress(int(peers[0][len(PEER_PREFIX):]), value), inputs
 
 
 class CellDeltaItem(NamedTuple):

@@ -35,7 +35,7 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
 )
 
-from stream.pipeline.state import StateRefused
+from stream.pipeline.eventtime.join import StateRefused
 from stream.pipeline.wire import UnknownVersion
 from stream.runtime.offsets import OffsetLedger
 

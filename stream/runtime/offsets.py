@@ -43,6 +43,15 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
+# A high watermark older than this is not trusted to say a partition is caught up. Each fetch response carries
+# the high watermark of every partition fetched (aiokafka uses no fetch sessions), every KPI_FETCH_MAX_WAIT
+# (100 ms) on an idle topic, so a fresh one is never older than that plus a busy event loop's delay. What it
+# prevents (tests/runtime/test_offsets.py): the first progress report after a broker stall, made before any
+# fetch answered, would take a partition read up to its last known high watermark as idle, and count its idle
+# time through the stall; input appended as the broker resumed, with event times inside that jump, would then
+# be late. It holds the watermark back for at most this long after a fetch answers.
+STALE_HIGHWATER_S = 2.0
+
 
 class Admission(enum.Enum):
     """What the consumer does with a fetched message (see ``OffsetLedger.admit``)."""
@@ -219,7 +228,7 @@ class OffsetLedger:
 
         Unknown counts as not caught up: a partition not fetched yet (no high watermark), or whose next offset
         to handle is not known (``next_offset`` None). ``stale_after_s`` bounds the age of a high watermark that
-        is trusted (see ``stream.runtime.worker.STALE_HIGHWATER_S``).
+        is trusted (see ``STALE_HIGHWATER_S``).
         """
         return not (highwater is None or next_offset is None or next_offset < highwater
                     or highwater_age_s is None or highwater_age_s > stale_after_s

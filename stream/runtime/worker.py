@@ -29,21 +29,12 @@ from stream.runtime.batching import queued_batches
 from stream.runtime.faust_internals import Consumer, agent_queue, note_inbound
 from stream.runtime.faust_output import FaustOutput, Routes
 from stream.runtime.metrics import Metrics
-from stream.runtime.offsets import OffsetLedger, Unknown
+from stream.runtime.offsets import STALE_HIGHWATER_S, OffsetLedger, Unknown
 from stream.runtime.rebalance import Rebalances, Revocation, Step, Topics
 from stream.settings import Settings
 from stream.stages import Stages
 
 log = logging.getLogger(__name__)
-
-# A high watermark older than this is not trusted to say a partition is caught up. Each fetch response carries
-# the high watermark of every partition fetched (aiokafka uses no fetch sessions), every KPI_FETCH_MAX_WAIT
-# (100 ms) on an idle topic, so a fresh one is never older than that plus a busy event loop's delay. What it
-# prevents (tests/runtime/test_offsets.py): the first progress report after a broker stall, made before any
-# fetch answered, would take a partition read up to its last known high watermark as idle, and count its idle
-# time through the stall; input appended as the broker resumed, with event times inside that jump, would then
-# be late. It holds the watermark back for at most this long after a fetch answers.
-STALE_HIGHWATER_S = 2.0
 
 
 def _by_partition(events: list[faust.EventT[bytes]]) -> dict[int, list[tuple[int, bytes]]]:

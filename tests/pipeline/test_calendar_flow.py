@@ -24,7 +24,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from stream.core.events import Kind
-from stream.pipeline.state import StateRefused
+from stream.pipeline.eventtime.join import StateRefused
 from stream.runtime.local import LocalFlow
 from stream.settings import Settings
 from tests.eventset import DAY_START, heartbeats, mixed

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.core.cells import FUNNEL, OTHER, CellDelta, CellId
-from stream.core.watermark import HOLD
 from stream.core.windows import utc_windows
 from stream.pipeline.cells import CellConfig, CellStage
+from stream.pipeline.eventtime.sources import HOLD
 from stream.pipeline.state import apply_writes
 from tests.eventset import DAY_START, MINUTE, heartbeats
 from tests.pipeline.test_properties import RATES, _arrival, _stream, event_sets

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from stream.core.events import Kind
-from stream.core.watermark import HOLD
 from stream.pipeline.cells import CellStage
+from stream.pipeline.eventtime.sources import HOLD
 from stream.runtime.local import LocalFlow
 from stream.settings import Settings
 from stream.stages import build_stages, cell_config
@@ -310,7 +310,7 @@ def test_cohort_is_final_only_after_its_conversion_window() -> None:
 
 
 def test_large_batches_are_split_into_bounded_messages() -> None:
-    from stream.pipeline.entities.progress import CELL_ENVELOPE_ITEMS
+    from stream.pipeline.eventtime.entity import CELL_ENVELOPE_ITEMS
     from stream.pipeline.ingest import ENVELOPE_BYTES, encode_envelopes
     from stream.pipeline.wire import RoutedEvent
 

@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from stream.core.cells import CONVERSION_TIME
-from stream.core.watermark import HOLD
 from stream.pipeline.cells import CellStage
+from stream.pipeline.eventtime.sources import HOLD
 from stream.pipeline.keys import CHUNK_KEY_PREFIX, chunk_key
 from stream.pipeline.state import (
     BatchWrites,

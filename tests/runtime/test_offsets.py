@@ -6,9 +6,8 @@ import math
 
 import pytest
 
-from stream.core.watermark import SourceProgress
-from stream.runtime.offsets import Admission, OffsetLedger, Unknown
-from stream.runtime.worker import STALE_HIGHWATER_S
+from stream.pipeline.eventtime.sources import SourceProgress
+from stream.runtime.offsets import STALE_HIGHWATER_S, Admission, OffsetLedger, Unknown
 
 TOPIC = ("t-entities", 1)
 

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 
 from stream.core.cells import deltas_for_spend
 from stream.core.events import Kind
-from stream.core.watermark import is_closed
 from stream.pipeline.entities.batch import EntityBatch, EntityOutput
 from stream.pipeline.entities.config import EntityConfig
 from stream.pipeline.entities.dedup import Dedup, ExpiryIndex, seen_entry
 from stream.pipeline.entities.leads import LeadFunnel, has_waiting_changes, store_leads
-from stream.pipeline.entities.progress import PartitionProgress, reject_late
 from stream.pipeline.entities.visitors import VisitorTouches, store_visitors
+from stream.pipeline.eventtime.closing import is_late
+from stream.pipeline.eventtime.entity import PartitionProgress, reject_late
 from stream.pipeline.keys import LEAD_PREFIX, SEEN_PREFIX, lead_partition
 from stream.pipeline.partitions import OwnedIndexes
 from stream.pipeline.state import Store
@@ -108,7 +108,7 @@ class EntityStage:
                 # From this stage itself, already accepted where the lead lives: not an input event.
                 visitors.take_lead_value(batch, item, watermark)
                 continue
-            late = is_closed(cfg.windows.earliest_end(item.ts), own, cfg.allowed_lateness_ms)
+            late = is_late(item.ts, own, cfg.windows, cfg.allowed_lateness_ms)
             if item.kind == Kind.PAGE_VIEW:
                 # Page views (most of the traffic) are deduplicated against the visitor's own touches, which
                 # keep their event ids: one state record per visitor instead of one dedup record per view.

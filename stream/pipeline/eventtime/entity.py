@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 from stream.core.events import Reason
 from stream.core.timeutil import format_rfc3339
-from stream.core.watermark import HOLD, WatermarkJoin
 from stream.pipeline.entities.batch import EntityBatch
 from stream.pipeline.entities.config import EntityConfig
-from stream.pipeline.state import Store, persist_join, restore_join
+from stream.pipeline.eventtime.join import WatermarkJoin, persist_join, restore_join
+from stream.pipeline.eventtime.sources import HOLD
+from stream.pipeline.state import Store
 from stream.pipeline.wire import (
+    PEER_PREFIX,
     CellEnvelope,
     EntityEnvelope,
     PeerProgress,
@@ -27,8 +29,9 @@ CELL_ENVELOPE_ITEMS = 1000  # cell deltas per message (a few hundred bytes each:
 
 
 def peer_name(partition: int) -> str:
-    """An entity partition's name in the join of the progress the others report (stored with the join, so fixed)."""
-    return f"@entities:{partition}"
+    """An entity partition's name in the join of the progress the others report (stored with the join, so fixed;
+    earlier versions also sent it on the wire)."""
+    return f"{PEER_PREFIX}{partition}"
 
 
 @dataclass(slots=True)

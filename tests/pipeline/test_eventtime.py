@@ -1,8 +1,13 @@
-"""Tests for stream.core.watermark: per-partition progress with idle advancement, and the join downstream."""
+"""Tests for stream.pipeline.eventtime: per-partition progress with idle advancement, and the join downstream."""
 
 import pytest
 
-from stream.core.watermark import HOLD, SourceProgress, WatermarkJoin, is_closed
+from stream.core.calendar import Calendar
+from stream.core.cells import CellId
+from stream.core.windows import Windows
+from stream.pipeline.eventtime.closing import closing, is_closed, is_late
+from stream.pipeline.eventtime.join import WatermarkJoin
+from stream.pipeline.eventtime.sources import HOLD, SourceProgress
 
 IDLE = 10_000  # ms of processing time
 
@@ -263,3 +268,43 @@ def test_an_idle_source_restored_without_the_time_of_its_last_move_counts_from_i
     assert join.watermark() == 50_000
     join.update({"b": None}, 115_000)
     assert join.watermark() == 55_000
+
+
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+UTC_WINDOWS = Windows.of((HOUR_MS, DAY_MS), Calendar("UTC", 0))
+
+
+def _cell(size: int, start_ms: int) -> CellId:
+    return CellId("lead_volume", size, start_ms, None, None)
+
+
+@pytest.mark.parametrize(
+    ("watermark", "closed", "dropped"),
+    [
+        # Lateness 10 min: the first hour closes at 01:10, the day at 24:10.
+        (HOUR_MS + 599_999, [], []),
+        # A final cell is kept one more window length after its end, then dropped: the hour before, at 01:10.
+        (HOUR_MS + 600_000, [_cell(HOUR_MS, 0)], [_cell(HOUR_MS, -HOUR_MS)]),
+        (DAY_MS + 600_000, [_cell(HOUR_MS, 0), _cell(DAY_MS, 0)], [_cell(HOUR_MS, -HOUR_MS)]),
+    ],
+)
+def test_a_watermark_closes_the_cells_past_their_end_and_lateness_and_drops_those_kept_long_enough(
+        watermark: int, closed: list[CellId], dropped: list[CellId]) -> None:
+    open_cells = [_cell(HOUR_MS, 0), _cell(DAY_MS, 0)]
+    final_cells = [_cell(HOUR_MS, -HOUR_MS)]  # closed before: its end was 00:00
+    assert closing(open_cells, final_cells, watermark, lambda cell: UTC_WINDOWS.end(cell.size, cell.start_ms),
+                   600_000) == (closed, dropped)
+
+
+@pytest.mark.parametrize(
+    ("ts", "watermark", "late"),
+    [
+        (0, None, False),  # no watermark yet: nothing is late
+        (HOUR_MS - 1, HOUR_MS + 599_999, False),  # its hour closes at 01:10
+        (HOUR_MS - 1, HOUR_MS + 600_000, True),
+        (HOUR_MS, HOUR_MS + 600_000, False),  # the next hour is still open
+    ],
+)
+def test_an_event_is_late_once_the_first_of_its_windows_to_end_is_closed(ts: int, watermark: int | None,
+                                                                         late: bool) -> None:
+    assert is_late(ts, watermark, UTC_WINDOWS, 600_000) is late
