@@ -20,23 +20,22 @@ raises ``DamagedFiles`` rather than end early without the keys past it; the work
 One worker process uses a table directory at a time (a lock file beside the files). Workers sharing one
 ``KPI_DATA_DIR`` (replicas on one volume, two workers on a laptop) each take the first directory of the table
 no other holds: ``<app id>-<table>``, then ``<app id>-<table>.2``, and so on. A worker restarted there reuses
-whichever it takes; the offsets make any of them sound, and the one it had before saves the most reading.
+whichever it takes; the offsets make any of them sound, and the one it had before saves the most reading
+(``stream.state.directories``).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import logging
 import os
-import re
 import shutil
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol, cast
+from typing import Any, Protocol, cast
 
 import orjson
 from faust.types import TP
@@ -44,11 +43,11 @@ from rocksdict import Options, Rdict, RdictIter, ReadOptions, WriteBatch
 
 from stream.state.base import TableData, TableStore, Write
 from stream.state.checkpoints import Checkpoint, describe, untrusted
+from stream.state.directories import remove_orphans, safe_name, take_slot
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # of the files' layout and of the table values they hold; files of another are rebuilt
-PRIVATE_PREFIX = "disk-"  # an earlier version's files of one process (``disk-<pid>-<table>``)
 _PARTITIONS_CF, _OFFSETS_CF, _META_CF = "partitions", "offsets", "meta"
 _IDENTITY, _OPEN = b"identity", b"open"
 _PARTITION = struct.Struct(">I")
@@ -239,65 +238,6 @@ class LocalTable(TableData):
         return None if stored is None else int(_PARTITION.unpack(stored)[0])
 
 
-def _lock(path: Path) -> IO[bytes] | None:
-    """An exclusive lock on ``path`` for this process (None when another process holds it)."""
-    handle = path.open("ab")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
-def _take_slot(tables_dir: Path, name: str) -> tuple[Path, IO[bytes]]:
-    """The first of ``name``, ``name.2``, ``name.3``, ... no other process holds, locked for this one."""
-    slot = 1
-    while True:
-        directory = tables_dir / (name if slot == 1 else f"{name}.{slot}")
-        directory.mkdir(exist_ok=True)
-        lock = _lock(directory / "lock")
-        if lock is not None:
-            lock.truncate(0)
-            lock.write(f"worker pid {os.getpid()}\n".encode())
-            lock.flush()
-            return directory, lock
-        slot += 1
-
-
-def _owner_alive(directory: Path) -> bool:
-    """Whether the process that made a store directory of an earlier version (``disk-<pid>-<table>``) still runs."""
-    try:
-        pid = int(directory.name.removeprefix(PRIVATE_PREFIX).split("-", 1)[0])
-    except ValueError:
-        return True  # not ours: leave it
-    if pid == os.getpid():
-        return True  # this process's other tables (a directory of its own name is emptied before use anyway)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_orphans(tables_dir: Path) -> list[Path]:
-    """Delete the store directories an earlier version made per process (``disk-<pid>-<table>``, never reused)
-    whose process no longer runs; the ones deleted."""
-    removed = []
-    if tables_dir.is_dir():
-        for directory in tables_dir.glob(f"{PRIVATE_PREFIX}*"):
-            if directory.is_dir() and not _owner_alive(directory):
-                shutil.rmtree(directory, ignore_errors=True)
-                removed.append(directory)
-    return removed
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
 class _LocalStateApp(Protocol):
     """What the disk store needs of its app besides Faust's: ``KPI_LOCAL_STATE_MAX_AGE`` (``KpiApp``)."""
 
@@ -317,8 +257,9 @@ class DiskStore(TableStore):
         self.max_age_ms = cast(_LocalStateApp, self.app).local_state_max_age_ms
         self.identity = {"format": FORMAT_VERSION, "app_id": self.app.conf.id, "table": self.table_name,
                          "partitions": self.table.partitions or self.app.conf.topic_partitions}
-        self.directory, self._lock = _take_slot(tables_dir, f"{_safe(self.app.conf.id)}-{_safe(self.table_name)}")
-        if self.directory.name != f"{_safe(self.app.conf.id)}-{_safe(self.table_name)}":
+        first = f"{safe_name(self.app.conf.id)}-{safe_name(self.table_name)}"
+        self.directory, self._lock = take_slot(tables_dir, first)
+        if self.directory.name != first:
             log.info("table %s: the first local state directories of this table are in use by other workers on "
                      "this data dir; this worker takes %s", self.table_name, self.directory)
         self.files = self._open(self.directory / "db")

@@ -20,7 +20,8 @@ from stream.app import build_app
 from stream.runtime.faust_output import FaustOutput, Routes
 from stream.settings import Settings
 from stream.state.base import TableStore
-from stream.state.disk import PRIVATE_PREFIX, DiskStore, remove_orphans
+from stream.state.directories import PRIVATE_PREFIX, remove_orphans
+from stream.state.disk import DiskStore
 from stream.state.memory import MemoryStore
 
 
