@@ -42,6 +42,11 @@ How each figure is measured:
   value (a backlog read between two polls), the time starts at the poll before, which found nothing: a lower
   bound on the rate. After that the bench keeps polling until
   ``leadgen_kpi_records_total`` has not grown for 3 s (30 s at most), to report when the KPI output quiesced;
+- ``cpu_us_per_event``: the one-worker pipeline process's user + system CPU seconds (``/proc/<pid>/stat``), read
+  at each ``/metrics`` poll, from the poll the pipeline's time starts at to the poll where the count reached its
+  final value, per produced event (start-up and the wait for the KPI output to quiesce are left out);
+  ``latency_cpu_utilisation`` and ``latency_cpu_us_per_event``: the latency worker's CPU over the time the live
+  traffic was sent (its warm-up included), per second and per live event;
 - ``peak_rss_mb``: the one-worker pipeline process's ``VmHWM`` (peak resident set) from ``/proc/<pid>/status``,
   read just before it is stopped, in MiB; where that cannot be read, the largest ``VmRSS`` seen at the polls;
 - ``restore_after_sigterm_s``, ``restore_after_sigkill_s``, ``restore_without_local_state_s``: for restarts (i),

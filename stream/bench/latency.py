@@ -261,14 +261,19 @@ def measure_latency(cluster: Settings, run_id: str, options: BenchOptions, work_
                 worker.check()
                 progress.show(f"latency: {len(probes.sent)} probes sent, {len(probes.seen)} seen")
 
+            cpu_before, began = worker.cpu_seconds(), time.monotonic()
             traffic = send_live_traffic(live, options.latency_rate, options.seed, probes, options.latency_seconds,
                                         on_probe)
+            cpu_after, ended = worker.cpu_seconds(), time.monotonic()
             await_probes(probes, reader, PROBE_GRACE_S, worker.check, progress, "latency")
         finally:
             reader.stop()
         if reader.error is not None:
             raise BenchError(f"latency: the probe reader failed: {reader.error}")
     p50, p99 = percentiles_ms(probes.latencies_us(), (0.5, 0.99))
-    result = LatencyResult(p50, p99, len(probes.sent), len(probes.seen), traffic)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    result = LatencyResult(p50, p99, len(probes.sent), len(probes.seen), traffic,
+                           cpu_utilisation=None if cpu is None else cpu / (ended - began),
+                           cpu_us_per_event=None if cpu is None or not traffic.events else 1e6 * cpu / traffic.events)
     progress.show(f"latency: {result.probes_seen}/{result.probes_sent} probes seen", force=True)
     return result

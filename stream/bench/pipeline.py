@@ -31,7 +31,7 @@ def measure_pipeline(env: Mapping[str, str], port: int, expected: int, work_dir:
     with ManagedProcess("pipeline worker", worker_argv(), env, work_dir / "worker.log", work_dir) as worker, \
             Timeline(work_dir / "pipeline-timeline.csv", "accounted,kpi_records,pending_leads") as timeline:
         spawned = worker.spawned
-        watch = PipelineWatch([port], expected, progress, timeline)
+        watch = PipelineWatch([port], expected, progress, timeline, cpu=worker.cpu_seconds)
         watch.wait_accounted([worker], spawned)
         rate = watch.rate()
         first_at = watch.accounted.first_at
@@ -51,7 +51,7 @@ def measure_pipeline(env: Mapping[str, str], port: int, expected: int, work_dir:
         scrape_ms=1000 * sum(scrapes) / len(scrapes) if scrapes else 0.0,
         middle=timeline.span(0.1 * expected, 0.9 * expected), peak_rss_mb=worker.peak_rss_mb,
         ready_s=None if watch.ready_at is None else watch.ready_at - spawned,
-        exit_code=worker.returncode), worker.signalled_at
+        exit_code=worker.returncode, cpu_us_per_event=watch.cpu_per_event_us()), worker.signalled_at
 
 
 def distinct_free_ports(count: int) -> list[int]:

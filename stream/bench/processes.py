@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -27,6 +28,9 @@ def status_kb(status: str, name: str) -> int | None:
     return None
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of /proc's CPU times (100 per second on Linux)
+
+
 def proc_status_reader(pid: int) -> Callable[[], str | None]:
     """Reads ``/proc/<pid>/status``; None once the process is gone (or where there is no /proc)."""
     path = Path("/proc") / str(pid) / "status"
@@ -38,6 +42,17 @@ def proc_status_reader(pid: int) -> Callable[[], str | None]:
             return None
 
     return read
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The user plus system CPU seconds process ``pid`` has used (``/proc/<pid>/stat``); None once it is gone."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: the fields after it follow the last ")".
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime and stime, fields 14 and 15
 
 
 class PeakRss:
@@ -109,6 +124,10 @@ class ManagedProcess:
                              + f"; last log lines:\n{tail(self.log_path)}")
         if self._rss is not None:
             self._rss.sample()
+
+    def cpu_seconds(self) -> float | None:
+        """The CPU seconds (user plus system) the process has used so far; None when it is not running."""
+        return None if self._process is None else cpu_seconds(self._process.pid)
 
     def terminate(self) -> None:
         """Read the peak RSS and send SIGTERM without waiting (``stop`` then waits), to stop several at once."""

@@ -112,6 +112,9 @@ def scale_and_latency_lines(results: Results) -> list[str]:
         f"latency:                {percentiles} (a probe lead handed to the producer to its first cost-per-lead "
         f"KPI record read; probes seen {latency.probes_seen}/{latency.probes_sent}, missing {latency.missing}; "
         f"live traffic {latency.traffic.per_second:.0f} events/s for {latency.traffic.seconds:.1f} s)"
+        + ("" if latency.cpu_utilisation is None or latency.cpu_us_per_event is None
+           else f"; worker CPU {100 * latency.cpu_utilisation:.0f} % of a core, {latency.cpu_us_per_event:.0f} µs "
+           "per live event")
         + (f"; WARNING: {100 * missing_share:.1f} % of the probes are missing (more than "
            f"{100 * MISSING_SHARE_WARNING:.0f} %), so the percentiles, over the probes seen, understate the latency"
            if missing_share > MISSING_SHARE_WARNING else ""),
@@ -159,6 +162,9 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
     vs_raw = ratio(pipeline.rate.per_second, raw.rate.per_second)
     lines = [
         f"events produced:        {total} ({mix}) in {produced.seconds:.1f} s",
+        "CPU per event:          " + ("not read" if pipeline.cpu_us_per_event is None
+                                      else f"{pipeline.cpu_us_per_event:.1f} µs")
+        + " (the pipeline worker's user + system CPU over the span its events/s divides by, per event)",
         f"pipeline:               {pipeline.rate.per_second:10.0f} events/s ({total} events in "
         f"{pipeline.rate.seconds:.2f} s; accounted {pipeline.accounted}, pending leads "
         f"{pipeline.pending_leads:.0f}; worker start to first event {pipeline.startup_s:.1f} s; "
@@ -184,6 +190,7 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
     failover = two.failover if two else None
     lines.append(orjson.dumps({
         "events": total,
+        "cpu_us_per_event": rounded(pipeline.cpu_us_per_event, 2),
         "pipeline_events_per_second": round(pipeline.rate.per_second, 1),
         "raw_events_per_second": round(raw.rate.per_second, 1),
         "faust_floor_events_per_second": round(floor.per_second, 1),
@@ -191,6 +198,8 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
         "pipeline_vs_raw": round(vs_raw, 5),
         "latency_p50_ms": rounded(latency.p50_ms if latency else None, 1),
         "latency_p99_ms": rounded(latency.p99_ms if latency else None, 1),
+        "latency_cpu_utilisation": rounded(latency.cpu_utilisation if latency else None, 3),
+        "latency_cpu_us_per_event": rounded(latency.cpu_us_per_event if latency else None, 1),
         "two_worker_speedup": rounded(two_worker_speedup(results), 3),
         "peak_rss_mb": rounded(pipeline.peak_rss_mb, 1),
         "restore_after_sigterm_s": round(restore.after_sigterm.stop_to_ready_s, 2),

@@ -44,6 +44,7 @@ class PipelineResult:
     peak_rss_mb: float | None
     ready_s: float | None  # spawn to the first poll showing leadgen_worker_ready 1
     exit_code: int | None  # after the bench's SIGTERM
+    cpu_us_per_event: float | None = None  # the worker's user + system CPU over the span the rate divides by
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class LatencyResult:
     probes_sent: int
     probes_seen: int
     traffic: Rate  # the live events sent (probes not counted), over the time they were sent
+    cpu_utilisation: float | None = None  # the worker's CPU seconds per second while the traffic was sent
+    cpu_us_per_event: float | None = None  # the same CPU per live event sent
 
     @property
     def missing(self) -> int:

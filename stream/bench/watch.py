@@ -168,9 +168,11 @@ class PipelineWatch:
     """
 
     def __init__(self, ports: Sequence[int], expected: int, progress: Progress, timeline: Timeline,
-                 label: str = "pipeline", fetch: Callable[[int], str | None] = fetch_metrics) -> None:
+                 label: str = "pipeline", fetch: Callable[[int], str | None] = fetch_metrics,
+                 cpu: Callable[[], float | None] | None = None) -> None:
         self.ports, self.expected, self.progress, self.timeline = tuple(ports), expected, progress, timeline
-        self.label, self._fetch = label, fetch
+        self.label, self._fetch, self._cpu = label, fetch, cpu
+        self.cpu_at: dict[float, float] = {}  # the workers' CPU seconds, by the time of the poll they were read at
         self.accounted, self.kpi = Settle(), Settle()
         self.latest: dict[int, Scrape] = {}
         self.last = Scrape()
@@ -199,6 +201,9 @@ class PipelineWatch:
             if pages[port] is not None:
                 self.scrape_seconds.append(time.monotonic() - began)
         now = time.monotonic()
+        cpu = None if self._cpu is None else self._cpu()
+        if cpu is not None:
+            self.cpu_at[now] = cpu
         self.record(pages, now)
         return now
 
@@ -233,6 +238,15 @@ class PipelineWatch:
             raise BenchError(f"{self.label}: every event was accounted for by the first poll the workers answered, "
                              "so there is no time to divide by; run the bench with more --events")
         return Rate(self.expected, settle.changed_at - settle.zero_at)
+
+    def cpu_per_event_us(self) -> float | None:
+        """The workers' CPU microseconds (user plus system) per produced event, over the span ``rate`` divides by
+        (so start-up and the wait for the KPI output to quiesce are left out); None where it was not read."""
+        settle = self.accounted
+        start = settle.first_at if settle.changed_at > (settle.first_at or 0.0) else settle.zero_at
+        if start not in self.cpu_at or settle.changed_at not in self.cpu_at:
+            return None
+        return 1e6 * (self.cpu_at[settle.changed_at] - self.cpu_at[start]) / self.expected
 
     def wait_accounted(self, workers: Sequence[ManagedProcess], spawned: float) -> None:
         """Poll every 0.2 s until all events are accounted for.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from stream.bench import (
     status_kb,
     stream_partitions,
 )
+from stream.bench.processes import cpu_seconds
 from stream.core.cells import FUNNEL, CellState, cell_ids
 from stream.core.events import Kind, Rejection
 from stream.core.kpis import FAMILY_COST_PER_LEAD, changed_records
@@ -489,3 +492,41 @@ def test_a_backlog_counted_by_the_first_poll_answered_has_no_rate(tmp_path: Path
     watched.record({1: metrics_page(events=3000)}, now=5.2)
     with pytest.raises(BenchError, match="more --events"):
         watched.rate()
+
+
+# ---- CPU per event
+
+
+@pytest.mark.parametrize(("events", "cpu", "expected_us"), [
+    # Start-up before the first count and the quiescing after the last change are left out: (2.25 - 1.5) s.
+    ([0, 400, 1000, 1000], [1.0, 1.5, 2.25, 9.0], 750.0),
+    # Everything counted between two polls: from the poll that found nothing, as the rate is.
+    ([0, 1000, 1000], [1.0, 1.2, 5.0], 200.0),
+])
+def test_cpu_per_event_is_the_workers_cpu_over_the_span_the_rate_divides_by(
+        tmp_path: Path, events: list[int], cpu: list[float], expected_us: float) -> None:
+    pages, readings = iter(events), iter(cpu)
+    watched = PipelineWatch([1], 1000, Progress(interval_s=3600), Timeline(tmp_path / "timeline.csv", "a,k,p"),
+                            fetch=lambda port: metrics_page(events=next(pages)), cpu=lambda: next(readings))
+    for _ in events:
+        watched.poll()
+    assert watched.cpu_per_event_us() == pytest.approx(expected_us)
+
+
+def test_cpu_per_event_is_not_made_up_where_the_cpu_was_not_read(tmp_path: Path) -> None:
+    pages = iter([0, 400, 1000])
+    watched = PipelineWatch([1], 1000, Progress(interval_s=3600), Timeline(tmp_path / "timeline.csv", "a,k,p"),
+                            fetch=lambda port: metrics_page(events=next(pages)), cpu=lambda: None)
+    for _ in range(3):
+        watched.poll()
+    assert watched.cpu_per_event_us() is None
+
+
+def test_a_process_cpu_is_read_from_proc_as_the_kernel_counts_it() -> None:
+    busy_until = time.process_time() + 0.3
+    while time.process_time() < busy_until:
+        pass
+    read = cpu_seconds(os.getpid())
+    times = os.times()
+    assert read is not None and abs(read - (times.user + times.system)) < 0.05
+    assert cpu_seconds(2 ** 22 + 1) is None  # no such process
