@@ -25,7 +25,7 @@ from stream.core.kpis import KpiRecord, changed_records, current_records, target
 from stream.core.targets import Target
 from stream.core.windows import Windows
 from stream.pipeline.counts import BatchCounts
-from stream.pipeline.eventtime.closing import closing, is_closed
+from stream.pipeline.eventtime.closing import DueCells, is_closed
 from stream.pipeline.eventtime.join import WatermarkJoin, persist_join, restore_join
 from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, cell_partition, chunked_key
 from stream.pipeline.partitions import OwnedIndexes
@@ -78,8 +78,7 @@ class CellOutput:
 @dataclass(slots=True)
 class _PartitionIndex:
     join: WatermarkJoin
-    open_cells: set[CellId] = field(default_factory=set)
-    final_cells: set[CellId] = field(default_factory=set)
+    cells: DueCells  # open and final, by when they close and drop
     taken: Counter[tuple[tuple[str, str, str], int, int]] = field(default_factory=Counter)  # cells per group window
     # Until the partition's first batch after it was indexed: its cells' states to send again, its orphaned
     # chunk keys (see ``CellStage._restore``).
@@ -87,17 +86,17 @@ class _PartitionIndex:
 
     def known(self, cell: CellId) -> bool:
         """Whether the cell exists (open, or final and not yet dropped)."""
-        return cell in self.open_cells or cell in self.final_cells
+        return self.cells.known(cell)
 
     def add(self, cell: CellId) -> None:
         """Count a new open cell in its group's window."""
-        if not self.known(cell):
+        if not self.cells.known(cell):
             self.taken[_window_of(cell)] += 1
-            self.open_cells.add(cell)
+            self.cells.add_open(cell)
 
     def drop(self, cell: CellId) -> None:
         """Forget a final cell."""
-        self.final_cells.discard(cell)
+        self.cells.discard_final(cell)
         window = _window_of(cell)
         self.taken[window] -= 1
         if self.taken[window] <= 0:
@@ -139,7 +138,8 @@ class CellStage:
         cfg = self.config
         sources = frozenset(str(source) for source in range(cfg.partitions))
         calendar = cfg.windows.calendar.identity
-        wanted = {p: _PartitionIndex(restore_join(self._cells, p, sources, calendar=calendar))
+        wanted = {p: _PartitionIndex(restore_join(self._cells, p, sources, calendar=calendar),
+                                     DueCells(cfg.closes_at, cfg.allowed_lateness_ms))
                   for p in self._owned.unindexed(partition)}
         restored: dict[int, list[tuple[CellId, CellState]]] = {p: [] for p in wanted}
         census = ChunkCensus()
@@ -151,7 +151,7 @@ class CellStage:
             index = wanted.get(owner)
             if index is not None:
                 state = CellState.from_doc(orjson.loads(read_value(self._cells, key) or b""))
-                (index.final_cells if state.final else index.open_cells).add(cell)
+                (index.cells.add_final if state.final else index.cells.add_open)(cell)
                 index.taken[_window_of(cell)] += 1
                 restored[owner].append((cell, state))
         orphans: dict[int, list[bytes]] = {p: [] for p in wanted}
@@ -216,7 +216,7 @@ class CellStage:
         source = str(envelope.source)
         watermark = index.join.watermark()
         for named, where, delta_doc in envelope.deltas:
-            if named in index.open_cells:
+            if named in index.cells.open:
                 cell, tag = named, ""  # most deltas: an open cell of a value that has one
             else:
                 cell = place(named, index.known, index.taken[_window_of(named)], cfg.value_limit)
@@ -252,18 +252,13 @@ class CellStage:
                        states: dict[CellId, CellState]) -> list[CellId]:
         """Close the windows the watermark has passed (``eventtime.closing``): their open cells become final
         (returned, as changed), and final cells past their keeping are dropped."""
-        cfg = self.config
-        # Only cells final before this batch are dropped, so each one's final record has gone out.
-        closed, dropped = closing(index.open_cells, index.final_cells, watermark, cfg.closes_at,
-                                  cfg.allowed_lateness_ms)
+        closed, dropped = index.cells.close(watermark)
         for cell in dropped:
             index.drop(cell)
             states.pop(cell, None)
             write_value(table, cell_key(cell), None)
         for cell in closed:
             self._load(states, table, cell).final = True
-            index.open_cells.discard(cell)
-            index.final_cells.add(cell)
         return closed
 
     def _target_records(self, index: _PartitionIndex, partition: int, watermark: int | None, changed: set[CellId],
@@ -281,7 +276,7 @@ class CellStage:
             cells = {cell for cell in changed if cell.key is None and target.cell(cell.start_ms) == cell}
             if watermark is not None:
                 current = target.cell(cfg.windows.calendar.start(watermark, target.period))
-                if current in index.open_cells and partition_for(current.routing_key(), cfg.partitions) == partition:
+                if current in index.cells.open and partition_for(current.routing_key(), cfg.partitions) == partition:
                     cells.add(current)
             for cell in cells:
                 records = target_records(target, cell, self._load(states, table, cell), cfg.funnel,

@@ -1,11 +1,13 @@
 """Tests for stream.pipeline.eventtime: per-partition progress with idle advancement, and the join downstream."""
 
+import random
+
 import pytest
 
 from stream.core.calendar import Calendar
 from stream.core.cells import CellId
 from stream.core.windows import Windows
-from stream.pipeline.eventtime.closing import closing, is_closed, is_late
+from stream.pipeline.eventtime.closing import DueCells, is_closed, is_late
 from stream.pipeline.eventtime.join import WatermarkJoin
 from stream.pipeline.eventtime.sources import HOLD, SourceProgress
 
@@ -290,10 +292,42 @@ def _cell(size: int, start_ms: int) -> CellId:
 )
 def test_a_watermark_closes_the_cells_past_their_end_and_lateness_and_drops_those_kept_long_enough(
         watermark: int, closed: list[CellId], dropped: list[CellId]) -> None:
-    open_cells = [_cell(HOUR_MS, 0), _cell(DAY_MS, 0)]
-    final_cells = [_cell(HOUR_MS, -HOUR_MS)]  # closed before: its end was 00:00
-    assert closing(open_cells, final_cells, watermark, lambda cell: UTC_WINDOWS.end(cell.size, cell.start_ms),
-                   600_000) == (closed, dropped)
+    cells = DueCells(lambda cell: UTC_WINDOWS.end(cell.size, cell.start_ms), 600_000)
+    cells.add_open(_cell(HOUR_MS, 0))
+    cells.add_open(_cell(DAY_MS, 0))
+    cells.add_final(_cell(HOUR_MS, -HOUR_MS))  # closed before: its end was 00:00
+    assert cells.close(watermark) == (closed, dropped)
+    assert cells.final == {_cell(HOUR_MS, -HOUR_MS), *closed} and cells.open.isdisjoint(closed)
+
+
+def test_due_cells_close_and_drop_what_a_scan_of_every_cell_would() -> None:
+    rand = random.Random(11)
+    lateness = 600_000
+    cells = DueCells(lambda cell: UTC_WINDOWS.end(cell.size, cell.start_ms), lateness)
+    open_cells: set[CellId] = set()
+    final_cells: set[CellId] = set()
+    watermark = 0
+    for _ in range(300):
+        for _ in range(rand.randrange(4)):  # new open cells, some already due (found open in a table)
+            size = rand.choice((HOUR_MS, DAY_MS))
+            start = UTC_WINDOWS.calendar.start(watermark + rand.randrange(-DAY_MS, 2 * DAY_MS), size)
+            cell = CellId("lead_volume", size, start, rand.choice(("a", "b", None)), None)
+            if cell not in open_cells and cell not in final_cells:
+                open_cells.add(cell)
+                cells.add_open(cell)
+        watermark += rand.randrange(0, 3 * HOUR_MS)
+        # What the cell stage scanned for before: every final cell, then every open cell.
+        dropped = {c for c in final_cells if is_closed(UTC_WINDOWS.end(c.size, c.start_ms) + c.size, watermark,
+                                                       lateness)}
+        closed = {c for c in open_cells if is_closed(UTC_WINDOWS.end(c.size, c.start_ms), watermark, lateness)}
+        got_closed, got_dropped = cells.close(watermark)
+        assert (set(got_closed), set(got_dropped)) == (closed, dropped)
+        assert len(got_closed) == len(closed) and len(got_dropped) == len(dropped)  # none twice
+        for cell in got_dropped:
+            cells.discard_final(cell)
+        final_cells = (final_cells - dropped) | closed
+        open_cells -= closed
+        assert (cells.open, cells.final) == (open_cells, final_cells)
 
 
 @pytest.mark.parametrize(

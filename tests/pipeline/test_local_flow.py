@@ -399,7 +399,7 @@ def test_after_a_restart_the_first_batch_indexes_every_owned_partition_in_one_sc
         assert one.waiting_leads == other.waiting_leads
         assert one.seen_by_time.buckets == other.seen_by_time.buckets
         cells_one, cells_other = together.cells._owned.get(partition), alone.cells._owned.get(partition)
-        assert (cells_one.open_cells, cells_one.final_cells) == (cells_other.open_cells, cells_other.final_cells)
+        assert (cells_one.cells.open, cells_one.cells.final) == (cells_other.cells.open, cells_other.cells.final)
     # Each partition's cells are sent again by its own first batch, none twice, none left out.
     assert resent["together"] == resent["alone"] and all(resent["alone"])
     assert all(index.waiting_leads for index in together.entities._owned.values())

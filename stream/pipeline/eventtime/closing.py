@@ -1,8 +1,10 @@
-"""Where a window is closed: the rule, and which cells a watermark closes and drops."""
+"""Where a window is closed: the rule, which cells a watermark closes and drops, and the cell partition's open and
+final cells indexed by when that happens (``DueCells``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import heapq
+from collections.abc import Callable
 
 from stream.core.cells import CellId
 from stream.core.windows import Windows, nominal_ms
@@ -18,15 +20,70 @@ def is_late(ts: int, watermark: int | None, windows: Windows, allowed_lateness_m
     return is_closed(windows.earliest_end(ts), watermark, allowed_lateness_ms)
 
 
-def closing(open_cells: Iterable[CellId], final_cells: Iterable[CellId], watermark: int,
-            closes_at: Callable[[CellId], int], allowed_lateness_ms: int) -> tuple[list[CellId], list[CellId]]:
-    """The open cells ``watermark`` closes (they become final), and the final cells it drops: a final cell is kept
-    one more window length after it closed, then nothing can change it any more.
+class DueCells:
+    """A cell partition's open and final cells, indexed by when the watermark closes and then drops each, so that
+    a batch's closing looks only at the cells that are due, not at every cell.
 
     Args:
         closes_at: when a cell's window ends for closing (its end, plus a cohort's conversion window).
+        allowed_lateness_ms: how long after that the watermark closes it.
     """
-    closed = [cell for cell in open_cells if is_closed(closes_at(cell), watermark, allowed_lateness_ms)]
-    dropped = [cell for cell in final_cells
-               if is_closed(closes_at(cell) + nominal_ms(cell.size), watermark, allowed_lateness_ms)]
-    return closed, dropped
+
+    def __init__(self, closes_at: Callable[[CellId], int], allowed_lateness_ms: int) -> None:
+        self._closes_at, self._lateness = closes_at, allowed_lateness_ms
+        self.open: set[CellId] = set()
+        self.final: set[CellId] = set()
+        # Due time -> the cells due then, and a heap of the due times. A cell leaves its set before its due time
+        # only when dropped from ``final`` (``discard_final``): a due cell no longer in its set is passed over.
+        self._open_due: dict[int, list[CellId]] = {}
+        self._open_times: list[int] = []
+        self._final_due: dict[int, list[CellId]] = {}
+        self._final_times: list[int] = []
+
+    def known(self, cell: CellId) -> bool:
+        """Whether the cell exists (open, or final and not yet dropped)."""
+        return cell in self.open or cell in self.final
+
+    def add_open(self, cell: CellId) -> None:
+        """A cell now open (new, or found open in the table)."""
+        self.open.add(cell)
+        _file(self._open_due, self._open_times, self._closes_at(cell), cell)
+
+    def add_final(self, cell: CellId) -> None:
+        """A cell now final (closed by this index, or found final in the table)."""
+        self.final.add(cell)
+        _file(self._final_due, self._final_times, self._closes_at(cell) + nominal_ms(cell.size), cell)
+
+    def discard_final(self, cell: CellId) -> None:
+        """A final cell dropped."""
+        self.final.discard(cell)
+
+    def close(self, watermark: int) -> tuple[list[CellId], list[CellId]]:
+        """The open cells ``watermark`` closes (their window's end plus the lateness passed) and the final cells it
+        drops: a final cell is kept one more window length, then nothing can change it any more. The closed ones
+        move to ``final``; the dropped ones stay there for the caller to ``discard_final``. Only cells final
+        before this call are dropped, so each one's final record has gone out."""
+        dropped = [cell for cell in _due(self._final_due, self._final_times, watermark - self._lateness)
+                   if cell in self.final]
+        closed = [cell for cell in _due(self._open_due, self._open_times, watermark - self._lateness)
+                  if cell in self.open]
+        for cell in closed:
+            self.open.discard(cell)
+            self.add_final(cell)
+        return closed, dropped
+
+
+def _file(due: dict[int, list[CellId]], times: list[int], at: int, cell: CellId) -> None:
+    cells = due.get(at)
+    if cells is None:
+        due[at] = cells = []
+        heapq.heappush(times, at)
+    cells.append(cell)
+
+
+def _due(due: dict[int, list[CellId]], times: list[int], until: int) -> list[CellId]:
+    """The cells filed at or before ``until``, taken out of the index."""
+    taken: list[CellId] = []
+    while times and times[0] <= until:
+        taken += due.pop(heapq.heappop(times))
+    return taken
