@@ -25,8 +25,8 @@ from stream.core.kpis import KpiRecord, changed_records, current_records, target
 from stream.core.targets import Target
 from stream.core.windows import Windows
 from stream.pipeline.counts import BatchCounts
+from stream.pipeline.eventtime.cells import CellClock
 from stream.pipeline.eventtime.closing import DueCells, is_closed
-from stream.pipeline.eventtime.join import WatermarkJoin, persist_join, restore_join
 from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, cell_partition, chunked_key
 from stream.pipeline.partitions import OwnedIndexes
 from stream.pipeline.routing import partition_for
@@ -77,7 +77,7 @@ class CellOutput:
 
 @dataclass(slots=True)
 class _PartitionIndex:
-    join: WatermarkJoin
+    clock: CellClock
     cells: DueCells  # open and final, by when they close and drop
     taken: Counter[tuple[tuple[str, str, str], int, int]] = field(default_factory=Counter)  # cells per group window
     # Until the partition's first batch after it was indexed: its cells' states to send again, its orphaned
@@ -136,9 +136,8 @@ class CellStage:
         the state of each of their cells and the orphaned chunk keys they own (see ``ChunkCensus``), kept in its
         index until the partition's first batch sends and deletes them."""
         cfg = self.config
-        sources = frozenset(str(source) for source in range(cfg.partitions))
         calendar = cfg.windows.calendar.identity
-        wanted = {p: _PartitionIndex(restore_join(self._cells, p, sources, calendar=calendar),
+        wanted = {p: _PartitionIndex(CellClock.restore(self._cells, p, cfg.partitions, calendar),
                                      DueCells(cfg.closes_at, cfg.allowed_lateness_ms))
                   for p in self._owned.unindexed(partition)}
         restored: dict[int, list[tuple[CellId, CellState]]] = {p: [] for p in wanted}
@@ -189,9 +188,8 @@ class CellStage:
             except WireRefused as refused:  # stops the worker (see stream.pipeline.wire): say which message
                 raise refused.at(f"cell partition {partition}, offset {offset}") from refused
             changed.update(self._apply_deltas(index, envelope, table, states, out.counts))
-            if index.join.update({str(envelope.source): envelope.watermark}, now_ms):
-                persist_join(progress, partition, index.join, calendar=cfg.windows.calendar.identity)
-        watermark = index.join.watermark()
+            index.clock.hear(progress, partition, envelope.source, envelope.watermark, now_ms)
+        watermark = index.clock.watermark()
         out.watermark = watermark
         if watermark is not None:
             changed.update(self._close_windows(index, watermark, table, states))
@@ -214,7 +212,7 @@ class CellStage:
         smallest = cfg.windows.sizes[0]
         applied: list[CellId] = []
         source = str(envelope.source)
-        watermark = index.join.watermark()
+        watermark = index.clock.watermark()
         for named, where, delta_doc in envelope.deltas:
             if named in index.cells.open:
                 cell, tag = named, ""  # most deltas: an open cell of a value that has one

@@ -13,7 +13,7 @@ One clock per stage, each in its module with its state, its persistence and what
   deltas it covers (``CellEnvelope.watermark``) and to the peers (``EntityEnvelope.peer``).
 - ``closing``: **where a window is closed**: the rule (its end, plus the allowed lateness, passed by the
   watermark), which cells a cell partition's watermark closes and drops, and which events are late.
-- The **cell clock** is the cell stage's join over the entity partitions (``CellStage``, one per partition).
+- ``cells``: the **cell clock**. Per cell partition, the join over the entity partitions' reports.
 
 Which windows an instant falls in, where each starts and ends in the reporting calendar, is
 ``stream.core.windows`` over ``stream.core.calendar``.
