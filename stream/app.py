@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from stream.core.kpis import FAMILIES
 from stream.kafka.clients import MAX_REQUEST_BYTES, faust_credentials, internal_topic
+from stream.kafka.partitioner import KeyPartitioner
 from stream.pipeline.steps import CELL_TABLE, CELLS, DEAD_LETTERS, ENTITIES, ENTITY_TABLE, kpi_route
 from stream.runtime.faust_internals import KpiApp, QuietWorker
 from stream.runtime.faust_output import Routes, TableView
@@ -58,6 +59,7 @@ def faust_app(settings: Settings) -> KpiApp:
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
         consumer_auto_offset_reset="earliest",
         producer_linger=0.005,  # faust's default of 0 sends tiny batches
+        producer_partitioner=KeyPartitioner(),
         producer_max_request_size=MAX_REQUEST_BYTES,
         table_standby_replicas=settings.standby_replicas,
         local_state_max_age_ms=settings.local_state_max_age_ms,
