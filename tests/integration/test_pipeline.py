@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -213,24 +214,71 @@ def test_a_partition_idle_when_it_changes_owner_does_not_hold_the_watermark(
     assert [r["value"] for r in final] == [2.0], records
 
 
+def _fall_back_hours(records: list[dict]) -> None:
+    """New York's 2026-11-01: both 01:00 hours, and a 25-hour day."""
+    hours = sorted({r["window"]["start"] for r in records if r["window"]["size"] == "1h"})
+    assert "2026-11-01T01:00:00-04:00" in hours and "2026-11-01T01:00:00-05:00" in hours, hours[:8]
+    day = next(r["window"] for r in records if r["window"]["size"] == "1d"
+               and r["window"]["start"] == "2026-11-01T00:00:00-04:00")
+    assert day["end"] == "2026-11-02T00:00:00-05:00"  # 25 hours
+
+
+def _spring_forward_hours(records: list[dict]) -> None:
+    """New York's 2026-03-08: no 02:00 hour, 01:00 EST followed by 03:00 EDT, and a 23-hour day."""
+    hours = sorted({r["window"]["start"] for r in records if r["window"]["size"] == "1h"})
+    assert not any(start.startswith("2026-03-08T02:") for start in hours), hours
+    assert "2026-03-08T01:00:00-05:00" in hours and "2026-03-08T03:00:00-04:00" in hours, hours[:8]
+    day = next(r["window"] for r in records if r["window"]["size"] == "1d"
+               and r["window"]["start"] == "2026-03-08T00:00:00-05:00")
+    assert day["end"] == "2026-03-09T00:00:00-04:00"  # 23 hours
+
+
+def _half_hour_zone(records: list[dict]) -> None:
+    """Asia/Kolkata, +05:30: hours and days start on the local clock, at :30 UTC."""
+    starts = {r["window"]["start"] for r in records if r["window"]["size"] in ("1h", "1d")}
+    assert starts and all(start.endswith(":00:00+05:30") for start in starts), sorted(starts)[:5]
+    assert "2026-11-22T00:00:00+05:30" in starts
+
+
 def test_new_york_calendar_windows_across_the_fall_back_night_are_exact_after_a_sigkill(
         each_broker: RunningBroker, names: Names, tmp_path: Path) -> None:
-    """The fixed event set moved to New York's 2026 fall-back night (its repeated hour inside the data), replayed
-    as a backlog in hours, days, weeks, months, quarters and years of America/New_York; the first worker is
-    SIGKILLed while reading it, a second finishes on the same data dir. Also on the embedded broker."""
-    bootstrap = each_broker.bootstrap_servers
+    """New York's 2026 fall-back night, its repeated hour inside the data: on the session's broker and, in a Kafka
+    session, on the embedded one too (see ``_replay_in_zone``)."""
+    _replay_in_zone(each_broker, names, tmp_path, "America/New_York", 1_793_505_600_000, _fall_back_hours)  # 04:00Z
+
+
+@pytest.mark.parametrize(("zone", "midnight", "local_rule"), [
+    pytest.param("America/New_York", 1_772_946_000_000, _spring_forward_hours, id="new-york-spring-forward"),  # 05:00Z
+    pytest.param("Asia/Kolkata", 1_795_285_800_000, _half_hour_zone, id="kolkata"),  # 18:30Z the day before
+])
+def test_calendar_windows_in_a_reporting_zone_are_exact_after_a_sigkill(
+        session_broker: RunningBroker, names: Names, tmp_path: Path, zone: str, midnight: int,
+        local_rule: Callable[[list[dict]], None]) -> None:
+    """New York's spring-forward night (its missing hour) and a Kolkata day (hours on the half hour), on the
+    session's broker only: the suite runs once per broker, and each replay costs about 26 s."""
+    _replay_in_zone(session_broker, names, tmp_path, zone, midnight, local_rule)
+
+
+def _replay_in_zone(broker: RunningBroker, names: Names, tmp_path: Path, zone: str, midnight: int,
+                    local_rule: Callable[[list[dict]], None]) -> None:
+    """The fixed event set moved to a local midnight of ``zone``, replayed as a backlog in hours, days, weeks,
+    months, quarters and years of the zone; the first worker is SIGKILLed while reading it, a second finishes on
+    the same data dir. Every key equals the batch computation; ``local_rule`` checks what is particular to the
+    zone's day."""
+    bootstrap = broker.bootstrap_servers
     sizes = ("1h", "1d", "1w", "1mo", "1q", "1y")
-    midnight = 1_793_505_600_000  # 2026-11-01T00:00:00-04:00
     messages, expected = mixed(seed=17)
     moved = shifted(messages, midnight - DAY_START)
     # Past the end of 2026 (its year and last quarter) and the lateness: every window of the data closes.
-    sent_beats = heartbeats([names.topic(t) for t in INPUTS], 4, midnight + 70 * 86_400_000)
-    env = {"KPI_TIMEZONE": "America/New_York", "KPI_WINDOW_SIZES": ",".join(sizes), "KPI_BATCH_MAX": "20",
+    beats_at = 1_798_761_600_000 + 2 * 86_400_000 + 43_200_000  # 2027-01-03T12:00:00Z: past every zone's new year
+    sent_beats = heartbeats([names.topic(t) for t in INPUTS], 4, beats_at)
+    ahead_days = (beats_at - midnight) // 86_400_000 + 1
+    env = {"KPI_TIMEZONE": zone, "KPI_WINDOW_SIZES": ",".join(sizes), "KPI_BATCH_MAX": "20",
            # The heartbeats may be ahead of the processing clock: let them in. Input the second worker reads again
-           # after the kill trails the watermark by up to their 70 days: kept as a duplicate, not dead-lettered as
-           # late, as a production replay of a few seconds is (see "Counters across a crash").
-           "KPI_MAX_FUTURE_SKEW": "3650d", "KPI_DEDUP_RETENTION": "90d", "KPI_DATA_DIR": str(tmp_path / "data"),
-           **each_broker.worker_env}
+           # after the kill trails the watermark by up to the heartbeats' lead: kept as a duplicate, not
+           # dead-lettered as late, as a production replay of a few seconds is (see "Counters across a crash").
+           "KPI_MAX_FUTURE_SKEW": "3650d", "KPI_DEDUP_RETENTION": f"{ahead_days + 20}d",
+           "KPI_DATA_DIR": str(tmp_path / "data"), **broker.worker_env}
     sent = produce(bootstrap, as_input(names, moved, seed=5)) + produce(bootstrap, sent_beats)
     first = start_worker(names, bootstrap, tmp_path, label="first", **env)
     try:
@@ -245,12 +293,9 @@ def test_new_york_calendar_windows_across_the_fall_back_night_are_exact_after_a_
         assert not second.errors(), second.errors()
     finally:
         assert second.stop() == 0, second.log_tail()
+    data_until = datetime.fromtimestamp((midnight + 32 * 3_600_000) / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     records = assert_final_kpis_exact(bootstrap, names, moved, sent_beats, restarted=True, sizes=sizes,
-                                      zone="America/New_York", data_until="2026-11-02T12:00:00Z")
-    hours = sorted({r["window"]["start"] for r in records if r["window"]["size"] == "1h"})
-    assert "2026-11-01T01:00:00-04:00" in hours and "2026-11-01T01:00:00-05:00" in hours, hours[:8]
-    day = next(r["window"] for r in records if r["window"]["size"] == "1d"
-               and r["window"]["start"] == "2026-11-01T00:00:00-04:00")
-    assert day["end"] == "2026-11-02T00:00:00-05:00"  # 25 hours
-    assert {r["window"]["zone"] for r in records} == {"America/New_York"}
+                                      zone=zone, data_until=data_until)
+    local_rule(records)
+    assert {r["window"]["zone"] for r in records} == {zone}
     assert len(set(dead_letter_sources(bootstrap, names))) == expected["rejected"]
