@@ -219,8 +219,9 @@ class PipelineWatch:
         return (self.accounted.value >= SETTLE_SHARE * self.expected and self.last.lag == 0
                 and self.accounted.quiet_for(now) >= SETTLE_S)
 
-    def rate(self) -> Rate:
-        """The produced events over the time from the first non-zero count to the final one.
+    def span(self) -> tuple[float, float]:
+        """The poll times the rate divides between: the first non-zero count, or the poll before it when that
+        one already found the final count, and the poll where the count last changed.
 
         When one poll found nothing counted and the next found the final count (a small backlog, read between
         two polls), the time is taken from the poll that found nothing: at most one poll interval more than it
@@ -233,20 +234,31 @@ class PipelineWatch:
         if settle.first_at is None:
             raise BenchError(f"{self.label}: no event was accounted for")
         if settle.changed_at > settle.first_at:
-            return Rate(self.expected, settle.changed_at - settle.first_at)
+            return settle.first_at, settle.changed_at
         if settle.zero_at is None:
             raise BenchError(f"{self.label}: every event was accounted for by the first poll the workers answered, "
                              "so there is no time to divide by; run the bench with more --events")
-        return Rate(self.expected, settle.changed_at - settle.zero_at)
+        return settle.zero_at, settle.changed_at
+
+    def rate(self) -> Rate:
+        """The produced events over the time of ``span``.
+
+        Raises:
+            BenchError: as ``span``.
+        """
+        start, end = self.span()
+        return Rate(self.expected, end - start)
 
     def cpu_per_event_us(self) -> float | None:
-        """The workers' CPU microseconds (user plus system) per produced event, over the span ``rate`` divides by
-        (so start-up and the wait for the KPI output to quiesce are left out); None where it was not read."""
-        settle = self.accounted
-        start = settle.first_at if settle.changed_at > (settle.first_at or 0.0) else settle.zero_at
-        if start not in self.cpu_at or settle.changed_at not in self.cpu_at:
+        """The workers' CPU microseconds (user plus system) per produced event, over ``span`` (so start-up and the
+        wait for the KPI output to quiesce are left out); None where it was not read."""
+        try:
+            start, end = self.span()
+        except BenchError:
             return None
-        return 1e6 * (self.cpu_at[settle.changed_at] - self.cpu_at[start]) / self.expected
+        if start not in self.cpu_at or end not in self.cpu_at:
+            return None
+        return 1e6 * (self.cpu_at[end] - self.cpu_at[start]) / self.expected
 
     def wait_accounted(self, workers: Sequence[ManagedProcess], spawned: float) -> None:
         """Poll every 0.2 s until all events are accounted for.
