@@ -20,7 +20,7 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, mo
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from stream.core.calendar import Calendar, parse_window_size, size_label
+from stream.core.calendar import Calendar, parse_trailing, parse_window_size, size_label
 from stream.core.events import Kind
 from stream.core.funnel import DEFAULT_FUNNEL
 from stream.core.money import RateTable, parse_rate_table
@@ -121,6 +121,21 @@ def _window_sizes(value: str, info: ValidationInfo) -> tuple[int, ...]:
     return Windows.of(tuple(sizes), Calendar("UTC")).sizes
 
 
+def _trailing_days(value: str, info: ValidationInfo) -> tuple[int, ...]:
+    var = _variable(info)
+    if not value.strip():
+        return ()
+    days = []
+    for part in value.split(","):
+        try:
+            days.append(parse_trailing(part))
+        except ValueError as exc:
+            raise SettingsError(f"{var}: {exc}") from None
+    if len(set(days)) != len(days):
+        raise SettingsError(f"{var} must list distinct lengths")
+    return tuple(sorted(days))
+
+
 def _time_zone(value: str, info: ValidationInfo) -> str:
     name = value.strip()
     try:
@@ -206,6 +221,7 @@ Switch = Annotated[bool, BeforeValidator(_boolean)]
 Duration = Annotated[int, BeforeValidator(_duration)]
 DurationOrZero = Annotated[int, BeforeValidator(_duration_or_zero)]
 WindowSizes = Annotated[tuple[int, ...], BeforeValidator(_window_sizes)]
+TrailingDays = Annotated[tuple[int, ...], BeforeValidator(_trailing_days)]
 TimeZone = Annotated[str, BeforeValidator(_time_zone)]
 WeekStart = Annotated[int, BeforeValidator(_week_start)]
 Funnel = Annotated[tuple[str, ...], BeforeValidator(_funnel)]
@@ -253,6 +269,11 @@ class Settings(BaseSettings):
         "`6h`) or are whole days (`1d`, `7d`), and the calendar's `1w`, `1mo`, `1q`, `1y`. Hours follow the local "
         "clock (the repeated hour of a fall-back night is two windows); days, weeks, months, quarters and years "
         "start at local midnight (a day is 23 or 25 hours when the clocks change).")
+    trailing_days: TrailingDays = setting(
+        "KPI_TRAILING_DAYS", "",
+        "Trailing windows, in whole local days (`7d,30d,90d`): the last N days, ending at each local midnight of "
+        "`KPI_TIMEZONE` and advancing a day at a time, the current one open. Folded from the `1d` windows, which "
+        "must be among `KPI_WINDOW_SIZES`; cohort conversion has none. Empty: no trailing windows.")
     timezone: TimeZone = setting(
         "KPI_TIMEZONE", "UTC",
         "The reporting time zone (an IANA name: `America/New_York`, `Asia/Kolkata`): where days, weeks, months, "
@@ -417,6 +438,15 @@ class Settings(BaseSettings):
             return values
         return {name: value.strip() if isinstance(value, str) else value for name, value in values.items()}
 
+    @model_validator(mode="after")
+    def _trailing_needs_days(self) -> Settings:
+        """Trailing windows are folded from the daily ones."""
+        if self.trailing_days and 86_400_000 not in self.window_sizes:
+            raise SettingsError(f"KPI_TRAILING_DAYS needs 1d among KPI_WINDOW_SIZES (the trailing windows are "
+                                f"folded from the days); KPI_WINDOW_SIZES lists "
+                                f"{','.join(size_label(size) for size in self.window_sizes)}")
+        return self
+
     @property
     def input_topics(self) -> dict[Kind, str]:
         """Input topic name per event kind."""
@@ -447,6 +477,8 @@ class Settings(BaseSettings):
                 value = [format_duration(size) for size in value]
             elif name == "window_sizes":
                 value = [size_label(size) for size in value]
+            elif name == "trailing_days":
+                value = [f"{days}d" for days in value]
             elif name == "week_start":
                 value = _WEEKDAYS[value]
             elif isinstance(value, frozenset):

@@ -48,7 +48,7 @@ def build_stages(settings: Settings, input_partitions: Mapping[str, int], entity
 
 def windows(settings: Settings) -> Windows:
     """The window sizes laid out in the reporting time zone (each stage its own: a calendar remembers windows)."""
-    return Windows.of(settings.window_sizes, Calendar(settings.timezone, settings.week_start))
+    return Windows.of(settings.window_sizes, Calendar(settings.timezone, settings.week_start), settings.trailing_days)
 
 
 def entity_config(settings: Settings, sources: frozenset[str]) -> EntityConfig:

@@ -75,6 +75,22 @@ def window_start(ts: int, size: str, zone: str = "UTC", week_start: int = 0) -> 
     return round(start.timestamp() * 1000)
 
 
+def window_starts(ts: int, size: str, zone: str = "UTC") -> list[int]:
+    """Starts of the windows of ``size`` holding ``ts``: one for a calendar size; for a trailing size (``last7d``,
+    README "Trailing windows") the N windows of N whole local days that end at the local midnights after ts's
+    date, the first at the next one."""
+    if not size.startswith("last"):
+        return [window_start(ts, size, zone)]
+    days = int(size[len("last"):-1])
+    local = datetime.fromtimestamp(ts // 1000, ZoneInfo(zone))
+    starts = []
+    for end_after in range(1, days + 1):  # the window ending end_after midnights later starts days before that
+        first = local.date() + timedelta(days=end_after - days)
+        midnight = datetime(first.year, first.month, first.day, tzinfo=ZoneInfo(zone))
+        starts.append(round(midnight.timestamp() * 1000))
+    return starts
+
+
 def iso(ms: int) -> str:
     """RFC 3339 UTC with second precision."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -175,11 +191,12 @@ def compute(
 ) -> dict[Key, tuple[object, object]]:
     """(kpi, size, start, sorted dims) -> (numerator, denominator) for every KPI with something behind it.
 
-    Windows are those of ``sizes`` (as written in ``KPI_WINDOW_SIZES``) laid out in ``zone``.
+    Windows are those of ``sizes`` (as written in ``KPI_WINDOW_SIZES``, and ``last7d`` for the trailing windows of
+    ``KPI_TRAILING_DAYS=7d``) laid out in ``zone``.
     """
 
-    def at(ts: int, size: str) -> int:
-        return window_start(ts, size, zone)
+    def at(ts: int, size: str) -> list[int]:
+        return window_starts(ts, size, zone)
 
     events = valid_first_seen(messages, rates)
     created: dict[str, dict] = {}
@@ -213,11 +230,15 @@ def compute(
 
     def add(name: str, ts: int, dims: tuple[tuple[str, str], ...], n: int = 1) -> None:
         for size in sizes:
-            counts[(name, size, at(ts, size), dims)] += n
+            if size.startswith("last") and name.startswith("cohort:"):
+                continue  # cohorts have no trailing windows
+            for start in at(ts, size):
+                counts[(name, size, start, dims)] += n
 
     def add_money(name: str, ts: int, dims: tuple[tuple[str, str], ...], amount: Decimal) -> None:
         for size in sizes:
-            money[(name, size, at(ts, size), dims)] += amount
+            for start in at(ts, size):
+                money[(name, size, start, dims)] += amount
 
     lead_values: dict[str, dict] = {}
     for lead_id, lead in created.items():
@@ -238,7 +259,8 @@ def compute(
             if a in entered and b in entered:
                 for dims in _levels(channel, campaign, with_campaign=False):
                     for size in sizes:
-                        durations[(a, b, size, at(entered[b], size), dims)].append(entered[b] - entered[a])
+                        for start in at(entered[b], size):
+                            durations[(a, b, size, start, dims)].append(entered[b] - entered[a])
             if a in entered:
                 converted = b in entered and entered[b] - entered[a] <= COHORT_WINDOW
                 for dims in _levels(channel, campaign, with_campaign=False):
@@ -278,15 +300,17 @@ def compute(
         for dims in (_dims(), _dims(channel=channel)):
             add("views", ts, dims)
             for size in sizes:
-                bucket = (visitor, size, at(ts, size), dims)
+                for start in at(ts, size):
+                    bucket = (visitor, size, start, dims)
+                    if bucket not in visitor_buckets:
+                        visitor_buckets.add(bucket)
+                        counts[("visitors", size, start, dims)] += 1
+        for size in sizes:
+            for start in at(ts, size):
+                bucket = (visitor, size, start, ("url", url))
                 if bucket not in visitor_buckets:
                     visitor_buckets.add(bucket)
-                    counts[("visitors", size, at(ts, size), dims)] += 1
-        for size in sizes:
-            bucket = (visitor, size, at(ts, size), ("url", url))
-            if bucket not in visitor_buckets:
-                visitor_buckets.add(bucket)
-                counts[("asset:visitors", size, at(ts, size), _dims(asset=url))] += 1
+                    counts[("asset:visitors", size, start, _dims(asset=url))] += 1
     for value in lead_values.values():
         touches = sorted(
             (ts, channel, campaign or "")
@@ -304,9 +328,20 @@ def compute(
                 ]:
                     for dims in _levels(channel, campaign_or_none):
                         for size in sizes:
-                            key = (kind, model, size, window_start(when, size, zone), dims)
-                            credits[key] += part * (Fraction(amount) if isinstance(part, Fraction) else float(amount))
-    return _records(counts, money, durations, credits)
+                            for start in at(when, size):
+                                key = (kind, model, size, start, dims)
+                                credits[key] += part * (
+                                    Fraction(amount) if isinstance(part, Fraction) else float(amount))
+    result = _records(counts, money, durations, credits)
+    if any(size.startswith("last") for size in sizes):
+        # A trailing window exists once event time reaches its last day: none ends after the latest event's day.
+        latest = max(ts for ts in (_ms(doc["ts"]) for _, doc in events) if ts is not None)
+        last_day = datetime.fromtimestamp(latest // 1000, ZoneInfo(zone)).date()
+        for key in [key for key in result if key[1].startswith("last")]:
+            first_day = datetime.fromtimestamp(key[2] // 1000, ZoneInfo(zone)).date()
+            if first_day + timedelta(days=int(key[1][len("last"):-1]) - 1) > last_day:
+                del result[key]
+    return result
 
 
 def _records(counts: dict, money: dict, durations: dict, credits: dict) -> dict[Key, tuple[object, object]]:
@@ -399,7 +434,10 @@ def from_records(records: list[dict]) -> dict[tuple[str, str, int, tuple[tuple[s
     for record in records:
         start = _ms(record["window"]["start"])
         assert start is not None
-        key = (record["kpi"], record["window"]["size"], start, tuple(sorted(record["dimensions"].items())))
+        size = record["window"]["size"]
+        if record["window"].get("kind") == "trailing":
+            size = f"last{size}"
+        key = (record["kpi"], size, start, tuple(sorted(record["dimensions"].items())))
         if not (record["numerator"] or record["denominator"]):
             continue  # sent earlier and corrected back to nothing
         out[key] = (record["numerator"], record["denominator"])

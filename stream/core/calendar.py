@@ -2,7 +2,9 @@
 
 A window size is an int code. A positive code is a clock duration in milliseconds: whole seconds that divide a
 day (1s ... 1h, 2h, 3h, 4h, 6h, 8h, 12h, 24h) or whole days (2d, 7d ...). Calendar units have negative codes
-(``WEEK``, ``MONTH``, ``QUARTER``, ``YEAR``). Where windows start, in local time:
+(``WEEK``, ``MONTH``, ``QUARTER``, ``YEAR``); trailing windows of N whole local days have ``TRAILING - N``
+(``stream.core.trailing``: they end at each local midnight, so they overlap and are no tumbling layout). Where the
+tumbling windows start, in local time:
 
 1. Sizes that divide an hour: whenever the local clock shows a multiple of the size, or jumps forward past
    one. A repeated hour on a fall-back night is two windows, a skipped hour none; Kolkata's hours start at
@@ -35,6 +37,10 @@ WEEK = -1
 MONTH = -2
 QUARTER = -3
 YEAR = -4
+# Trailing windows of N whole local days have the code TRAILING - N (see ``trailing_size``): never a calendar code.
+TRAILING = -1000
+# The longest trailing window accepted: a year and a day (the visitors' days are kept that long).
+MAX_TRAILING_DAYS = 366
 
 _SECOND = 1000
 _MINUTE = 60_000
@@ -118,12 +124,45 @@ def parse_window_size(text: str) -> int:
     return size
 
 
+def trailing_size(days: int) -> int:
+    """The size code of the trailing windows of ``days`` whole local days.
+
+    Raises:
+        ValueError: for fewer than 2 days (a trailing day is the calendar's ``1d``) or more than a year and a day.
+    """
+    if not 2 <= days <= MAX_TRAILING_DAYS:
+        raise ValueError(f"a trailing window lasts 2 to {MAX_TRAILING_DAYS} days, not {days}")
+    return TRAILING - days
+
+
+def trailing_days(size: int) -> int:
+    """How many days the trailing windows of a size code last; 0 for a calendar size."""
+    return TRAILING - size if size <= TRAILING - 2 else 0
+
+
+def parse_trailing(text: str) -> int:
+    """Parse a trailing window length such as ``30d`` (or ``30``) into its number of days.
+
+    Raises:
+        ValueError: naming the text and what is accepted.
+    """
+    match = re.match(r"^\s*(\d+)\s*d?\s*$", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a trailing window length: use whole days such as 7d, 30d, 90d")
+    days = int(match.group(1))
+    trailing_size(days)  # checks the range
+    return days
+
+
 def size_label(size: int) -> str:
-    """How a window size is written: ``1w``, ``1mo``, ``1q``, ``1y``, else as a duration (``15m``, ``1h``, ``7d``).
+    """How a window size is written: ``1w``, ``1mo``, ``1q``, ``1y``, ``last30d`` for a trailing window, else as a
+    duration (``15m``, ``1h``, ``7d``).
 
     Raises:
         ValueError: when ``size`` is no window size code.
     """
+    if trailing_days(size):
+        return f"last{trailing_days(size)}d"
     if _rule(size) is _Rule.UNIT:
         return _UNIT_LABELS[size]
     return format_duration(size)
@@ -251,6 +290,9 @@ class Calendar:
         last = self._last.get(size)
         if last is not None and last[0] == start_ms:
             return last[1]
+        days = trailing_days(size)
+        if days:
+            return self.midnight(self.day_number(start_ms) + days)
         return self.window(start_ms, size)[1]
 
     def window(self, ts_ms: int, size: int) -> tuple[int, int]:
@@ -269,6 +311,18 @@ class Calendar:
             if end < earliest:
                 earliest = end
         return earliest
+
+    def day_number(self, ts_ms: int) -> int:
+        """The local date of instant ``ts_ms`` as a day number (days since the local 1970-01-01)."""
+        if self._is_utc:
+            return ts_ms // _DAY
+        return (ts_ms + self._offset(ts_ms)) // _DAY
+
+    def midnight(self, day: int) -> int:
+        """The first instant of local date ``day`` (a day number): its midnight, or the jump past a skipped one."""
+        if self._is_utc:
+            return day * _DAY
+        return self._first_instant(day * _DAY)
 
     def format(self, ms: int) -> str:
         """Format epoch ms as RFC 3339 in this zone (``2026-11-01T00:00:00-04:00``; ``Z`` when the zone is UTC)."""

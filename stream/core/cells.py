@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from stream.core.calendar import trailing_days
 from stream.core.funnel import (
     AmountFact,
     AssetFact,
@@ -22,7 +23,7 @@ from stream.core.funnel import (
     StageFact,
 )
 from stream.core.quantiles import add_sorted, remove_sorted
-from stream.core.windows import Windows
+from stream.core.windows import DAY, Windows
 
 # Cell families. Each lists the roll-up levels it keeps; ``key`` is a family's own dimension.
 FUNNEL = "f"  # stage entries, spend, pipeline and revenue: all traffic / channel / channel+campaign
@@ -75,7 +76,9 @@ class CellId(NamedTuple):
         they fold into. (Each window size apart spreads the load; the metrics gauges of one size and value still
         come from one worker.)"""
         family, level, model = self.group()
-        return f"{family}\x00{level}\x00{model}\x00{self.size}"
+        # A trailing window lives beside the daily cells it is folded from (``stream.core.trailing``).
+        size = DAY if trailing_days(self.size) else self.size
+        return f"{family}\x00{level}\x00{model}\x00{size}"
 
 
 def place(cell: CellId, known: Callable[[CellId], bool], taken: int, limit: int) -> CellId:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from bisect import insort
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from stream.core.attribution import LEAD_CREDIT, MODELS, AttributionFact, Touch, credit
 from stream.core.cells import ASSET, ATTRIBUTION, NO_CHANNEL, TRAFFIC, CellDelta, CellId, cell_ids
-from stream.core.windows import Windows
+from stream.core.trailing import note_visitor_day
+from stream.core.windows import DAY, Windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +60,29 @@ def view(state: VisitorState, ts: int, channel: str | None, campaign: str | None
         return deltas
     channel = channel or NO_CHANNEL
     counted = state.counted
+    trailing = windows.longest_trailing
     for cell in cell_ids(TRAFFIC, ts, channel, None, windows):
         delta = deltas.get(cell)
         if delta is None:
             delta = deltas[cell] = CellDelta()
         delta.add("views", 1)
-        bucket = f"{cell.size}|{cell.start_ms}|c|{cell.channel or '*'}"
+        scope = f"c|{cell.channel or '*'}"
+        bucket = f"{cell.size}|{cell.start_ms}|{scope}"
         if bucket not in counted:
             counted.add(bucket)
             delta.add("visitors", 1)
+            if trailing and cell.size == DAY:
+                note_visitor_day(_days_seen(counted, scope, bucket, windows), windows.calendar.day_number(
+                    cell.start_ms), cell.start_ms, trailing, partial(_traffic_cell, cell.channel), deltas)
     for size, start in windows.starts(ts):
-        bucket = f"{size}|{start}|u|{url}"
+        scope = f"u|{url}"
+        bucket = f"{size}|{start}|{scope}"
         if bucket not in counted:
             counted.add(bucket)
             deltas.setdefault(CellId(ASSET, size, start, None, None, url), CellDelta()).add("visitors", 1)
+            if trailing and size == DAY:
+                note_visitor_day(_days_seen(counted, scope, bucket, windows), windows.calendar.day_number(start),
+                                 start, trailing, partial(_asset_cell, url), deltas)
     touch = Touch(ts, channel, campaign, event_id)
     touches = state.touches
     insort(touches, touch, key=_touch_order)
@@ -86,6 +97,25 @@ def view(state: VisitorState, ts: int, channel: str | None, campaign: str | None
     return deltas
 
 
+def _days_seen(counted: set[str], scope: str, new: str, windows: Windows) -> dict[int, int]:
+    """The days (day number -> daily window start) a visitor was seen on in a scope, but for bucket ``new``."""
+    seen: dict[int, int] = {}
+    day_number = windows.calendar.day_number
+    for bucket in counted:
+        size, start, rest = bucket.split("|", 2)
+        if rest == scope and int(size) == DAY and bucket != new:
+            seen[day_number(int(start))] = int(start)
+    return seen
+
+
+def _traffic_cell(channel: str | None, start: int) -> CellId:
+    return CellId(TRAFFIC, DAY, start, channel, None)
+
+
+def _asset_cell(url: str, start: int) -> CellId:
+    return CellId(ASSET, DAY, start, None, None, url)
+
+
 def _touch_order(touch: Touch) -> tuple[int, str, str]:
     return touch.ts, touch.channel, touch.campaign or ""
 
@@ -93,9 +123,13 @@ def _touch_order(touch: Touch) -> tuple[int, str, str]:
 def forget_closed_windows(state: VisitorState, closed_before: int, windows: Windows) -> None:
     """Drop window buckets that ended before ``closed_before``: no event can reach them any more."""
     keep = set()
+    # A trailing window's distinct visitors need the days a visitor was seen on as far back as the longest one
+    # (``stream.core.trailing``); a day longer than 24 hours is covered by the one day of margin.
+    days_kept = (windows.longest_trailing + 1) * DAY if windows.longest_trailing else 0
     for bucket in state.counted:
         size, start, _ = bucket.split("|", 2)
-        if windows.end(int(size), int(start)) > closed_before:
+        end = windows.end(int(size), int(start))
+        if end > closed_before or (days_kept and int(size) == DAY and end + days_kept > closed_before):
             keep.add(bucket)
     state.counted = keep
 

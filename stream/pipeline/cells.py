@@ -10,6 +10,7 @@ from decimal import Decimal
 import orjson
 
 from stream.core import jsonbytes
+from stream.core.calendar import trailing_days
 from stream.core.cells import (
     COHORT,
     CONVERSION_TIME,
@@ -23,7 +24,8 @@ from stream.core.cells import (
 )
 from stream.core.kpis import KpiRecord, changed_records, current_records, target_records
 from stream.core.targets import Target
-from stream.core.windows import Windows
+from stream.core.trailing import has_trailing
+from stream.core.windows import DAY, Windows, nominal_ms
 from stream.pipeline.counts import BatchCounts
 from stream.pipeline.eventtime.cells import CellClock
 from stream.pipeline.eventtime.closing import DueCells, is_closed
@@ -38,6 +40,7 @@ from stream.pipeline.state import (
     read_value,
     write_value,
 )
+from stream.pipeline.trailing import TrailingCells, stored
 from stream.pipeline.wire import CellEnvelope, WireRefused
 
 
@@ -62,6 +65,14 @@ class CellConfig:
         """
         return self.windows.end(cell.size, cell.start_ms) + (self.cohort_window_ms if cell.family == COHORT else 0)
 
+    def kept_for(self, cell: CellId) -> int:
+        """How long a final cell is kept after it closed: a window length, and a daily cell as long as the longest
+        trailing window folded from it (plus a day: a day of a time zone may last 25 hours)."""
+        kept = nominal_ms(cell.size)
+        if cell.size == DAY and self.windows.trailing and has_trailing(cell.family):
+            kept += (self.windows.longest_trailing + 1) * DAY
+        return kept
+
 
 @dataclass(slots=True)
 class CellOutput:
@@ -79,6 +90,7 @@ class CellOutput:
 class _PartitionIndex:
     clock: CellClock
     cells: DueCells  # open and final, by when they close and drop
+    trailing: TrailingCells  # the open trailing windows, folded from the daily cells
     taken: Counter[tuple[tuple[str, str, str], int, int]] = field(default_factory=Counter)  # cells per group window
     # Until the partition's first batch after it was indexed: its cells' states to send again, its orphaned
     # chunk keys (see ``CellStage._restore``).
@@ -93,10 +105,12 @@ class _PartitionIndex:
         if not self.cells.known(cell):
             self.taken[_window_of(cell)] += 1
             self.cells.add_open(cell)
+            self.trailing.add_day(cell)
 
     def drop(self, cell: CellId) -> None:
         """Forget a final cell."""
         self.cells.discard_final(cell)
+        self.trailing.drop_day(cell)
         window = _window_of(cell)
         self.taken[window] -= 1
         if self.taken[window] <= 0:
@@ -138,8 +152,11 @@ class CellStage:
         cfg = self.config
         calendar = cfg.windows.calendar.identity
         wanted = {p: _PartitionIndex(CellClock.restore(self._cells, p, cfg.partitions, calendar),
-                                     DueCells(cfg.closes_at, cfg.allowed_lateness_ms))
+                                     DueCells(cfg.closes_at, cfg.allowed_lateness_ms, cfg.kept_for),
+                                     TrailingCells(cfg.windows, cfg.allowed_lateness_ms))
                   for p in self._owned.unindexed(partition)}
+        for made in wanted.values():
+            made.trailing.resume(made.clock.watermark())
         restored: dict[int, list[tuple[CellId, CellState]]] = {p: [] for p in wanted}
         census = ChunkCensus()
         for key, value in self._cells.items():
@@ -150,7 +167,11 @@ class CellStage:
             index = wanted.get(owner)
             if index is not None:
                 state = CellState.from_doc(orjson.loads(read_value(self._cells, key) or b""))
+                if trailing_days(cell.size):
+                    index.trailing.restore(cell, state)  # folded again from the days at the first watermark
+                    continue
                 (index.cells.add_final if state.final else index.cells.add_open)(cell)
+                index.trailing.add_day(cell)
                 index.taken[_window_of(cell)] += 1
                 restored[owner].append((cell, state))
         orphans: dict[int, list[bytes]] = {p: [] for p in wanted}
@@ -182,6 +203,7 @@ class CellStage:
                 table.set(key, None)
         states: dict[CellId, CellState] = {}
         changed: set[CellId] = set()
+        held = index.clock.watermark()  # what the table holds: the last batch's, or the one restored
         for offset, raw_envelope in envelopes:
             try:
                 envelope = CellEnvelope.decode(raw_envelope)
@@ -191,15 +213,19 @@ class CellStage:
             index.clock.hear(progress, partition, envelope.source, envelope.watermark, now_ms)
         watermark = index.clock.watermark()
         out.watermark = watermark
+        # The trailing windows first: a watermark that leaps days makes every window in between from daily cells
+        # that the same leap drops.
+        changed.update(self._advance_trailing(index, watermark, table, states, out, now_ms))
         if watermark is not None:
-            changed.update(self._close_windows(index, watermark, table, states))
+            changed.update(self._close_windows(index, watermark, held, table, states))
         for cell in changed:
             out.records.extend(changed_records(cell, states[cell], cfg.funnel, cfg.reporting_currency, now_ms,
                                                cfg.economics, windows=cfg.windows))
         changed.update(self._target_records(index, partition, watermark, changed, states, table, out, now_ms))
         for cell in changed:
             state = states[cell]
-            write_value(table, cell_key(cell), jsonbytes.dumps(state.to_doc()), self._chunk_bytes)
+            doc = stored(state).to_doc() if trailing_days(cell.size) else state.to_doc()
+            write_value(table, cell_key(cell), jsonbytes.dumps(doc), self._chunk_bytes)
             out.touched[cell] = state
         # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
         out.writes = {**table.take(), **progress.take()}
@@ -239,6 +265,10 @@ class CellStage:
             state.mark_applied(source, where, tag)
             applied.append(cell)
             index.add(cell)
+            if cell.size == DAY:
+                for window in index.trailing.took(cell, delta, lambda day: self._load(states, table, day)):
+                    states[window] = index.trailing.cells[window]
+                    applied.append(window)
             if cell.family == CONVERSION_TIME and cell.size == smallest and cell.channel is not None:
                 for step, values in delta.samples_added.items():
                     from_stage, to_stage = step.split(">")
@@ -246,11 +276,12 @@ class CellStage:
                         (from_stage, to_stage, cell.channel, value) for value in values)
         return applied
 
-    def _close_windows(self, index: _PartitionIndex, watermark: int, table: BatchWrites,
+    def _close_windows(self, index: _PartitionIndex, watermark: int, held: int | None, table: BatchWrites,
                        states: dict[CellId, CellState]) -> list[CellId]:
         """Close the windows the watermark has passed (``eventtime.closing``): their open cells become final
-        (returned, as changed), and final cells past their keeping are dropped."""
-        closed, dropped = index.cells.close(watermark)
+        (returned, as changed), and final cells past their keeping by the watermark the table ``held`` before the
+        batch are dropped."""
+        closed, dropped = index.cells.close(watermark, held)
         for cell in dropped:
             index.drop(cell)
             states.pop(cell, None)
@@ -258,6 +289,24 @@ class CellStage:
         for cell in closed:
             self._load(states, table, cell).final = True
         return closed
+
+    def _advance_trailing(self, index: _PartitionIndex, watermark: int | None, table: BatchWrites,
+                          states: dict[CellId, CellState], out: CellOutput, now_ms: int) -> list[CellId]:
+        """Move the trailing windows to the watermark (``stream.pipeline.trailing``); returns the windows that
+        changed. The windows a restart found are sent again, as restored cells are."""
+        cfg = self.config
+        trailing = index.trailing
+        changed, dropped, kept = trailing.advance(watermark, lambda day: self._load(states, table, day))
+        for window in dropped:
+            states.pop(window, None)
+            write_value(table, cell_key(window), None)
+        for window in changed:
+            states[window] = trailing.cells[window]
+        for window, state in kept:
+            if window not in states:
+                out.records.extend(current_records(window, state, cfg.funnel, cfg.reporting_currency, now_ms,
+                                                   cfg.economics, windows=cfg.windows))
+        return changed
 
     def _target_records(self, index: _PartitionIndex, partition: int, watermark: int | None, changed: set[CellId],
                         states: dict[CellId, CellState], table: BatchWrites, out: CellOutput,

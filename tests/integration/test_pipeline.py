@@ -262,9 +262,9 @@ def test_calendar_windows_in_a_reporting_zone_are_exact_after_a_sigkill(
 def _replay_in_zone(broker: RunningBroker, names: Names, tmp_path: Path, zone: str, midnight: int,
                     local_rule: Callable[[list[dict]], None]) -> None:
     """The fixed event set moved to a local midnight of ``zone``, replayed as a backlog in hours, days, weeks,
-    months, quarters and years of the zone; the first worker is SIGKILLed while reading it, a second finishes on
-    the same data dir. Every key equals the batch computation; ``local_rule`` checks what is particular to the
-    zone's day."""
+    months, quarters and years of the zone, and the trailing 7 days; the first worker is SIGKILLed while reading it,
+    a second finishes on the same data dir. Every key equals the batch computation; ``local_rule`` checks what is
+    particular to the zone's day."""
     bootstrap = broker.bootstrap_servers
     sizes = ("1h", "1d", "1w", "1mo", "1q", "1y")
     messages, expected = mixed(seed=17)
@@ -273,7 +273,8 @@ def _replay_in_zone(broker: RunningBroker, names: Names, tmp_path: Path, zone: s
     beats_at = 1_798_761_600_000 + 2 * 86_400_000 + 43_200_000  # 2027-01-03T12:00:00Z: past every zone's new year
     sent_beats = heartbeats([names.topic(t) for t in INPUTS], 4, beats_at)
     ahead_days = (beats_at - midnight) // 86_400_000 + 1
-    env = {"KPI_TIMEZONE": zone, "KPI_WINDOW_SIZES": ",".join(sizes), "KPI_BATCH_MAX": "20",
+    env = {"KPI_TIMEZONE": zone, "KPI_WINDOW_SIZES": ",".join(sizes), "KPI_TRAILING_DAYS": "7d",
+           "KPI_BATCH_MAX": "20",
            # The heartbeats may be ahead of the processing clock: let them in. Input the second worker reads again
            # after the kill trails the watermark by up to the heartbeats' lead: kept as a duplicate, not
            # dead-lettered as late, as a production replay of a few seconds is (see "Counters across a crash").
@@ -294,8 +295,9 @@ def _replay_in_zone(broker: RunningBroker, names: Names, tmp_path: Path, zone: s
     finally:
         assert second.stop() == 0, second.log_tail()
     data_until = datetime.fromtimestamp((midnight + 32 * 3_600_000) / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    records = assert_final_kpis_exact(bootstrap, names, moved, sent_beats, restarted=True, sizes=sizes,
+    records = assert_final_kpis_exact(bootstrap, names, moved, sent_beats, restarted=True, sizes=(*sizes, "last7d"),
                                       zone=zone, data_until=data_until)
+    assert {r["window"]["size"] for r in records if r["window"]["kind"] == "trailing"} == {"7d"}
     local_rule(records)
     assert {r["window"]["zone"] for r in records} == {zone}
     assert len(set(dead_letter_sources(bootstrap, names))) == expected["rejected"]

@@ -296,7 +296,7 @@ def test_a_watermark_closes_the_cells_past_their_end_and_lateness_and_drops_thos
     cells.add_open(_cell(HOUR_MS, 0))
     cells.add_open(_cell(DAY_MS, 0))
     cells.add_final(_cell(HOUR_MS, -HOUR_MS))  # closed before: its end was 00:00
-    assert cells.close(watermark) == (closed, dropped)
+    assert cells.close(watermark, watermark) == (closed, dropped)
     assert cells.final == {_cell(HOUR_MS, -HOUR_MS), *closed} and cells.open.isdisjoint(closed)
 
 
@@ -307,6 +307,7 @@ def test_due_cells_close_and_drop_what_a_scan_of_every_cell_would() -> None:
     open_cells: set[CellId] = set()
     final_cells: set[CellId] = set()
     watermark = 0
+    held: int | None = None  # the watermark before: the cell stage drops by it
     for _ in range(300):
         for _ in range(rand.randrange(4)):  # new open cells, some already due (found open in a table)
             size = rand.choice((HOUR_MS, DAY_MS))
@@ -317,10 +318,11 @@ def test_due_cells_close_and_drop_what_a_scan_of_every_cell_would() -> None:
                 cells.add_open(cell)
         watermark += rand.randrange(0, 3 * HOUR_MS)
         # What the cell stage scanned for before: every final cell, then every open cell.
-        dropped = {c for c in final_cells if is_closed(UTC_WINDOWS.end(c.size, c.start_ms) + c.size, watermark,
+        dropped = {c for c in final_cells if is_closed(UTC_WINDOWS.end(c.size, c.start_ms) + c.size, held,
                                                        lateness)}
         closed = {c for c in open_cells if is_closed(UTC_WINDOWS.end(c.size, c.start_ms), watermark, lateness)}
-        got_closed, got_dropped = cells.close(watermark)
+        got_closed, got_dropped = cells.close(watermark, held)
+        held = watermark
         assert (set(got_closed), set(got_dropped)) == (closed, dropped)
         assert len(got_closed) == len(closed) and len(got_dropped) == len(dropped)  # none twice
         for cell in got_dropped:

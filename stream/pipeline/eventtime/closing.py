@@ -27,10 +27,13 @@ class DueCells:
     Args:
         closes_at: when a cell's window ends for closing (its end, plus a cohort's conversion window).
         allowed_lateness_ms: how long after that the watermark closes it.
+        kept_for: how long a final cell is kept after that (one window length; a day, longer while trailing windows
+            are folded from it).
     """
 
-    def __init__(self, closes_at: Callable[[CellId], int], allowed_lateness_ms: int) -> None:
-        self._closes_at, self._lateness = closes_at, allowed_lateness_ms
+    def __init__(self, closes_at: Callable[[CellId], int], allowed_lateness_ms: int,
+                 kept_for: Callable[[CellId], int] = lambda cell: nominal_ms(cell.size)) -> None:
+        self._closes_at, self._lateness, self._kept_for = closes_at, allowed_lateness_ms, kept_for
         self.open: set[CellId] = set()
         self.final: set[CellId] = set()
         # Due time -> the cells due then, and a heap of the due times. A cell leaves its set before its due time
@@ -52,19 +55,25 @@ class DueCells:
     def add_final(self, cell: CellId) -> None:
         """A cell now final (closed by this index, or found final in the table)."""
         self.final.add(cell)
-        _file(self._final_due, self._final_times, self._closes_at(cell) + nominal_ms(cell.size), cell)
+        _file(self._final_due, self._final_times, self._closes_at(cell) + self._kept_for(cell), cell)
 
     def discard_final(self, cell: CellId) -> None:
         """A final cell dropped."""
         self.final.discard(cell)
 
-    def close(self, watermark: int) -> tuple[list[CellId], list[CellId]]:
+    def close(self, watermark: int, drop_watermark: int | None) -> tuple[list[CellId], list[CellId]]:
         """The open cells ``watermark`` closes (their window's end plus the lateness passed) and the final cells it
-        drops: a final cell is kept one more window length, then nothing can change it any more. The closed ones
-        move to ``final``; the dropped ones stay there for the caller to ``discard_final``. Only cells final
-        before this call are dropped, so each one's final record has gone out."""
-        dropped = [cell for cell in _due(self._final_due, self._final_times, watermark - self._lateness)
-                   if cell in self.final]
+        drops: a final cell is kept one more window length (``kept_for``), then nothing can change it any more.
+        The closed ones move to ``final``; the dropped ones stay there for the caller to ``discard_final``. Only
+        cells final before this call are dropped, so each one's final record has gone out.
+
+        ``drop_watermark`` is the one that drops (None: none is dropped). The cell stage gives the watermark its
+        table held before the batch: a cell is then dropped only once a batch whose writes all reached the table
+        passed its keeping, so that a restart in the middle of the batch still finds every day a trailing window
+        open at the restored watermark is folded from (``stream.pipeline.trailing``)."""
+        dropped = [] if drop_watermark is None else [
+            cell for cell in _due(self._final_due, self._final_times, drop_watermark - self._lateness)
+            if cell in self.final]
         closed = [cell for cell in _due(self._open_due, self._open_times, watermark - self._lateness)
                   if cell in self.open]
         for cell in closed:
