@@ -49,6 +49,8 @@ How each figure is measured:
   traffic was sent (its warm-up included), per second and per live event;
 - ``peak_rss_mb``: the one-worker pipeline process's ``VmHWM`` (peak resident set) from ``/proc/<pid>/status``,
   read just before it is stopped, in MiB; where that cannot be read, the largest ``VmRSS`` seen at the polls;
+- ``state_mb_per_million_events``: the bytes of the one-worker pipeline's RocksDB files (every store under its
+  data dir) once it stopped, in MiB per million events produced; null with ``KPI_STORE=memory://``;
 - ``restore_after_sigterm_s``, ``restore_after_sigkill_s``, ``restore_without_local_state_s``: for restarts (i),
   (ii) and (iii) of phase 4, from the moment the bench sent the previous worker its signal (so the SIGTERMed
   worker's own shutdown counts, and after a SIGKILL the group's wait for the dead member's session to time out,

@@ -51,7 +51,16 @@ def measure_pipeline(env: Mapping[str, str], port: int, expected: int, work_dir:
         scrape_ms=1000 * sum(scrapes) / len(scrapes) if scrapes else 0.0,
         middle=timeline.span(0.1 * expected, 0.9 * expected), peak_rss_mb=worker.peak_rss_mb,
         ready_s=None if watch.ready_at is None else watch.ready_at - spawned,
-        exit_code=worker.returncode, cpu_us_per_event=watch.cpu_per_event_us()), worker.signalled_at
+        exit_code=worker.returncode, cpu_us_per_event=watch.cpu_per_event_us(),
+        state_bytes=store_bytes(work_dir)), worker.signalled_at
+
+
+def store_bytes(directory: Path) -> int | None:
+    """The bytes of every RocksDB store under ``directory`` (a directory with a ``CURRENT`` file), None if none."""
+    stores = [marker.parent for marker in directory.rglob("CURRENT")]
+    if not stores:
+        return None
+    return sum(path.stat().st_size for store in stores for path in store.iterdir() if path.is_file())
 
 
 def distinct_free_ports(count: int) -> list[int]:

@@ -34,6 +34,13 @@ def two_worker_speedup(results: Results) -> float | None:
     return ratio(results.two_workers.rate.per_second, results.pipeline.rate.per_second)
 
 
+def state_mb_per_million(state_bytes: int | None, results: Results) -> float | None:
+    """The disk store's size per million events produced (MiB)."""
+    if state_bytes is None or not results.produced.total:
+        return None
+    return state_bytes / 2**20 * 1_000_000 / results.produced.total
+
+
 def count(value: int | None) -> str:
     """A record count for the human lines."""
     return "n/a" if value is None else f"{value:,}"
@@ -83,6 +90,11 @@ def scale_and_latency_lines(results: Results) -> list[str]:
     lines = [
         f"peak RSS:               {megabytes(pipeline.peak_rss_mb)} (the one-worker pipeline process's VmHWM, "
         "MB = kB / 1024, read just before it was stopped)",
+        "state on disk:          " + ("no disk store" if pipeline.state_bytes is None else
+                                      f"{pipeline.state_bytes / 2**20:.1f} MB, "
+                                      f"{state_mb_per_million(pipeline.state_bytes, results) or 0:.1f} MB per million "
+                                      "events "
+                                      "(the one-worker pipeline's RocksDB files once it stopped)"),
         *restore_lines(results.restore),
         "cold start:             " + ("n/a" if pipeline.ready_s is None else f"{pipeline.ready_s:.2f} s")
         + f" (the one-worker pipeline's spawn to leadgen_worker_ready 1, no state yet; it exited with code "
@@ -202,6 +214,7 @@ def report(results: Results, floor_mode: str, work_dir: Path | None) -> list[str
         "latency_cpu_us_per_event": rounded(latency.cpu_us_per_event if latency else None, 1),
         "two_worker_speedup": rounded(two_worker_speedup(results), 3),
         "peak_rss_mb": rounded(pipeline.peak_rss_mb, 1),
+        "state_mb_per_million_events": rounded(state_mb_per_million(pipeline.state_bytes, results), 1),
         "restore_after_sigterm_s": round(restore.after_sigterm.stop_to_ready_s, 2),
         "restore_after_sigkill_s": round(restore.after_sigkill.stop_to_ready_s, 2),
         "restore_without_local_state_s": round(restore.without_local_state.stop_to_ready_s, 2),

@@ -45,6 +45,7 @@ class PipelineResult:
     ready_s: float | None  # spawn to the first poll showing leadgen_worker_ready 1
     exit_code: int | None  # after the bench's SIGTERM
     cpu_us_per_event: float | None = None  # the worker's user + system CPU over the span the rate divides by
+    state_bytes: int | None = None  # the disk store's files once the worker stopped (None: no disk store)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def test_bench_prints_its_figures_as_the_last_line(bench: tuple[str, dict[str, A
                 "latency_p50_ms", "two_worker_speedup", "peak_rss_mb", "restore_seconds", "restore_after_sigterm_s",
                 "restore_after_sigkill_s", "restore_without_local_state_s", "failover_s",
                 "standby_changelog_records", "cpu_us_per_event", "latency_cpu_utilisation",
-                "latency_cpu_us_per_event"):
+                "latency_cpu_us_per_event", "state_mb_per_million_events"):
         assert figures[key] > 0, (key, figures)
     assert figures["latency_p99_ms"] >= figures["latency_p50_ms"], figures
     expected_vs_raw = figures["pipeline_events_per_second"] / figures["raw_events_per_second"]

@@ -45,6 +45,7 @@ from stream.bench import (
     status_kb,
     stream_partitions,
 )
+from stream.bench.pipeline import store_bytes
 from stream.bench.processes import cpu_seconds
 from stream.core.cells import FUNNEL, CellState, cell_ids
 from stream.core.events import Kind, Rejection
@@ -354,7 +355,7 @@ def results(two_workers: TwoWorkerResult | None, latency: LatencyResult | None,
             rolling: RollingResult | None = None) -> Results:
     pipeline = PipelineResult(rate=Rate(1000, 0.5), accounted=1000, startup_s=5.0, kpi_quiet_s=1.0, kpi_records=10,
                               pending_leads=0, rejected={}, duplicates=0, scrape_ms=1.0, middle=None,
-                              peak_rss_mb=123.456, ready_s=4.0, exit_code=0)
+                              peak_rss_mb=123.456, ready_s=4.0, exit_code=0, state_bytes=3 * 2**20)
     restore = RestoreResult(after_sigterm=Restart(4.123, 3.0, 0, 0), after_sigkill=Restart(9.876, 9.0, 120, 120),
                             without_local_state=Restart(6.789, 5.0, 40_000, None), extra_events=1000,
                             accounted_at_kill=17)
@@ -377,6 +378,7 @@ def test_the_json_line_has_the_new_figures() -> None:
     assert figures["two_worker_speedup"] == 1.25  # 2500/s over 2000/s
     assert (figures["latency_p50_ms"], figures["latency_p99_ms"]) == (640.0, 1011.0)
     assert figures["peak_rss_mb"] == 123.5
+    assert figures["state_mb_per_million_events"] == 3000.0  # 3 MiB for 1,000 events
     assert (figures["restore_after_sigterm_s"], figures["restore_after_sigkill_s"],
             figures["restore_without_local_state_s"]) == (4.12, 9.88, 6.79)
     assert figures["restore_seconds"] == figures["restore_without_local_state_s"]  # kept: the cold figure
@@ -530,3 +532,14 @@ def test_a_process_cpu_is_read_from_proc_as_the_kernel_counts_it() -> None:
     times = os.times()
     assert read is not None and abs(read - (times.user + times.system)) < 0.05
     assert cpu_seconds(2 ** 22 + 1) is None  # no such process
+
+
+def test_the_state_on_disk_is_every_rocksdb_store_under_the_data_dir(tmp_path: Path) -> None:
+    for name, size in (("app-entities", 1000), ("app-cells", 234)):
+        store = tmp_path / "tables" / name
+        store.mkdir(parents=True)
+        (store / "CURRENT").write_bytes(b"MANIFEST-000001\n")
+        (store / "000012.sst").write_bytes(b"x" * size)
+    (tmp_path / "worker.log").write_bytes(b"y" * 5000)  # not a store
+    assert store_bytes(tmp_path) == 1000 + 234 + 2 * len(b"MANIFEST-000001\n")
+    assert store_bytes(tmp_path / "tables" / "nothing-here") is None
