@@ -315,7 +315,9 @@ class CellStage:
         window the watermark is in (its pacing moves with the watermark); returns the cells whose state they
         changed (their records' revisions live there).
 
-        A target whose KPI has no cell in a window (nothing happened there yet) has no record for it.
+        A target whose KPI has no cell in the window the watermark is in (nothing happened there yet: no paid search
+        lead this month) gets an empty one from the partition that owns it, so that "0 of 150" is reported from
+        the period's start instead of nothing until its first event.
         """
         cfg = self.config
         touched: set[CellId] = set()
@@ -323,8 +325,13 @@ class CellStage:
             cells = {cell for cell in changed if cell.key is None and target.cell(cell.start_ms) == cell}
             if watermark is not None:
                 current = target.cell(cfg.windows.calendar.start(watermark, target.period))
-                if current in index.cells.open and partition_for(current.routing_key(), cfg.partitions) == partition:
-                    cells.add(current)
+                if partition_for(current.routing_key(), cfg.partitions) == partition:
+                    if current in index.cells.open:
+                        cells.add(current)
+                    elif not index.known(current) and not is_closed(cfg.closes_at(current), watermark,
+                                                                    cfg.allowed_lateness_ms):
+                        index.add(current)
+                        cells.add(current)
             for cell in cells:
                 records = target_records(target, cell, self._load(states, table, cell), cfg.funnel,
                                          cfg.reporting_currency, now_ms, cfg.windows, watermark)

@@ -246,6 +246,12 @@ at_most = 30
 kpi = "pipeline"
 period = "1d"
 at_least = "100000"
+
+[[targets]]
+kpi = "lead_volume"
+period = "1mo"
+channel = "webinar"
+at_least = 5
 """
 
 
@@ -272,6 +278,10 @@ def test_targets_are_attained_and_paced_from_the_kpis_of_their_windows(tmp_path:
     pacing = live[("target_pacing", "lead_volume", "")]
     assert 0 < pacing["denominator"] < 0.01 and not pacing["final"]  # a few hours of a 30-day month
     assert pacing["value"] == pytest.approx(pacing["numerator"] / pacing["denominator"])
+    # No webinar lead in the data: the month's target still says 0 of 5, from the watermark's first month.
+    nothing = live[("target_attainment", "lead_volume", "webinar")]
+    assert (nothing["numerator"], nothing["denominator"], nothing["value"]) == (0, 5.0, 0.0)
+    assert live[("target_pacing", "lead_volume", "webinar")]["value"] == 0.0
     # The rest of the month passes (a heartbeat in December): every window is final, its period fully elapsed.
     clock[0] = beat_at = midnight + 40 * DAY
     flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in
