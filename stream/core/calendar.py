@@ -154,6 +154,7 @@ def parse_trailing(text: str) -> int:
     return days
 
 
+@lru_cache(maxsize=_MEMO_SIZES)
 def size_label(size: int) -> str:
     """How a window size is written: ``1w``, ``1mo``, ``1q``, ``1y``, ``last30d`` for a trailing window, else as a
     duration (``15m``, ``1h``, ``7d``).

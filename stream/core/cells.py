@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from stream.core.calendar import trailing_days
@@ -104,14 +105,22 @@ def place(cell: CellId, known: Callable[[CellId], bool], taken: int, limit: int)
 
 
 def cell_ids(family: str, ts: int, channel: str | None, campaign: str | None, windows: Windows,
-             key: str | None = None) -> list[CellId]:
+             key: str | None = None) -> tuple[CellId, ...]:
     """The cells an observation at ``ts`` falls in: each window size times each roll-up level."""
+    return _cell_ids(family, windows.starts(ts), channel, campaign, key)
+
+
+# Most observations of an hour fall in the same windows with one of a few channels and campaigns: their cells are
+# made once (a CellId is immutable, so the same tuple serves every caller).
+@lru_cache(maxsize=4096)
+def _cell_ids(family: str, starts: tuple[tuple[int, int], ...], channel: str | None, campaign: str | None,
+              key: str | None) -> tuple[CellId, ...]:
     levels: list[tuple[str | None, str | None]] = [(None, None)]
     if channel is not None and family not in (OWNER, SHARE, ASSET):
         levels.append((channel, None))
         if family in (FUNNEL, ATTRIBUTION) and campaign is not None:
             levels.append((channel, campaign))
-    return [CellId(family, size, start, ch, cp, key) for size, start in windows.starts(ts) for ch, cp in levels]
+    return tuple(CellId(family, size, start, ch, cp, key) for size, start in starts for ch, cp in levels)
 
 
 @dataclass(slots=True)

@@ -109,8 +109,12 @@ def record_key(kpi: str, size: int, start_ms: int, dimensions: dict[str, str], w
 
     The window's part is written in the reporting zone (``windows``; None: UTC, as before calendars).
     """
-    window = windows.key_part(size, start_ms) if windows is not None else _utc_key_part(size, start_ms)
-    return _record_key(kpi, window, tuple(dimensions.items()))
+    return _record_key(kpi, _key_part(size, start_ms, windows), tuple(dimensions.items()))
+
+
+def _key_part(size: int, start_ms: int, windows: Windows | None) -> str:
+    """The window's part of a record key (see :func:`record_key`)."""
+    return windows.key_part(size, start_ms) if windows is not None else _utc_key_part(size, start_ms)
 
 
 @lru_cache(maxsize=65536)
@@ -320,18 +324,22 @@ def changed_records(
     back to zero after a correction.
     """
     records: list[KpiRecord] = []
-    window = _window(cell, windows)
+    window: dict[str, str] | None = None  # described once a record needs it
+    part = _key_part(cell.size, cell.start_ms, windows)  # the same for every KPI of the cell
+    emitted, final = state.emitted, state.final
     for family, kpi, dims, numerator, denominator, value, unit, stats in _candidates(
             cell, state, funnel, currency, economics):
-        key = record_key(kpi, cell.size, cell.start_ms, dims, windows)
-        previous = state.emitted.get(key)
+        key = _record_key(kpi, part, tuple(dims.items()))
+        previous = emitted.get(key)
         if previous is None and not numerator and not denominator:
             continue
-        signature = [numerator, denominator, value, state.final, stats]
+        signature = [numerator, denominator, value, final, stats]
         if previous is not None and previous[1] == signature:
             continue
         revision = 1 if previous is None else previous[0] + 1
-        state.emitted[key] = [revision, signature]
+        emitted[key] = [revision, signature]
+        if window is None:
+            window = _window(cell, windows)
         records.append(_record(family, key, kpi, window, dims, signature, unit, revision, emitted_at_ms))
     return records
 

@@ -8,6 +8,7 @@ here, so that one setting (``KPI_TIMEZONE``) moves every window of every stage t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from stream.core.calendar import MONTH, QUARTER, WEEK, YEAR, Calendar, trailing_days, trailing_size
 
@@ -62,10 +63,10 @@ class Windows:
         """The longest trailing window's days (0: none)."""
         return self.trailing[-1] if self.trailing else 0
 
-    def starts(self, ts_ms: int) -> list[tuple[int, int]]:
+    def starts(self, ts_ms: int) -> tuple[tuple[int, int], ...]:
         """(size, start) of the window of each size that holds ``ts_ms``."""
         start = self.calendar.start
-        return [(size, start(ts_ms, size)) for size in self.sizes]
+        return tuple([(size, start(ts_ms, size)) for size in self.sizes])
 
     def end(self, size: int, start_ms: int) -> int:
         """Exclusive end of the window of ``size`` that starts at ``start_ms``."""
@@ -76,18 +77,26 @@ class Windows:
         return self.calendar.earliest_end(ts_ms, self.sizes)
 
     def describe(self, size: int, start_ms: int) -> dict[str, str]:
-        """A KPI record's ``window``: size, bounds in RFC 3339 with the zone's offset, the zone, and its kind."""
-        calendar = self.calendar
-        days = trailing_days(size)
-        return {"size": f"{days}d" if days else calendar.label(size), "start": calendar.format(start_ms),
-                "end": calendar.format(calendar.end(start_ms, size)), "zone": calendar.zone_name,
-                "kind": "trailing" if days else "calendar"}
+        """A KPI record's ``window``: size, bounds in RFC 3339 with the zone's offset, the zone, and its kind.
+
+        Every record of a window shares the one dict (made once, remembered): the records are serialised as they
+        are, never changed.
+        """
+        return _described(self.calendar, size, start_ms)
 
     def key_part(self, size: int, start_ms: int) -> str:
         """The window's part of a KPI record key: ``1h|2026-11-22T08:00:00Z`` (the start with its offset, so the
         two repeated hours of a fall-back night differ); ``last30d|…`` for a trailing window."""
         calendar = self.calendar
         return f"{calendar.label(size)}|{calendar.format(start_ms)}"
+
+
+@lru_cache(maxsize=8192)
+def _described(calendar: Calendar, size: int, start_ms: int) -> dict[str, str]:
+    days = trailing_days(size)
+    return {"size": f"{days}d" if days else calendar.label(size), "start": calendar.format(start_ms),
+            "end": calendar.format(calendar.end(start_ms, size)), "zone": calendar.zone_name,
+            "kind": "trailing" if days else "calendar"}
 
 
 def utc_windows(sizes: tuple[int, ...]) -> Windows:
