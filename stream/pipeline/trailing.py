@@ -47,7 +47,6 @@ class TrailingCells:
         self._spans: list[tuple[int, int, int, int]] = []
         self._first_day = 0
         self._restored: dict[CellId, CellState] = {}  # as the table had them, until folded again
-        self._resumed_at: int | None = None  # the watermark restored with them
 
     def restore(self, cell: CellId, state: CellState) -> None:
         """A trailing window found in the table."""
@@ -56,7 +55,6 @@ class TrailingCells:
     def resume(self, watermark: int | None) -> None:
         """Start from the watermark the partition's clock persisted: every window that ended before the ones open
         then was made before the stop (and is final); those still open are folded again at the next watermark."""
-        self._resumed_at = watermark
         if watermark is not None and self._windows.trailing:
             self._last_end = open_ends(self._windows.calendar, watermark, self._lateness)[-1] - 1
 
@@ -113,14 +111,15 @@ class TrailingCells:
         for window in list(self._restored):
             days = self._windows.trailing_days_of(window.size)
             end = calendar.day_number(window.start_ms) + days
-            if days and (self._resumed_at is None or calendar.midnight(end) + self._lateness > self._resumed_at):
+            if days:
+                # Its days are all still there: a daily cell outlives, by a day at least, every window stored that
+                # holds it, and is dropped only by a watermark a whole batch reached (``DueCells.close``). Its
+                # records are sent again even if it was final before the restored watermark: the batch that made it
+                # final may have stored everything and sent nothing.
                 self._make(window, days, end, load)
                 kept.append((window, self.cells[window]))
             else:
-                # A length no longer configured, or a window final before the restored watermark: its final
-                # records went out (a batch sends its records before the next one begins), and some of its days
-                # may be gone (``DueCells.close``).
-                gone.append(window)
+                gone.append(window)  # a length no longer configured
         self._restored = {}
         ends = open_ends(calendar, watermark, self._lateness)
         if ends == self._ends and not kept and not gone:
