@@ -222,12 +222,15 @@ class CellStage:
             out.records.extend(changed_records(cell, states[cell], cfg.funnel, cfg.reporting_currency, now_ms,
                                                cfg.economics, windows=cfg.windows))
         changed.update(self._target_records(index, partition, watermark, changed, states, table, out, now_ms))
-        for cell in changed:
+        # A trailing window after the cells: a restart that finds it finds the days it was folded from as the
+        # batch left them. The watermark last: a restart that finds it finds the cells it closed, not the cells
+        # before the batch.
+        windows = [cell for cell in changed if trailing_days(cell.size)]
+        for cell in [cell for cell in changed if not trailing_days(cell.size)] + windows:
             state = states[cell]
             doc = stored(state).to_doc() if trailing_days(cell.size) else state.to_doc()
             write_value(table, cell_key(cell), jsonbytes.dumps(doc), self._chunk_bytes)
             out.touched[cell] = state
-        # The watermark last: a restart that finds it finds the cells it closed, not the cells before the batch.
         out.writes = {**table.take(), **progress.take()}
         return out
 

@@ -4,6 +4,11 @@ watermark enters their last day, updated with each delta a daily cell takes, clo
 A trailing window is a function of the daily cells, so its content is never stored: the cell table keeps only
 what its records need across a restart (their revisions, and whether it is final), and a restart folds the open
 windows again from the days. A crash between writes therefore cannot leave a window that disagrees with its days.
+
+A batch writes its trailing windows after the daily cells and before the watermark (``CellStage.process``). So a
+restart may find a window made by a batch whose watermark it does not find: a window ahead of the restored
+watermark. It waits, with its revisions, until the watermark reaches its last day and folds it then; made at once,
+it would be taken for a past window (and made final), and miss the deltas its days take meanwhile.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class TrailingCells:
         self._spans: list[tuple[int, int, int, int]] = []
         self._first_day = 0
         self._restored: dict[CellId, CellState] = {}  # as the table had them, until folded again
+        # Windows the table had that end after the current one: made by a batch whose watermark the table does not
+        # hold (it is written last). Kept as the table had them until the watermark reaches their last day.
+        self._ahead: dict[CellId, CellState] = {}
 
     def restore(self, cell: CellId, state: CellState) -> None:
         """A trailing window found in the table."""
@@ -106,25 +114,37 @@ class TrailingCells:
         if watermark is None or not self._windows.trailing:
             return [], [], []
         calendar = self._windows.calendar
+        ends = open_ends(calendar, watermark, self._lateness)
         kept: list[tuple[CellId, CellState]] = []
         gone: list[CellId] = []
-        for window in list(self._restored):
+        for window, found in self._restored.items():
             days = self._windows.trailing_days_of(window.size)
             end = calendar.day_number(window.start_ms) + days
-            if days:
+            if not days:
+                gone.append(window)  # a length no longer configured
+            elif end > ends[0]:
+                # Ahead of the restored watermark: folded when the watermark reaches its last day (the days may
+                # take deltas until then that only a fold brings in), its records sent again now.
+                self._ahead[window] = found
+                kept.append((window, self._fold(window, days, end, load, found)))
+            else:
                 # Its days are all still there: a daily cell outlives, by a day at least, every window stored that
                 # holds it, and is dropped only by a watermark a whole batch reached (``DueCells.close``). Its
                 # records are sent again even if it was final before the restored watermark: the batch that made it
                 # final may have stored everything and sent nothing.
-                self._make(window, days, end, load)
+                self.cells[window] = self._fold(window, days, end, load, found)
                 kept.append((window, self.cells[window]))
-            else:
-                gone.append(window)  # a length no longer configured
         self._restored = {}
-        ends = open_ends(calendar, watermark, self._lateness)
         if ends == self._ends and not kept and not gone:
             return [], [], []
         changed = self._make_up_to(ends[0], load)
+        for window in list(self._ahead):
+            days = self._windows.trailing_days_of(window.size)
+            end = calendar.day_number(window.start_ms) + days
+            if end <= ends[0]:
+                # Reached by the watermark, and not made from a day of its series: none is left, it is empty now.
+                self._make(window, days, end, load)
+                changed.append(window)
         self._open(ends)
         dropped = gone
         for window, state in list(self.cells.items()):
@@ -138,7 +158,7 @@ class TrailingCells:
             elif not days or end < ends[-1] - 1:
                 del self.cells[window]
                 dropped.append(window)
-        return list(dict.fromkeys(changed)), dropped, kept
+        return [window for window in dict.fromkeys(changed) if window in self.cells], dropped, kept
 
     def _open(self, ends: list[int]) -> None:
         calendar = self._windows.calendar
@@ -168,6 +188,11 @@ class TrailingCells:
 
     def _make(self, window: CellId, days: int, end: int, load: Callable[[CellId], CellState]) -> None:
         """Fold a window from its days; a window the table had keeps its records' revisions."""
+        self.cells[window] = self._fold(window, days, end, load, self._ahead.pop(window, None))
+
+    def _fold(self, window: CellId, days: int, end: int, load: Callable[[CellId], CellState],
+              found: CellState | None) -> CellState:
+        """The window folded from its days, with the revisions and finality of ``found`` (as the table had it)."""
         calendar = self._windows.calendar
         daily = []
         for start in self._days.get(series_of(window), ()):
@@ -176,7 +201,6 @@ class TrailingCells:
                 daily.append((day, load(CellId(window.family, DAY, start, window.channel, window.campaign,
                                                window.key))))
         state = fold(window.family, end, days, daily)
-        found = self._restored.pop(window, None)
         if found is not None:
             state.emitted, state.final = found.emitted, found.final
-        self.cells[window] = state
+        return state
