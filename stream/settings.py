@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, get_args
@@ -25,7 +25,7 @@ from stream.core.events import Kind
 from stream.core.funnel import DEFAULT_FUNNEL
 from stream.core.money import RateTable, parse_rate_table
 from stream.core.timeutil import format_duration, is_zero_duration, parse_duration_ms
-from stream.core.windows import Windows
+from stream.core.windows import DAY, Windows
 
 # Why KPI_PROCESSING_GUARANTEE=exactly_once is refused: what faust-streaming 0.15.3 does with Kafka transactions, as
 # tests against Apache Kafka 4.4 showed (two workers: one exits on ProducerSendError within seconds; the KPI and
@@ -108,32 +108,26 @@ def _duration_or_zero(value: str, info: ValidationInfo) -> int:
     return 0 if is_zero_duration(value) else _duration(value, info)
 
 
-def _window_sizes(value: str, info: ValidationInfo) -> tuple[int, ...]:
+def _distinct_items(value: str, info: ValidationInfo, parse: Callable[[str], int], what: str) -> list[int]:
+    """A comma-separated list, each item parsed; refused, naming the setting, unless all differ."""
     var = _variable(info)
-    sizes = []
+    items = []
     for part in value.split(","):
         try:
-            sizes.append(parse_window_size(part))
+            items.append(parse(part))
         except ValueError as exc:
             raise SettingsError(f"{var}: {exc}") from None
-    if not sizes or len(set(sizes)) != len(sizes):
-        raise SettingsError(f"{var} must list distinct sizes")
-    return Windows.of(tuple(sizes), Calendar("UTC")).sizes
+    if len(set(items)) != len(items):
+        raise SettingsError(f"{var} must list distinct {what}")
+    return items
+
+
+def _window_sizes(value: str, info: ValidationInfo) -> tuple[int, ...]:
+    return Windows.of(tuple(_distinct_items(value, info, parse_window_size, "sizes")), Calendar("UTC")).sizes
 
 
 def _trailing_days(value: str, info: ValidationInfo) -> tuple[int, ...]:
-    var = _variable(info)
-    if not value.strip():
-        return ()
-    days = []
-    for part in value.split(","):
-        try:
-            days.append(parse_trailing(part))
-        except ValueError as exc:
-            raise SettingsError(f"{var}: {exc}") from None
-    if len(set(days)) != len(days):
-        raise SettingsError(f"{var} must list distinct lengths")
-    return tuple(sorted(days))
+    return tuple(sorted(_distinct_items(value, info, parse_trailing, "lengths"))) if value.strip() else ()
 
 
 def _time_zone(value: str, info: ValidationInfo) -> str:
@@ -441,7 +435,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _trailing_needs_days(self) -> Settings:
         """Trailing windows are folded from the daily ones."""
-        if self.trailing_days and 86_400_000 not in self.window_sizes:
+        if self.trailing_days and DAY not in self.window_sizes:
             raise SettingsError(f"KPI_TRAILING_DAYS needs 1d among KPI_WINDOW_SIZES (the trailing windows are "
                                 f"folded from the days); KPI_WINDOW_SIZES lists "
                                 f"{','.join(size_label(size) for size in self.window_sizes)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 
 DAY_START = 1_763_798_400_000  # 2025-11-22T08:00:00Z
 MINUTE = 60_000
@@ -163,6 +164,27 @@ def mixed(
     for topic, raw, _ in bad_events():
         messages.insert(rand.randrange(0, len(messages) + 1), (topic, raw))
     return messages, {"valid": len(good), "duplicate": len(duplicates), "rejected": len(bad_events())}
+
+
+def retimed(messages: list[tuple[str, bytes]], to_ts: Callable[[int], int]) -> list[tuple[str, bytes]]:
+    """The same messages, each valid event's integer ``ts`` mapped by ``to_ts`` (bad input stays as it was)."""
+    moved = []
+    for topic, raw in messages:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            moved.append((topic, raw))
+            continue
+        if isinstance(event, dict) and type(event.get("ts")) is int:
+            event["ts"] = to_ts(event["ts"])
+            raw = json.dumps(event).encode()
+        moved.append((topic, raw))
+    return moved
+
+
+def shifted(messages: list[tuple[str, bytes]], by_ms: int) -> list[tuple[str, bytes]]:
+    """The same messages, each valid event's integer ``ts`` moved by ``by_ms`` (bad input stays as it was)."""
+    return retimed(messages, lambda ts: ts + by_ms)
 
 
 def heartbeats(topics: list[str], partitions: int, ts: int) -> list[tuple[str, int, bytes]]:

@@ -39,7 +39,7 @@ QUARTER = -3
 YEAR = -4
 # Trailing windows of N whole local days have the code TRAILING - N (see ``trailing_size``): never a calendar code.
 TRAILING = -1000
-# The longest trailing window accepted: a year and a day (the visitors' days are kept that long).
+# The longest trailing window accepted, in days: a leap year.
 MAX_TRAILING_DAYS = 366
 
 _SECOND = 1000
@@ -128,7 +128,7 @@ def trailing_size(days: int) -> int:
     """The size code of the trailing windows of ``days`` whole local days.
 
     Raises:
-        ValueError: for fewer than 2 days (a trailing day is the calendar's ``1d``) or more than a year and a day.
+        ValueError: for fewer than 2 days (a trailing day is the calendar's ``1d``) or more than a leap year.
     """
     if not 2 <= days <= MAX_TRAILING_DAYS:
         raise ValueError(f"a trailing window lasts 2 to {MAX_TRAILING_DAYS} days, not {days}")

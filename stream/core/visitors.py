@@ -101,10 +101,13 @@ def _days_seen(counted: set[str], scope: str, new: str, windows: Windows) -> dic
     """The days (day number -> daily window start) a visitor was seen on in a scope, but for bucket ``new``."""
     seen: dict[int, int] = {}
     day_number = windows.calendar.day_number
+    prefix, suffix = f"{DAY}|", f"|{scope}"
+    # Called once per visitor, day and scope, over buckets of every size and scope: tested on the ends before a parse.
     for bucket in counted:
-        size, start, rest = bucket.split("|", 2)
-        if rest == scope and int(size) == DAY and bucket != new:
-            seen[day_number(int(start))] = int(start)
+        if bucket.startswith(prefix) and bucket.endswith(suffix) and bucket != new:
+            start = bucket[len(prefix):len(bucket) - len(suffix)]
+            if start.isdigit():  # not a scope that merely ends like this one
+                seen[day_number(int(start))] = int(start)
     return seen
 
 
@@ -124,8 +127,8 @@ def forget_closed_windows(state: VisitorState, closed_before: int, windows: Wind
     """Drop window buckets that ended before ``closed_before``: no event can reach them any more."""
     keep = set()
     # A trailing window's distinct visitors need the days a visitor was seen on as far back as the longest one
-    # (``stream.core.trailing``); a day longer than 24 hours is covered by the one day of margin.
-    days_kept = (windows.longest_trailing + 1) * DAY if windows.longest_trailing else 0
+    # (``stream.core.trailing``).
+    days_kept = windows.day_kept_ms
     for bucket in state.counted:
         size, start, _ = bucket.split("|", 2)
         end = windows.end(int(size), int(start))

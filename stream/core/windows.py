@@ -63,6 +63,12 @@ class Windows:
         """The longest trailing window's days (0: none)."""
         return self.trailing[-1] if self.trailing else 0
 
+    @property
+    def day_kept_ms(self) -> int:
+        """How long after its end a day is still folded into trailing windows, so kept: the longest one's days,
+        plus one (a day of a time zone may last 25 hours); 0 without trailing windows."""
+        return (self.trailing[-1] + 1) * _DAY if self.trailing else 0
+
     def starts(self, ts_ms: int) -> tuple[tuple[int, int], ...]:
         """(size, start) of the window of each size that holds ``ts_ms``."""
         start = self.calendar.start

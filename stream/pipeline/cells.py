@@ -69,8 +69,8 @@ class CellConfig:
         """How long a final cell is kept after it closed: a window length, and a daily cell as long as the longest
         trailing window folded from it (plus a day: a day of a time zone may last 25 hours)."""
         kept = nominal_ms(cell.size)
-        if cell.size == DAY and self.windows.trailing and has_trailing(cell.family):
-            kept += (self.windows.longest_trailing + 1) * DAY
+        if cell.size == DAY and has_trailing(cell.family):
+            kept += self.windows.day_kept_ms
         return kept
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningBroker
-from tests.eventset import DAY_START, doc, heartbeats, mixed
+from tests.eventset import DAY_START, doc, heartbeats, mixed, shifted
 from tests.integration.harness import INPUTS, Names, Worker, produce, read_topic, start_worker
 from tests.integration.outcome import (
     as_input,
@@ -25,7 +25,6 @@ from tests.integration.outcome import (
     wait_for_finals,
     wait_for_watermark,
 )
-from tests.pipeline.test_calendar_flow import shifted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

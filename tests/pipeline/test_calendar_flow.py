@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -27,7 +26,8 @@ from stream.core.events import Kind
 from stream.pipeline.eventtime.join import StateRefused
 from stream.runtime.local import LocalFlow
 from stream.settings import Settings
-from tests.eventset import DAY_START, heartbeats, mixed
+from tests.eventset import DAY_START, heartbeats, mixed, shifted
+from tests.pipeline.feeding import fed_and_closed
 from tests.reference import compute, from_records, mismatches
 
 RATES = {"EUR": Decimal("1.08")}
@@ -35,22 +35,6 @@ KINDS = {kind.value: kind for kind in Kind}
 SIZES = ("1h", "1d", "1w", "1mo", "1q", "1y")
 DAY = 86_400_000
 INPUT_PARTITIONS = 2
-
-
-def shifted(messages: list[tuple[str, bytes]], by_ms: int) -> list[tuple[str, bytes]]:
-    """The same messages, each valid event's integer ``ts`` moved by ``by_ms`` (bad input stays as it was)."""
-    moved = []
-    for topic, raw in messages:
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            moved.append((topic, raw))
-            continue
-        if isinstance(doc, dict) and type(doc.get("ts")) is int:
-            doc["ts"] += by_ms
-            raw = json.dumps(doc).encode()
-        moved.append((topic, raw))
-    return moved
 
 
 # (zone, the UTC instant the event set's first hour is moved to: local midnight of the day)
@@ -69,19 +53,8 @@ def test_calendar_windows_in_a_reporting_zone_equal_the_batch_computation(zone: 
     moved = shifted(messages, midnight - DAY_START)
     settings = Settings.from_env({"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "3", "KPI_TIMEZONE": zone,
                                   "KPI_WINDOW_SIZES": ",".join(SIZES)})
-    clock = [midnight]
-    flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=INPUT_PARTITIONS)
-    rand = random.Random(1)
-    for start in range(0, len(moved), 5):
-        chunk = moved[start:start + 5]
-        flow.send_batch([(KINDS[topic], raw, rand.randrange(INPUT_PARTITIONS)) for topic, raw in chunk])
-        clock[0] += 10
     # Heartbeats past the end of the year (and the cohorts' 90 days) make every window final.
-    clock[0] = beat_at = midnight + 460 * DAY
-    beats = heartbeats(list(settings.input_topics.values()), INPUT_PARTITIONS, beat_at)
-    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in beats])
-    flow.tick()
-    every = moved + [(topic, raw) for topic, _, raw in beats]
+    flow, every = fed_and_closed(moved, settings, midnight, midnight + 460 * DAY)
     want = compute(every, RATES, sizes=SIZES, zone=zone)
     records = list(flow.records.values())
     got = from_records(records)

@@ -8,7 +8,6 @@ to Kolkata and to UTC. The reference (``tests/reference.py``) lays trailing wind
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from datetime import datetime, timedelta
@@ -27,7 +26,8 @@ from stream.pipeline.state import apply_writes
 from stream.runtime.local import LocalFlow
 from stream.settings import Settings
 from stream.stages import cell_config
-from tests.eventset import DAY_START, heartbeats, mixed
+from tests.eventset import DAY_START, heartbeats, mixed, retimed
+from tests.pipeline.feeding import fed_and_closed
 from tests.pipeline.scheduled import ScheduledFlow, queue_all
 from tests.pipeline.test_calendar_flow import spread_events
 from tests.reference import compute, from_records, mismatches
@@ -43,18 +43,7 @@ STRETCH = 72  # four hours become twelve days
 def stretched(messages: list[tuple[str, bytes]], to: int) -> list[tuple[str, bytes]]:
     """The same messages, each valid event's integer ``ts`` moved to ``to`` plus STRETCH times its time after the
     set's start (bad input stays as it was)."""
-    moved = []
-    for topic, raw in messages:
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            moved.append((topic, raw))
-            continue
-        if isinstance(doc, dict) and type(doc.get("ts")) is int:
-            doc["ts"] = to + (doc["ts"] - DAY_START - 8 * HOUR) * STRETCH
-            raw = json.dumps(doc).encode()
-        moved.append((topic, raw))
-    return moved
+    return retimed(messages, lambda ts: to + (ts - DAY_START - 8 * HOUR) * STRETCH)
 
 
 def start_ms(record: dict) -> int:
@@ -64,18 +53,7 @@ def start_ms(record: dict) -> int:
 def run(messages: list[tuple[str, bytes]], settings: Settings, start: int,
         flow_type: type[LocalFlow] = LocalFlow) -> tuple[LocalFlow, list]:
     """A flow fed ``messages`` over two input partitions, then heartbeats far later that close every window."""
-    clock = [start]
-    flow = flow_type(settings, clock=lambda: clock[0], input_partitions=INPUT_PARTITIONS)
-    rand = random.Random(1)
-    for first in range(0, len(messages), 5):
-        chunk = messages[first:first + 5]
-        flow.send_batch([(KINDS[topic], raw, rand.randrange(INPUT_PARTITIONS)) for topic, raw in chunk])
-        clock[0] += 10
-    clock[0] = beat_at = start + 400 * DAY
-    beats = heartbeats(list(settings.input_topics.values()), INPUT_PARTITIONS, beat_at)
-    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in beats])
-    flow.tick()
-    return flow, messages + [(topic, raw) for topic, _, raw in beats]
+    return fed_and_closed(messages, settings, start, start + 400 * DAY, flow_type)
 
 
 NIGHTS = [
