@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+K = TypeVar("K")
 
 
 @dataclass(slots=True)
@@ -23,13 +26,19 @@ class BatchCounts:
 
     def merge(self, other: BatchCounts) -> None:
         """Add another batch's counts to these."""
-        self.valid.update(other.valid)
-        self.duplicate.update(other.duplicate)
-        self.rejected.update(other.rejected)
-        self.leads.update(other.leads)
-        self.stage_entries.update(other.stage_entries)
-        self.spend_micros.update(other.spend_micros)
-        self.late_contributions.update(other.late_contributions)
+        _add(self.valid, other.valid)
+        _add(self.duplicate, other.duplicate)
+        _add(self.rejected, other.rejected)
+        _add(self.leads, other.leads)
+        _add(self.stage_entries, other.stage_entries)
+        _add(self.spend_micros, other.spend_micros)
+        _add(self.late_contributions, other.late_contributions)
         self.replayed_deltas += other.replayed_deltas
         self.folded_deltas += other.folded_deltas
         self.conversion_samples.extend(other.conversion_samples)
+
+
+def _add(mine: Counter[K], theirs: Counter[K]) -> None:
+    # Most of a batch's counters are empty, and Counter.update is Python: a small batch merges often.
+    if theirs:
+        mine.update(theirs)

@@ -20,6 +20,8 @@ partition share one store, so a scan after an assignment keeps the keys its part
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import orjson
 
 from stream.core import jsonbytes
@@ -60,8 +62,10 @@ def watermark_key(partition: int, name: str = "") -> bytes:
     return WATERMARK_KEY_PREFIX + str(partition).encode() + name.encode()
 
 
+@lru_cache(maxsize=16_384)
 def cell_key(cell: CellId) -> bytes:
-    """Key of a cell in the cell table."""
+    """Key of a cell in the cell table (the same cells change batch after batch, each read and written: kept for
+    the latest cells asked, about 3 MB at most)."""
     return jsonbytes.dumps(list(cell))
 
 

@@ -193,6 +193,24 @@ def test_watermark_never_goes_back_when_a_new_low_source_appears():
     assert join.watermark() == 120
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_the_watermark_kept_between_reports_is_the_one_computed_afresh(seed):
+    """A join keeps its watermark until a report changes the progress: asked between any reports (values, None,
+    HOLD, idle time passing), it answers what a join with the same progress computes."""
+    rand = random.Random(seed)
+    join = WatermarkJoin(frozenset("abc"), idle_timeout_ms=IDLE)
+    now = 0
+    for _ in range(200):
+        now += rand.choice([0, 1_000, IDLE])
+        reports = {source: rand.choice([None, HOLD, rand.randrange(0, 100_000)])
+                   for source in rand.sample("abcd", rand.randint(1, 3))}
+        join.update(reports, now)
+        afresh = WatermarkJoin(join.expected, dict(join.progress), join.floor, IDLE, dict(join.moved_ms),
+                               dict(join.idle))
+        assert join.watermark() == afresh.watermark()
+        assert join.watermark() == afresh.watermark()  # asked again, unchanged
+
+
 def test_watermark_with_no_expected_sources_is_unknown():
     join = join_of()
     join.update({"a": 100}, 0)

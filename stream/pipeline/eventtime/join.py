@@ -45,6 +45,9 @@ class WatermarkJoin:
     moved_ms: dict[str, int] = field(default_factory=dict)
     # Sources whose owner has no event of its own, by the progress they had when it said so (their base).
     idle: dict[str, int] = field(default_factory=dict)
+    # The watermark as last computed, while no report changed the progress since (a stage asks for it per envelope
+    # and per delta; ``update`` clears it). Progress set other than by ``update`` must come before the first ask.
+    _known: tuple[int | None] | None = field(default=None, repr=False, compare=False)
 
     def update(self, reports: dict[str, int | None], now_ms: int) -> bool:
         """Take reports received at processing time ``now_ms``; True when the join's state changed."""
@@ -71,6 +74,8 @@ class WatermarkJoin:
                     self.progress[source] = value
                     self.moved_ms[source] = now_ms
                     changed = True
+        if changed:
+            self._known = None
         return changed
 
     def _idle(self, source: str, known: int | None, now_ms: int) -> bool:
@@ -92,13 +97,17 @@ class WatermarkJoin:
 
     def watermark(self) -> int | None:
         """The watermark, or None while it is unknown (some source silent, or none has any event)."""
+        if self._known is not None:
+            return self._known[0]
         if not self.expected or any(source not in self.progress for source in self.expected):
+            self._known = (None,)
             return None
         values = [value for value in self.progress.values() if value is not None]
         if values:
             lowest = min(values)
             if self.floor is None or lowest > self.floor:
                 self.floor = lowest
+        self._known = (self.floor,)
         return self.floor
 
 
