@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
@@ -225,14 +226,21 @@ class CellStage:
         # A trailing window after the cells: a restart that finds it finds the days it was folded from as the
         # batch left them. The watermark last: a restart that finds it finds the cells it closed, not the cells
         # before the batch.
-        windows = [cell for cell in changed if trailing_days(cell.size)]
-        for cell in [cell for cell in changed if not trailing_days(cell.size)] + windows:
-            state = states[cell]
-            doc = stored(state).to_doc() if trailing_days(cell.size) else state.to_doc()
-            write_value(table, cell_key(cell), jsonbytes.dumps(doc), self._chunk_bytes)
-            out.touched[cell] = state
+        windows = []
+        for cell in changed:
+            if trailing_days(cell.size):
+                windows.append(cell)
+            else:
+                self._write(table, cell, states[cell], states[cell].to_doc(), out)
+        for cell in windows:
+            self._write(table, cell, states[cell], stored(states[cell]).to_doc(), out)
         out.writes = {**table.take(), **progress.take()}
         return out
+
+    def _write(self, table: BatchWrites, cell: CellId, state: CellState, doc: dict[str, Any], out: CellOutput) -> None:
+        """Write a changed cell's stored form (``doc``) with the batch, and note its state as touched."""
+        write_value(table, cell_key(cell), jsonbytes.dumps(doc), self._chunk_bytes)
+        out.touched[cell] = state
 
     def _apply_deltas(self, index: _PartitionIndex, envelope: CellEnvelope, table: BatchWrites,
                       states: dict[CellId, CellState], counts: BatchCounts) -> list[CellId]:

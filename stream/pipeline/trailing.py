@@ -118,8 +118,7 @@ class TrailingCells:
         kept: list[tuple[CellId, CellState]] = []
         gone: list[CellId] = []
         for window, found in self._restored.items():
-            days = self._windows.trailing_days_of(window.size)
-            end = calendar.day_number(window.start_ms) + days
+            days, end = self._span(window)
             if not days:
                 gone.append(window)  # a length no longer configured
             elif end > ends[0]:
@@ -139,8 +138,7 @@ class TrailingCells:
             return [], [], []
         changed = self._make_up_to(ends[0], load)
         for window in list(self._ahead):
-            days = self._windows.trailing_days_of(window.size)
-            end = calendar.day_number(window.start_ms) + days
+            days, end = self._span(window)
             if end <= ends[0]:
                 # Reached by the watermark, and not made from a day of its series: none is left, it is empty now.
                 self._make(window, days, end, load)
@@ -148,8 +146,7 @@ class TrailingCells:
         self._open(ends)
         dropped = gone
         for window, state in list(self.cells.items()):
-            days = self._windows.trailing_days_of(window.size)
-            end = calendar.day_number(window.start_ms) + days
+            days, end = self._span(window)
             if days and end in ends:
                 continue
             if days and not state.final:
@@ -159,6 +156,11 @@ class TrailingCells:
                 del self.cells[window]
                 dropped.append(window)
         return [window for window in dict.fromkeys(changed) if window in self.cells], dropped, kept
+
+    def _span(self, window: CellId) -> tuple[int, int]:
+        """A window's days (0: a length no longer configured) and its end date (a day number)."""
+        days = self._windows.trailing_days_of(window.size)
+        return days, self._windows.calendar.day_number(window.start_ms) + days
 
     def _open(self, ends: list[int]) -> None:
         calendar = self._windows.calendar

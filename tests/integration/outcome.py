@@ -62,8 +62,7 @@ def assert_final_kpis_exact(bootstrap: Broker, names: Names, messages: list[tupl
                             sizes: tuple[str, ...] = ("1h", "1d"), zone: str = "UTC",
                             data_until: str = "2025-11-24T00:00:00Z") -> list[dict]:
     """Every KPI key's last record equals the batch computation (its windows of ``sizes`` in ``zone``), and every
-    window of the data (starting before ``data_until``, RFC 3339 UTC) is final.
-    """
+    window of the data (starting before ``data_until``, RFC 3339 UTC) is final."""
     records = latest_records(bootstrap, names, contiguous=not restarted)
     want = compute(messages + [(topic.removeprefix(f"{names.prefix}-"), raw) for topic, _, raw in sent_beats], RATES,
                    sizes=sizes, zone=zone)

@@ -22,19 +22,16 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from stream.core.events import Kind
 from stream.pipeline.eventtime.join import StateRefused
 from stream.runtime.local import LocalFlow
 from stream.settings import Settings
 from tests.eventset import DAY_START, heartbeats, mixed, shifted
-from tests.pipeline.feeding import fed_and_closed
+from tests.pipeline.feeding import INPUT_PARTITIONS, KINDS, fed_and_closed
 from tests.reference import compute, from_records, mismatches
 
 RATES = {"EUR": Decimal("1.08")}
-KINDS = {kind.value: kind for kind in Kind}
 SIZES = ("1h", "1d", "1w", "1mo", "1q", "1y")
 DAY = 86_400_000
-INPUT_PARTITIONS = 2
 
 
 # (zone, the UTC instant the event set's first hour is moved to: local midnight of the day)

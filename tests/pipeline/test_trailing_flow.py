@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
 from stream.core.calendar import trailing_days
-from stream.core.events import Kind
 from stream.pipeline.cells import CellStage
 from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_of
 from stream.pipeline.state import apply_writes
@@ -27,16 +26,14 @@ from stream.runtime.local import LocalFlow
 from stream.settings import Settings
 from stream.stages import cell_config
 from tests.eventset import DAY_START, heartbeats, mixed, retimed
-from tests.pipeline.feeding import fed_and_closed
+from tests.pipeline.feeding import KINDS, fed_and_closed
 from tests.pipeline.scheduled import ScheduledFlow, queue_all
 from tests.pipeline.test_calendar_flow import spread_events
 from tests.reference import compute, from_records, mismatches
 
 RATES = {"EUR": Decimal("1.08")}
-KINDS = {kind.value: kind for kind in Kind}
 DAY = 86_400_000
 HOUR = 3_600_000
-INPUT_PARTITIONS = 2
 STRETCH = 72  # four hours become twelve days
 
 
@@ -140,9 +137,9 @@ def test_a_cell_partition_restarted_after_any_part_of_a_batch_ends_with_the_same
     assert len(trailing_batches) >= 5
     for i in trailing_batches:
         writes = writes_of[i]
-        # Every write stored but no record sent (the worker killed between the two) is the last stop.
-        # Stops: the first half; every day but no window (windows are written after the cells); every cell but no
-        # watermark (written last); every write but the last.
+        # Stops: none of the writes; the first half; every day but no window (windows are written after the cells);
+        # every cell but no watermark (written last); every write but the last; every write but no record sent (the
+        # worker killed between the two).
         windows_from = next(n for n, (key, _) in enumerate(writes)
                             if key.startswith(b"[") and trailing_days(cell_of(key).size))
         watermark_from = next(n for n, (key, _) in enumerate(writes) if key.startswith(WATERMARK_KEY_PREFIX))
