@@ -386,6 +386,14 @@ class Settings(BaseSettings):
         "for it. A worker whose broker refuses one stops at start with status 78, naming this setting.")
     watermark_interval_ms: Duration = setting(
         "KPI_WATERMARK_INTERVAL", "500ms", "How often input progress is sent downstream.")
+    record_interval_ms: DurationOrZero = setting(
+        "KPI_RECORD_INTERVAL", "500ms",
+        "Least processing time between two records of one KPI key. A key's first change after a quiet interval "
+        "goes out at once, its later changes together once the interval since its last record has passed (at the "
+        "next batch of its cell partition, which gets one at least every interval plus a `KPI_WATERMARK_INTERVAL`, "
+        "traffic or not), and a window's final record at once. A busy key (the current hour's all-traffic page "
+        "views) changes with nearly every batch: sending each revision was most of the live worker's sends. The "
+        "`/metrics` gauges are not held. 0 sends every change at once.")
     processing_guarantee: ProcessingGuarantee = setting(
         "KPI_PROCESSING_GUARANTEE", "at_least_once",
         "`at_least_once`, the only value accepted: every result is idempotent, so input read again after a crash "

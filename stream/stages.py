@@ -57,7 +57,8 @@ def entity_config(settings: Settings, sources: frozenset[str]) -> EntityConfig:
                         settings.funnel, settings.dedup_retention_ms, settings.unknown_lead_timeout_ms,
                         settings.cohort_window_ms,
                         AttributionConfig(settings.attribution_lookback_ms, settings.attribution_half_life_ms,
-                                          settings.touch_limit), settings.idle_partition_timeout_ms)
+                                          settings.touch_limit), settings.idle_partition_timeout_ms,
+                        settings.record_interval_ms)
 
 
 def cell_config(settings: Settings) -> CellConfig:
@@ -67,7 +68,7 @@ def cell_config(settings: Settings) -> CellConfig:
         economics = (settings.churn_rate, settings.gross_margin)
     return CellConfig(settings.partitions, windows(settings), settings.allowed_lateness_ms, settings.funnel,
                       settings.rates.reporting_currency, settings.cohort_window_ms, economics, settings.value_limit,
-                      targets_of(settings))
+                      targets_of(settings), settings.record_interval_ms)
 
 
 def targets_of(settings: Settings) -> tuple[Target, ...]:

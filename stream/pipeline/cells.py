@@ -31,6 +31,7 @@ from stream.pipeline.counts import BatchCounts
 from stream.pipeline.eventtime.cells import CellClock
 from stream.pipeline.eventtime.closing import DueCells, is_closed
 from stream.pipeline.keys import WATERMARK_KEY_PREFIX, cell_key, cell_of, cell_partition, chunked_key
+from stream.pipeline.pacing import RecordPace
 from stream.pipeline.partitions import OwnedIndexes
 from stream.pipeline.routing import partition_for
 from stream.pipeline.state import (
@@ -58,6 +59,7 @@ class CellConfig:
     economics: tuple[Decimal, Decimal] | None = None  # (churn rate, gross margin) for lifetime value
     value_limit: int = 500  # own cells per window of a group (see ``place``); the rest go to ``other``
     targets: tuple[Target, ...] = ()  # the team's targets (``stream.core.targets``), attained and paced here
+    record_interval_ms: int = 0  # least processing time between two sends of a cell's records (``RecordPace``)
 
     def closes_at(self, cell: CellId) -> int:
         """Event time after which (plus the lateness) a cell can no longer change.
@@ -92,6 +94,7 @@ class _PartitionIndex:
     clock: CellClock
     cells: DueCells  # open and final, by when they close and drop
     trailing: TrailingCells  # the open trailing windows, folded from the daily cells
+    pace: RecordPace  # when each cell's records may go out next
     taken: Counter[tuple[tuple[str, str, str], int, int]] = field(default_factory=Counter)  # cells per group window
     # Until the partition's first batch after it was indexed: its cells' states to send again, its orphaned
     # chunk keys (see ``CellStage._restore``).
@@ -111,6 +114,7 @@ class _PartitionIndex:
     def drop(self, cell: CellId) -> None:
         """Forget a final cell."""
         self.cells.discard_final(cell)
+        self.pace.forget(cell)
         self.trailing.drop_day(cell)
         window = _window_of(cell)
         self.taken[window] -= 1
@@ -129,7 +133,7 @@ class CellStage:
     persisted state, so a record on a KPI topic always comes from a state the changelog holds: a replay after a
     crash cannot leave behind a record of a state it never reaches (it may batch the same deltas differently
     and skip that intermediate state). Records of the last change before a stop are sent again from the state
-    when the partition is restored.
+    when the partition is restored, and then those of changes held back (``stream.pipeline.pacing``).
     """
 
     def __init__(self, config: CellConfig, cells: Store, chunk_bytes: int = CHUNK_BYTES) -> None:
@@ -154,7 +158,8 @@ class CellStage:
         calendar = cfg.windows.calendar.identity
         wanted = {p: _PartitionIndex(CellClock.restore(self._cells, p, cfg.partitions, calendar),
                                      DueCells(cfg.closes_at, cfg.allowed_lateness_ms, cfg.kept_for),
-                                     TrailingCells(cfg.windows, cfg.allowed_lateness_ms))
+                                     TrailingCells(cfg.windows, cfg.allowed_lateness_ms),
+                                     RecordPace(cfg.record_interval_ms))
                   for p in self._owned.unindexed(partition)}
         for made in wanted.values():
             made.trailing.resume(made.clock.watermark())
@@ -193,6 +198,8 @@ class CellStage:
         index = self._owned.get(partition)
         if index is None:
             index = self._restore(partition)
+        states: dict[CellId, CellState] = {}
+        fresh: list[CellId] = []  # cells a restart found: their records are compared with their state again
         waiting, index.restored = index.restored, None
         if waiting is not None:
             restored, orphans = waiting
@@ -200,9 +207,11 @@ class CellStage:
             for cell, state in restored:
                 out.records.extend(current_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                    cfg.economics, windows=cfg.windows))
+                if not state.final:  # a final cell's records went out with the change that made it final
+                    states[cell] = state
+                    fresh.append(cell)
             for key in orphans:
                 table.set(key, None)
-        states: dict[CellId, CellState] = {}
         changed: set[CellId] = set()
         held = index.clock.watermark()  # what the table holds: the last batch's, or the one restored
         for offset, raw_envelope in envelopes:
@@ -216,13 +225,12 @@ class CellStage:
         out.watermark = watermark
         # The trailing windows first: a watermark that leaps days makes every window in between from daily cells
         # that the same leap drops.
-        changed.update(self._advance_trailing(index, watermark, table, states, out, now_ms))
+        changed.update(self._advance_trailing(index, watermark, table, states, out, fresh, now_ms))
         if watermark is not None:
             changed.update(self._close_windows(index, watermark, held, table, states))
-        for cell in changed:
-            out.records.extend(changed_records(cell, states[cell], cfg.funnel, cfg.reporting_currency, now_ms,
-                                               cfg.economics, windows=cfg.windows))
+        sent = self._send_records(index, changed, fresh, table, states, out, now_ms)
         changed.update(self._target_records(index, partition, watermark, changed, states, table, out, now_ms))
+        changed.update(sent)
         # A trailing window after the cells: a restart that finds it finds the days it was folded from as the
         # batch left them. The watermark last: a restart that finds it finds the cells it closed, not the cells
         # before the batch.
@@ -236,6 +244,37 @@ class CellStage:
             self._write(table, cell, states[cell], stored(states[cell]).to_doc(), out)
         out.writes = {**table.take(), **progress.take()}
         return out
+
+    def _send_records(self, index: _PartitionIndex, changed: set[CellId], fresh: list[CellId], table: BatchWrites,
+                      states: dict[CellId, CellState], out: CellOutput, now_ms: int) -> list[CellId]:
+        """The records of the cells whose KPIs changed and may go out now (``RecordPace``): changed cells not held,
+        final ones, held ones whose hold is over, and those a restart found; returns the cells that sent records
+        (their revisions changed: they are written with the batch)."""
+        cfg = self.config
+        pace = index.pace
+        due = dict.fromkeys(fresh)
+        for cell in pace.due(now_ms):
+            if cell not in states:
+                state = index.trailing.cells.get(cell) if trailing_days(cell.size) else self._load(states, table, cell)
+                if state is None:
+                    continue  # a trailing window gone
+                states[cell] = state
+            due[cell] = None
+        for cell in changed:
+            if states[cell].final or not pace.holds(cell, now_ms):
+                due[cell] = None
+        sent: list[CellId] = []
+        for cell in due:
+            state = states.get(cell)
+            if state is None:
+                continue  # dropped by this batch
+            records = changed_records(cell, state, cfg.funnel, cfg.reporting_currency, now_ms, cfg.economics,
+                                      windows=cfg.windows)
+            if records:
+                out.records.extend(records)
+                pace.sent(cell, now_ms)
+                sent.append(cell)
+        return sent
 
     def _write(self, table: BatchWrites, cell: CellId, state: CellState, doc: dict[str, Any], out: CellOutput) -> None:
         """Write a changed cell's stored form (``doc``) with the batch, and note its state as touched."""
@@ -302,14 +341,16 @@ class CellStage:
         return closed
 
     def _advance_trailing(self, index: _PartitionIndex, watermark: int | None, table: BatchWrites,
-                          states: dict[CellId, CellState], out: CellOutput, now_ms: int) -> list[CellId]:
+                          states: dict[CellId, CellState], out: CellOutput, fresh: list[CellId],
+                          now_ms: int) -> list[CellId]:
         """Move the trailing windows to the watermark (``stream.pipeline.trailing``); returns the windows that
-        changed. The windows a restart found are sent again, as restored cells are."""
+        changed. The windows a restart found are sent again, as restored cells are, and noted in ``fresh``."""
         cfg = self.config
         trailing = index.trailing
         changed, dropped, kept = trailing.advance(watermark, lambda day: self._load(states, table, day))
         for window in dropped:
             states.pop(window, None)
+            index.pace.forget(window)
             write_value(table, cell_key(window), None)
         for window in changed:
             states[window] = trailing.cells[window]
@@ -317,6 +358,9 @@ class CellStage:
             if window not in states:
                 out.records.extend(current_records(window, state, cfg.funnel, cfg.reporting_currency, now_ms,
                                                    cfg.economics, windows=cfg.windows))
+                if window in trailing.cells:  # not one ahead of the watermark (``TrailingCells``)
+                    states[window] = trailing.cells[window]
+                    fresh.append(window)
         return changed
 
     def _target_records(self, index: _PartitionIndex, partition: int, watermark: int | None, changed: set[CellId],

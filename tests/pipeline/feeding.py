@@ -17,7 +17,7 @@ def fed_and_closed(messages: list[tuple[str, bytes]], settings: Settings, start:
                    flow_type: type[LocalFlow] = LocalFlow) -> tuple[LocalFlow, list[tuple[str, bytes]]]:
     """A flow fed ``messages`` five at a time, each to one of two input partitions at random (seeded), its clock at
     ``start`` and 10 ms later at each batch; then a heartbeat per input partition at ``beat_at`` (the clock too),
-    which closes every window ending before it.
+    which closes every window ending before it; then what cells hold back goes out (``LocalFlow.settle``).
 
     Returns:
         the flow, and every message it was fed, the heartbeats included.
@@ -33,4 +33,5 @@ def fed_and_closed(messages: list[tuple[str, bytes]], settings: Settings, start:
     beats = heartbeats(list(settings.input_topics.values()), INPUT_PARTITIONS, beat_at)
     flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in beats])
     flow.tick()
+    flow.settle()
     return flow, messages + [(topic, raw) for topic, _, raw in beats]

@@ -44,6 +44,7 @@ def _finish(flow: LocalFlow, ts: int) -> list[tuple[str, bytes]]:
     beats = heartbeats(list(flow.settings.input_topics.values()), INPUT_PARTITIONS, ts)
     flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in beats])
     flow.tick()
+    flow.settle()
     return [(topic, raw) for topic, _, raw in beats]
 
 
@@ -132,7 +133,7 @@ def test_event_within_lateness_after_window_end_still_counts() -> None:
     flow.send(Kind.LEAD, _lead("a", DAY_START))
     _finish(flow, DAY_START + 3_600_000 + 5 * 60_000)  # 09:05: the 08:00 window is open until 09:10
     flow.send(Kind.LEAD, _lead("b", DAY_START + 59 * 60_000, lead_id="L2"))
-    flow.tick()
+    flow.settle()
     volume = flow.latest("lead_volume", "1h", "2025-11-22T08:00:00Z")
     assert volume is not None and volume["numerator"] == 2 and not volume["final"]
 
@@ -152,7 +153,7 @@ def test_stage_change_without_lead_is_dead_lettered_as_unknown_lead() -> None:
 
 
 def test_correction_moves_entry_between_windows() -> None:
-    settings = _settings(KPI_PARTITIONS="1")
+    settings = _settings(KPI_PARTITIONS="1", KPI_RECORD_INTERVAL="0")  # every change's records at once
     clock = [DAY_START]
     flow = LocalFlow(settings, clock=lambda: clock[0], input_partitions=1)
     flow.send(Kind.LEAD, _lead("a", DAY_START))
@@ -326,6 +327,7 @@ def test_large_batches_are_split_into_bounded_messages() -> None:
     views = [(Kind.PAGE_VIEW, b'{"event_id":"p%d","ts":%d,"visitor_id":"v%d","url":"/u%d"}'
               % (i, DAY_START + i, i, i % 7), 0) for i in range(CELL_ENVELOPE_ITEMS)]
     flow.send_batch(views)
+    flow.settle()
     assert flow.latest("page_views", "1h", "2025-11-22T08:00:00Z")["numerator"] == CELL_ENVELOPE_ITEMS
     assert flow._offsets[("cells", 0)] > 1
 
@@ -336,6 +338,7 @@ def test_a_restored_cell_partition_sends_its_last_records_again_once() -> None:
     flow = LocalFlow(settings, clock=lambda: DAY_START, input_partitions=1)
     flow.send(Kind.LEAD, _lead("a", DAY_START))
     flow.send(Kind.STAGE_CHANGE, _stage("b", DAY_START + MINUTE, "mql"))
+    flow.settle()
     sent = {key: {**record, "emitted_at": None} for key, record in flow.records.items()}
     assert any(record["kpi"] == "mql_volume" for record in sent.values())
     restarted = CellStage(cell_config(settings), flow.cell_table)

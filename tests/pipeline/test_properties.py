@@ -81,7 +81,8 @@ def _arrival(events: list[tuple[int, str, bytes]], seed: int) -> list[tuple[str,
 
 
 def _stream(messages: list[tuple[str, bytes]], seed: int, env: dict[str, str] | None = None) -> LocalFlow:
-    """The messages through a local flow in batches of 1 to 4, then heartbeats past the data (``env``: settings)."""
+    """The messages through a local flow in batches of 1 to 4, then heartbeats past the data, then what cells held
+    back (``env``: settings)."""
     clock = [DAY_START]
     flow = LocalFlow(
         Settings.from_env({"KPI_EXCHANGE_RATES": "EUR=1.08", "KPI_PARTITIONS": "2", **(env or {})}),
@@ -97,6 +98,7 @@ def _stream(messages: list[tuple[str, bytes]], seed: int, env: dict[str, str] | 
     beats = heartbeats(list(flow.settings.input_topics.values()), 1, DAY_START + 3 * 86_400_000)
     flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in beats])
     flow.tick()
+    flow.settle()  # the clock never moves: every change after a cell's first records waited until now
     return flow
 
 

@@ -91,6 +91,7 @@ def _flow_over(messages: list[tuple[str, bytes]], chunk_bytes: int) -> LocalFlow
     flow.cells = CellStage(cell_config(settings), flow.cell_table, chunk_bytes=chunk_bytes)
     for start in range(0, len(messages), 5):
         flow.send_batch([(KINDS[topic], raw, 0) for topic, raw in messages[start:start + 5]])
+    flow.settle()
     return flow
 
 

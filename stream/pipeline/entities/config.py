@@ -23,3 +23,6 @@ class EntityConfig:
     attribution: AttributionConfig = AttributionConfig(90 * 86_400_000, 7 * 86_400_000, 100)
     # After which an input partition whose owner has no event of it advances from its progress (WatermarkJoin).
     idle_partition_timeout_ms: int = 10_000
+    # At least this often (processing time) every cell partition hears the watermark, moved or not: a cell's held
+    # records go out at its next batch after the hold (``stream.pipeline.pacing``). 0: only when it moves.
+    cell_report_interval_ms: int = 0

@@ -84,7 +84,8 @@ class EntityStage:
         store_visitors(batch)
         out = batch.output()
         out.watermark = watermark
-        out.envelopes = progress.cell_envelopes(batch, partition, self.config.partitions, watermark, hold)
+        out.envelopes = progress.cell_envelopes(batch, partition, self.config.partitions, watermark, hold, now_ms,
+                                                self.config.cell_report_interval_ms)
         out.reroutes = progress.peer_envelopes(batch, partition, self.config.partitions, hold)
         return out
 

@@ -43,6 +43,7 @@ class PartitionProgress:
     calendar: str  # the reporting calendar the partition's windows are laid out in (``Calendar.identity``)
     last_sent_watermark: int | None = None
     last_peer_report: int | None = None
+    last_sent_at: int | None = None  # when every cell partition was last sent the watermark (processing time)
 
     @staticmethod
     def restore(table: Store, partition: int, config: EntityConfig) -> PartitionProgress:
@@ -76,8 +77,9 @@ class PartitionProgress:
             persist_join(batch.progress, partition, self.peers, "peers")
 
     def cell_envelopes(self, batch: EntityBatch, partition: int, partitions: int, watermark: int | None,
-                       hold: int | None) -> dict[int, list[bytes]]:
-        """The batch's cell deltas per cell partition, then the watermark; to every partition when it moved."""
+                       hold: int | None, now_ms: int = 0, every_ms: int = 0) -> dict[int, list[bytes]]:
+        """The batch's cell deltas per cell partition, then the watermark; to every partition when it moved, or
+        when ``every_ms`` (if not 0) has passed since it last went to every partition."""
         # No watermark yet holds the cell stage back (HOLD), where None would leave this partition out.
         reported = HOLD if watermark is None else watermark if hold is None else min(watermark, hold)
         previous = HOLD if self.last_sent_watermark is None else self.last_sent_watermark
@@ -86,7 +88,10 @@ class PartitionProgress:
             # batch; until then the windows they credit must stay open (a stage change that waited for its lead
             # held them, and applying it released the hold), so the report stays where it was.
             reported = min(reported, previous)
-        send_watermark = reported != self.last_sent_watermark
+        send_watermark = reported != self.last_sent_watermark or (
+            every_ms > 0 and (self.last_sent_at is None or now_ms - self.last_sent_at >= every_ms))
+        if send_watermark:
+            self.last_sent_at = now_ms
         targets = range(partitions) if send_watermark else batch.deltas.keys()
         envelopes = {}
         for cell_partition in targets:
