@@ -8,6 +8,7 @@ import orjson
 
 from stream.core.cells import CellId
 from stream.core.events import Kind
+from stream.core.timeutil import parse_event_time
 from stream.pipeline.cells import CellStage
 from stream.pipeline.eventtime.sources import HOLD
 from stream.pipeline.pacing import RecordPace
@@ -96,7 +97,7 @@ def test_paced_records_end_at_the_same_truth_with_far_fewer_of_them() -> None:
     # A key's records are at least the interval apart, but for a final one, which goes out at once.
     last_at: dict[str, int] = {}
     for key, record in paced.record_log:
-        at = _ms(record["emitted_at"])
+        at = parse_event_time(record["emitted_at"])
         if key in last_at and not record["final"]:
             assert at - last_at[key] >= 500, (key, record)
         last_at[key] = at
@@ -105,12 +106,6 @@ def test_paced_records_end_at_the_same_truth_with_far_fewer_of_them() -> None:
     for key, record in paced.record_log:
         revisions.setdefault(key, []).append(record["revision"])
     assert all(seen == list(range(1, len(seen) + 1)) for seen in revisions.values())
-
-
-def _ms(rfc3339: str) -> int:
-    from stream.core.timeutil import parse_event_time
-
-    return parse_event_time(rfc3339)
 
 
 def _lead(event_id: str, lead_id: str) -> bytes:
@@ -149,3 +144,28 @@ def test_every_cell_partition_hears_the_watermark_each_interval_when_it_does_not
     assert all(flow._offsets[("cells", p)] > sent[p] for p in range(3))
     volume = flow.latest("lead_volume", "1h", "2025-11-22T08:00:00Z")
     assert volume is not None and volume["numerator"] == 2 and volume["revision"] == 2
+
+
+def _view(event_id: str) -> bytes:
+    return orjson.dumps({"event_id": event_id, "ts": DAY_START + MINUTE, "visitor_id": event_id, "url": "/p"})
+
+
+def test_a_trailing_window_change_held_at_a_stop_goes_out_when_its_cell_partition_is_restored() -> None:
+    settings = Settings.from_env({"KPI_PARTITIONS": "1", "KPI_TRAILING_DAYS": "7d"})
+    flow = LocalFlow(settings, clock=lambda: DAY_START, input_partitions=1)
+    # Every input partition at the day's start: a watermark, so the day's trailing windows exist.
+    beats = heartbeats(list(settings.input_topics.values()), 1, DAY_START)
+    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in beats])
+    # Both held: the window's records went out with the heartbeat's own page view.
+    flow.send(Kind.PAGE_VIEW, _view("a"))
+    flow.send(Kind.PAGE_VIEW, _view("b"))
+
+    def trailing_views(records: list[dict]) -> list[tuple[int, int]]:
+        return [(r["numerator"], r["revision"]) for r in records
+                if r["kpi"] == "page_views" and r["window"]["kind"] == "trailing" and r["dimensions"] == {}]
+
+    assert trailing_views([record for _, record in flow.record_log]) == [(1, 1)]
+    restarted = CellStage(cell_config(settings), flow.cell_table)
+    records = [record.record for record in restarted.process(0, [(1000, NOTHING)], DAY_START).records]
+    assert trailing_views(records) == [(1, 1), (3, 2)]  # the last record again, then the held changes
+    assert restarted.process(0, [(1001, NOTHING)], DAY_START).records == []
