@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import orjson
 
 from stream.core.cells import CellId
@@ -16,7 +14,7 @@ from stream.runtime.local import LocalFlow
 from stream.settings import Settings
 from stream.stages import cell_config
 from tests.eventset import DAY_START, MINUTE, heartbeats, mixed
-from tests.pipeline.feeding import INPUT_PARTITIONS, KINDS
+from tests.pipeline.feeding import KINDS, fed_and_closed
 
 HOUR_CELL = CellId("f", 3_600_000, DAY_START, None, None)
 DAY_CELL = CellId("f", 86_400_000, DAY_START, None, None)
@@ -69,19 +67,9 @@ def _settings(interval: str) -> Settings:
 
 
 def _fed(interval: str) -> LocalFlow:
-    """The mixed event set five at a time, 10 ms apart, then heartbeats past it and what cells held back."""
+    """The mixed event set through a flow (``fed_and_closed``): every window closed, and what cells held back sent."""
     messages, _ = mixed()
-    clock = [DAY_START]
-    flow = LocalFlow(_settings(interval), clock=lambda: clock[0], input_partitions=INPUT_PARTITIONS)
-    rand = random.Random(0)
-    for start in range(0, len(messages), 5):
-        flow.send_batch([(KINDS[topic], raw, rand.randrange(INPUT_PARTITIONS))
-                         for topic, raw in messages[start:start + 5]])
-        clock[0] += 10
-    beats = heartbeats(list(flow.settings.input_topics.values()), INPUT_PARTITIONS, DAY_START + 3 * 86_400_000)
-    flow.send_batch([(KINDS[topic], raw, partition) for topic, partition, raw in beats])
-    flow.tick()
-    flow.settle()
+    flow, _ = fed_and_closed(messages, _settings(interval), DAY_START, DAY_START + 3 * 86_400_000)
     return flow
 
 

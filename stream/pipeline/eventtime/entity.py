@@ -77,7 +77,7 @@ class PartitionProgress:
             persist_join(batch.progress, partition, self.peers, "peers")
 
     def cell_envelopes(self, batch: EntityBatch, partition: int, partitions: int, watermark: int | None,
-                       hold: int | None, now_ms: int = 0, every_ms: int = 0) -> dict[int, list[bytes]]:
+                       hold: int | None, now_ms: int, every_ms: int) -> dict[int, list[bytes]]:
         """The batch's cell deltas per cell partition, then the watermark; to every partition when it moved, or
         when ``every_ms`` (if not 0) has passed since it last went to every partition."""
         # No watermark yet holds the cell stage back (HOLD), where None would leave this partition out.
