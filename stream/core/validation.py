@@ -10,6 +10,7 @@ import fastjsonschema
 import orjson
 
 from stream.core.events import Event, Kind, Reason, Rejection
+from stream.core.fastschema import FastDecoder, fast_decoder
 from stream.core.money import CurrencyError, RateTable, parse_amount
 from stream.core.timeutil import parse_event_time
 
@@ -40,9 +41,11 @@ class Validator:
     def __init__(self, rates: RateTable, max_event_bytes: int) -> None:
         self._rates = rates
         self._max_event_bytes = max_event_bytes
+        schemas = {kind: load_schema(name) for kind, name in SCHEMA_FILES.items()}
         self._checks: dict[Kind, Callable[[Any], Any]] = {
-            kind: fastjsonschema.compile(load_schema(name)) for kind, name in SCHEMA_FILES.items()
+            kind: fastjsonschema.compile(schema) for kind, schema in schemas.items()
         }
+        self._fast: dict[Kind, FastDecoder | None] = {kind: fast_decoder(schema) for kind, schema in schemas.items()}
 
     def validate(self, kind: Kind, raw: bytes | None) -> Event | Rejection:
         """Decode, check against the kind's schema, and normalise."""
@@ -52,6 +55,23 @@ class Validator:
             return Rejection(
                 Reason.TOO_LARGE, f"payload is {len(raw)} bytes, over the limit of {self._max_event_bytes}"
             )
+        accepted = self._accept_fast(kind, raw)
+        return accepted if accepted is not None else self._validate_slow(kind, raw)
+
+    def _accept_fast(self, kind: Kind, raw: bytes) -> Event | None:
+        """The event when the fast path accepts it whole; None sends it to the slow path, which decides and words
+        any rejection (``stream.core.fastschema``)."""
+        fast = self._fast[kind]
+        doc = fast.decode(raw) if fast is not None else None
+        if doc is None:
+            return None
+        try:
+            return self._normalise(kind, doc.get, parse_event_time(doc["ts"]))
+        except ValueError:  # a calendar date that does not exist, an amount or currency refused (CurrencyError too)
+            return None
+
+    def _validate_slow(self, kind: Kind, raw: bytes) -> Event | Rejection:
+        """orjson and fastjsonschema: what decides every input the fast path does not accept, and how it is worded."""
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -68,35 +88,36 @@ class Validator:
         except ValueError:
             return Rejection(Reason.INVALID_FIELD, "data.ts is not a valid calendar date-time")
         try:
-            return self._normalise(kind, doc, ts)
+            return self._normalise(kind, doc.get, ts)
         except CurrencyError:
             return Rejection(Reason.UNKNOWN_CURRENCY, "data.currency has no configured exchange rate")
         except ValueError as exc:
             return Rejection(Reason.INVALID_FIELD, str(exc))
 
-    def _money(self, doc: dict[str, Any]) -> int:
+    def _money(self, get: Callable[[str], Any]) -> int:
         try:
-            amount = parse_amount(doc["amount"])
+            amount = parse_amount(get("amount"))
         except ValueError:
             raise ValueError("data.amount is not a finite amount between 0 and 1e15") from None
-        return self._rates.to_micros(amount, doc["currency"])
+        return self._rates.to_micros(amount, get("currency"))
 
-    def _normalise(self, kind: Kind, doc: dict[str, Any], ts: int) -> Event:
-        event_id: str = doc["event_id"]
-        get = doc.get
+    def _normalise(self, kind: Kind, get: Callable[[str], Any], ts: int) -> Event:
+        """The event of a document the schema accepted; ``get`` gives a field's value, None when absent (the
+        schemas allow no null, so absent and None are one)."""
+        event_id: str = get("event_id")
         if kind is Kind.PAGE_VIEW:
-            attrs = {"visitor": doc["visitor_id"], "url": doc["url"], "channel": get("channel"),
-                     "campaign": get("campaign")}
-            return Event(kind, event_id, ts, doc["visitor_id"], attrs)
+            visitor = get("visitor_id")
+            attrs = {"visitor": visitor, "url": get("url"), "channel": get("channel"), "campaign": get("campaign")}
+            return Event(kind, event_id, ts, visitor, attrs)
         if kind is Kind.LEAD:
-            attrs = {"channel": doc["channel"], "campaign": get("campaign"), "visitor": get("visitor_id"),
+            attrs = {"channel": get("channel"), "campaign": get("campaign"), "visitor": get("visitor_id"),
                      "asset": get("asset"), "owner": get("owner")}
-            return Event(kind, event_id, ts, doc["lead_id"], attrs)
+            return Event(kind, event_id, ts, get("lead_id"), attrs)
         if kind is Kind.STAGE_CHANGE:
-            amount = self._money(doc) if "amount" in doc else None
-            attrs = {"stage": doc["stage"], "amount": amount, "owner": get("owner")}
-            return Event(kind, event_id, ts, doc["lead_id"], attrs)
-        attrs = {"channel": doc["channel"], "campaign": get("campaign"), "amount": self._money(doc)}
+            amount = self._money(get) if get("amount") is not None else None
+            attrs = {"stage": get("stage"), "amount": amount, "owner": get("owner")}
+            return Event(kind, event_id, ts, get("lead_id"), attrs)
+        attrs = {"channel": get("channel"), "campaign": get("campaign"), "amount": self._money(get)}
         return Event(kind, event_id, ts, event_id, attrs)
 
 
