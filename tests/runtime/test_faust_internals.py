@@ -15,6 +15,7 @@ from typing import Any
 from weakref import WeakSet
 
 import pytest
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 from intervaltree import IntervalTree
 from mode.utils.queues import FlowControlEvent
@@ -286,3 +287,80 @@ def test_no_other_module_uses_a_private_name_of_faust_mode_or_aiokafka() -> None
         text = path.read_text()
         found += [f"{path.relative_to(stream)}: {name}" for name in private if re.search(rf"\.{name}\b", text)]
     assert found == []
+
+
+def _raw_app(maxsize: int = 8) -> tuple[Any, Any, Consumer]:
+    """A real app with one raw-bytes topic subscribed on ``TOPIC``, and a bare consumer of it."""
+    app = KpiApp("put-at-once-test", fetch_max_wait_ms=100, verify_changelog_end=True, stream_buffer_bytes=1 << 20,
+                 idempotent_producer=True, local_state_max_age_ms=3_600_000, stream_buffer_maxsize=maxsize)
+    topic = app.topic(TOPIC.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    app.topics._tp_index[TOPIC] = {topic}
+    app.flow_control.resume()
+    c = consumer()
+    c.app = app
+    c._raw_channels, c._pressure, c._event_class, c._producer_threaded = {}, {}, None, None
+    c._active_partitions, c._buffered_partitions = {TOPIC}, set()  # what the pressure callbacks move
+    return app, topic, c
+
+
+def _faust_message(offset: int, key: bytes | None = b"k", value: bytes | None = b'{"v": 1}') -> Any:
+    from faust.types.tuples import Message
+    return Message(TOPIC.topic, TOPIC.partition, offset, 1_700_000_000.0, 0, [("h", b"1")], key, value, None)
+
+
+@pytest.mark.parametrize(("key", "value"), [(b"k", b'{"v": 1}'), (None, b"x"), (b"k", None), (None, None)])
+def test_an_event_put_at_once_is_the_one_faust_s_conductor_makes(key: bytes | None, value: bytes | None) -> None:
+    app, topic, c = _raw_app()
+    ours, theirs = _faust_message(5, key, value), _faust_message(5, key, value)
+    assert c._put_at_once(ours) is True
+    put = topic.queue.get_nowait()
+    made = asyncio.run(topic.decode(theirs, propagate=True))  # what Faust's conductor puts
+    assert type(put) is type(made)
+    assert (put.key, put.value, put.headers, put.app) == (made.key, made.value, made.headers, made.app)
+    assert put.message is ours and ours.refcount == 1  # one reference per channel, as Faust's incref gives
+
+
+def test_nothing_that_could_wait_is_put_at_once() -> None:
+    app, topic, c = _raw_app(maxsize=2)
+    app.flow_control.suspend()
+    assert c._put_at_once(_faust_message(1)) is False  # a rebalance: Faust's way, which waits for the flow
+    app.flow_control.resume()
+    assert c._put_at_once(_faust_message(1)) is True
+    assert c._put_at_once(_faust_message(2)) is True
+    assert c._put_at_once(_faust_message(3)) is False  # the queue is full
+    topic.queue.get_nowait(), topic.queue.get_nowait()
+    for _ in range(app.producer.buffer.max_messages + 1):
+        app.producer.buffer.pending.put_nowait(object())
+    assert c._put_at_once(_faust_message(3)) is False  # the producer's buffer must ebb first
+    app.producer.buffer.pending = asyncio.Queue()
+    assert c._put_at_once(_faust_message(3)) is True
+
+
+def test_the_pressure_callbacks_pause_and_resume_fetching_the_partition_as_faust_s_do() -> None:
+    app, _, c = _raw_app()
+    fetched_tp = TopicPartition(TOPIC.topic, TOPIC.partition)  # what a fetched message carries
+    on_high, on_drop = c._pressure_callbacks(fetched_tp)
+    on_high()
+    assert c._buffered_partitions == {TOPIC} and not c._active_partitions
+    on_drop()
+    assert c._active_partitions == {TOPIC} and not c._buffered_partitions
+    assert all(type(tp) is TP for tp in c._get_active_partitions())  # Faust asserts it
+    assert c._pressure_callbacks(fetched_tp) == (on_high, on_drop)  # made once per partition
+
+
+def test_a_channel_with_a_schema_of_its_own_is_left_to_faust() -> None:
+    app, _, c = _raw_app()
+    decoded = app.topic("json-topic", value_type=dict, value_serializer="json")
+    app.topics._tp_index[TOPIC] = {decoded}
+    assert c._put_at_once(_faust_message(1)) is False
+    assert decoded.queue.empty()
+
+
+def test_no_message_is_put_at_once_while_the_conductor_rebuilds_its_callbacks() -> None:
+    app, topic, c = _raw_app()
+
+    async def scenario() -> bool:
+        async with app.topics._tp_to_callback_lock:
+            return c._put_at_once(_faust_message(1))
+
+    assert asyncio.run(scenario()) is False and topic.queue.empty()
