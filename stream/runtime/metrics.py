@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -229,6 +229,19 @@ class Metrics:
         for from_stage, to_stage, channel, duration_ms in counts.conversion_samples:
             self.time_to_conversion.labels(from_stage, to_stage, self.channels.fold(channel)).observe(
                 duration_ms / 1000)
+
+    def show_last_event_times(self, observed: Sequence[tuple[str, int]]) -> None:
+        """Each input topic's last event time: the time of its last event in a batch's ``(topic:partition, ms)``
+        list, set once per topic (a label look-up per event was a percent of a backlog's CPU)."""
+        seen: set[str] = set()
+        shown: set[str] = set()
+        for source, ts in reversed(observed):
+            if source not in seen:
+                seen.add(source)
+                topic = source.rsplit(":", 1)[0]
+                if topic not in shown:
+                    shown.add(topic)
+                    self.last_event_time.labels(topic).set(ts / 1000)
 
     def show_cells(self, cells: Iterable[tuple[CellId, CellState]], funnel: tuple[str, ...]) -> None:
         """Point the KPI gauges at the latest window of each size, per channel and for all traffic.

@@ -125,8 +125,7 @@ class Worker:
         out = await ingest_step(self.stages.ingest, messages, self.owned_sources(), self.now_ms(),
                                 self.settings.partitions, FaustOutput(self.routes))
         self.metrics.count(out.counts)
-        for source, ts in out.observed:
-            self.metrics.last_event_time.labels(source.rsplit(":", 1)[0]).set(ts / 1000)
+        self.metrics.show_last_event_times(out.observed)
         self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
 
     async def entity_batch(self, events: list[faust.EventT[bytes]]) -> None:

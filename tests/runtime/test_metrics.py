@@ -160,3 +160,18 @@ def test_target_gauges_show_the_configured_targets_and_the_latest_window_of_each
     assert registry.get_sample_value("leadgen_target", labels) == 150.0  # the configured target stays
     metrics.show_targets(shown)
     assert registry.get_sample_value("leadgen_target_attainment_ratio", labels) == 0.5
+
+
+def test_last_event_time_is_each_topics_last_event_of_the_batch() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry, frozenset(), 20)
+    # In batch order; the last event of page-views is on its partition 0, after partition 1's.
+    metrics.show_last_event_times([("page-views:0", 5_000), ("page-views:1", 9_000), ("leads:2", 7_000),
+                                   ("page-views:0", 3_000), ("leads:2", 8_000)])
+
+    def value(topic: str) -> float | None:
+        return registry.get_sample_value("leadgen_last_event_timestamp_seconds", {"topic": topic})
+
+    assert value("page-views") == 3.0  # the last one, not the latest: as when the gauge was set per event
+    assert value("leads") == 8.0
+    assert value("spend") is None
