@@ -48,6 +48,12 @@ def test_a_rule_the_translation_does_not_know_leaves_the_kind_to_the_slow_path(r
     assert fast_decoder({"type": "object", "properties": {"x": rule}, "required": ["x"]}) is None
 
 
+def test_a_dependency_on_a_field_the_schema_does_not_name_leaves_the_kind_to_the_slow_path():
+    properties = {"a": {"type": "string"}}
+    assert fast_decoder({"type": "object", "properties": properties, "dependencies": {"a": ["b"]}}) is None
+    assert fast_decoder({"type": "object", "properties": properties, "dependencies": {"b": ["a"]}}) is None
+
+
 def test_unknown_top_level_keywords_leave_the_kind_to_the_slow_path():
     assert fast_decoder({"type": "object", "properties": {}, "oneOf": []}) is None
     assert fast_decoder({"type": "object", "properties": {}, "required": ["x"]}) is None
