@@ -60,11 +60,12 @@ class FastDecoder:
         # Required fields first: a struct's fields without a default must precede those with one.
         fields.sort(key=lambda field: len(field) == 3)
         self._names = tuple(field[0] for field in fields)
-        self._dependencies = [(name, tuple(needs)) for name, needs in schema.get("dependencies", {}).items()]
+        dependencies = schema.get("dependencies", {})
         named = set(self._names)
         if any(not isinstance(needs, list) or name not in named or not set(needs) <= named
-               for name, needs in schema.get("dependencies", {}).items()):
+               for name, needs in dependencies.items()):
             raise SchemaNotSupported("dependencies other than lists of the schema's own property names")
+        self._dependencies = [(name, tuple(needs)) for name, needs in dependencies.items()]
         # Unknown fields are refused even where the schema allows them: msgspec skips an unknown field's value
         # without checking it as orjson does (a number of 1e400, an integer past 64 bits), so such input goes to
         # the slow path, which decides.

@@ -299,7 +299,7 @@ class Consumer(faust_aiokafka.Consumer):
 
         self.callback = on_message
         self._on_message_code = on_message.__code__
-        self._raw_channels: dict[int, bool] = {}  # id of a channel -> whether its events are its messages' bytes
+        self._raw_channels: dict[Any, bool] = {}  # a channel -> whether its events are its messages' bytes
         self._pressure: dict[TP, tuple[Callable[[], None], Callable[[], None]]] = {}
         self._event_class: Any = None
         self._producer_threaded: bool | None = None
@@ -332,13 +332,12 @@ class Consumer(faust_aiokafka.Consumer):
         """
         tp = message.tp
         conductor = cast(Conductor, self.app.topics)
-        channels = conductor._tp_index.get(tp)
-        if (not channels or not self.app.flow_control.is_active() or conductor._tp_to_callback_lock.locked()
+        if (not self._delivers_at_once(tp) or conductor._tp_to_callback_lock.locked()
                 or self._producer_backlogged()):
             return False
-        for channel in channels:
-            if not self._takes_raw_bytes(channel) or channel.queue.full():
-                return False
+        channels = conductor._tp_index[tp]
+        if not all(self._takes_raw_bytes(channel) for channel in channels):
+            return False
         if self._event_class is None:
             self._event_class = self.app.conf.Event
         event = self._event_class(self.app, message.key, message.value, message.headers, message)
@@ -350,10 +349,10 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _takes_raw_bytes(self, channel: Any) -> bool:
         """Whether the channel's events carry its messages' key and value as they are (raw bytes both)."""
-        known = self._raw_channels.get(id(channel))
+        known = self._raw_channels.get(channel)
         if known is None:
             schema = getattr(channel, "schema", None)
-            known = self._raw_channels[id(channel)] = (
+            known = self._raw_channels[channel] = (
                 schema is not None and schema.key_type is bytes and schema.value_type is bytes
                 and schema.key_serializer == "raw" and schema.value_serializer == "raw")
         return known
