@@ -6,10 +6,16 @@ import pytest
 
 from stream.core.calendar import Calendar
 from stream.core.cells import CellId
+from stream.core.validation import Validator
 from stream.core.windows import Windows
 from stream.pipeline.eventtime.closing import DueCells, is_closed, is_late
 from stream.pipeline.eventtime.join import WatermarkJoin
 from stream.pipeline.eventtime.sources import HOLD, SourceProgress
+from stream.pipeline.ingest import IngestStage
+from stream.pipeline.steps import progress_step
+from stream.pipeline.wire import EntityEnvelope
+from stream.runtime.local import MemoryOutput, run_now
+from stream.settings import Settings
 
 IDLE = 10_000  # ms of processing time
 
@@ -99,6 +105,18 @@ def test_idle_time_runs_only_up_to_the_last_mark():
     assert progress.report_after([], ["p0", "p1"], 60_000) == {"p0": 5_000, "p1": HOLD}
     progress.mark_busy([], 60_000)
     assert progress.report(["p0", "p1"], 60_000) == {"p0": 5_000 + 60_000 - IDLE, "p1": None}
+
+
+@pytest.mark.parametrize(("unread", "reported"), [(["p0"], 5_000), ([], 5_000 + 60_000 - IDLE)])
+def test_the_timer_s_report_keeps_a_partition_with_unread_messages_from_turning_idle(unread, reported):
+    # The step the worker's timer runs: quiet for 60 s, p0 is idle only if the timer finds nothing left to read.
+    stage = IngestStage(Validator(Settings.from_env({}).rates, 1 << 20), entity_partitions=2, idle_timeout_ms=IDLE)
+    stage.progress.observe("p0", 5_000, 0)
+    sent: list[tuple[int, bytes]] = []
+    out = MemoryOutput({}, {}, [], lambda route, partition, value: sent.append((partition, value)))
+    run_now(progress_step(stage, ["p0"], unread, 60_000, 2, out))
+    assert [(partition, EntityEnvelope.decode(value).progress) for partition, value in sent] == [
+        (0, {"p0": reported}), (1, {"p0": reported})]
 
 
 def test_without_marks_idle_time_runs_with_the_clock():
