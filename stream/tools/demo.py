@@ -97,28 +97,38 @@ def _generate(settings: Settings, model: TrafficModel, rate: float, feed: Feed, 
 
 
 @contextmanager
-def _background(settings: Settings, options: argparse.Namespace, feed: Feed) -> Iterator[None]:
+def _background(settings: Settings, options: argparse.Namespace, feed: Feed) -> Iterator[threading.Event]:
     """The traffic generator and the KPI reader, each on a thread of its own, while the block runs; then both are
-    told to stop and joined, whatever ended the block.
+    told to stop and joined, whatever ended the block. The block gets the generator's stop, to end the traffic
+    first and still read the last KPI records.
 
     The join needs no timeout: the reader stops within its poll (0.2 s) or its topic listing (10 s), the
     generator within its last flush (30 s) and its producer's close (5 s).
     """
-    stop = threading.Event()
+    stop_traffic, stop = threading.Event(), threading.Event()
     model = TrafficModel(seed=options.seed, start_ms=int(time.time() * 1000), time_scale=20.0,
                          visits_per_second=options.rate / 3.5, clock_ms=lambda: int(time.time() * 1000))
-    threads = [threading.Thread(target=_generate, args=(settings, model, options.rate, feed, stop), name="generator"),
+    threads = [threading.Thread(target=_generate, args=(settings, model, options.rate, feed, stop_traffic),
+                                name="generator"),
                threading.Thread(target=_read_kpis, args=(settings, feed, stop), name="kpi-reader")]
     started: list[threading.Thread] = []
     try:
         for thread in threads:
             thread.start()
             started.append(thread)
-        yield
+        yield stop_traffic
     finally:
+        stop_traffic.set()
         stop.set()
         for thread in started:
             thread.join()
+
+
+def _settle_seconds(settings: Settings) -> float:
+    """How long the view goes on once the traffic stopped, so that its last frame shows every KPI's last record:
+    a record held back (``KPI_RECORD_INTERVAL``) goes out at its cell partition's next batch, which the worker's
+    progress report (``KPI_WATERMARK_INTERVAL``) brings without traffic; twice that, and a second for the hops."""
+    return 2 * (settings.record_interval_ms + settings.watermark_interval_ms) / 1000 + 1.0
 
 
 def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -299,17 +309,31 @@ def _run(stack: ExitStack, options: argparse.Namespace, settings: Settings, cons
     ensure_topics(settings)
     console.print(f"worker log: {workdir / 'worker.log'}")
     worker = stack.enter_context(_worker(env, workdir / "worker.log"))
-    stack.enter_context(_background(settings, options, feed))
+    stop_traffic = stack.enter_context(_background(settings, options, feed))
     console.print(f"metrics: http://127.0.0.1:{port}/metrics  (Ctrl-C stops everything)")
     started = time.time()
-    try:
-        with Live(_view(settings, feed, port, started), console=console, refresh_per_second=2) as live:
+    with Live(_view(settings, feed, port, started), console=console, refresh_per_second=2) as live:
+        try:
             while options.duration is None or time.time() - started < options.duration:
                 if worker.poll() is not None:
                     console.print(f"[red]the worker exited ({worker.returncode}); see {workdir / 'worker.log'}")
                     return 1
                 time.sleep(1)
                 live.update(_view(settings, feed, port, started))
-    except KeyboardInterrupt:
-        console.print("stopping ...")
+        except KeyboardInterrupt:
+            pass
+        # The traffic stops first, and the view shows every KPI's last record (the hour and the month agree) before
+        # everything else stops; Ctrl-C again skips the wait.
+        stop_traffic.set()
+        settle = _settle_seconds(settings)
+        console.print(f"stopping: the traffic stopped, the last KPI records come in ({settle:.0f} s; Ctrl-C again "
+                      "skips this) ...")
+        deadline = time.time() + settle
+        try:
+            while time.time() < deadline:
+                time.sleep(min(1.0, max(deadline - time.time(), 0.0)))
+                live.update(_view(settings, feed, port, started))
+        except KeyboardInterrupt:
+            pass
+    console.print("stopping ...")
     return 0

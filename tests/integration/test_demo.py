@@ -71,7 +71,8 @@ def _run_demo(env: dict[str, str]) -> str:
             break
         time.sleep(0.5)
     # The worker has the records it sent; the view's reader polls them every 0.2 s and the view redraws every
-    # second: its last frame, drawn when Ctrl-C comes, shows them after that (with room for a loaded machine).
+    # second: its last frame shows them after that (with room for a loaded machine). Ctrl-C stops the traffic
+    # first; the last frame comes once every KPI's held-back record is out, so the hour and the month agree.
     time.sleep(4)
     demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
     demo.wait(timeout=90)
@@ -79,6 +80,7 @@ def _run_demo(env: dict[str, str]) -> str:
     text = "".join(lines)
     assert demo.returncode == 0, text
     assert "stopped; logs in" in text
+    assert "the traffic stopped, the last KPI records come in" in text
     # The last frame shows a cost per lead for the paid channels and a lead volume for all traffic.
     paid = re.search(r"paid_search\s*│\s*(\d+)\s*│\s*([\d,.]+)\s*│\s*([\d,.]+)", text)
     assert paid is not None and int(paid.group(1)) > 0 and float(paid.group(3).replace(",", "")) > 0, text[-3000:]
